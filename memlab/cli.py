@@ -1,0 +1,75 @@
+"""Argument parsing shared by every script: typed dataclasses via `transformers.HfArgumentParser`,
+`--config file.yaml` with command-line overrides, and one clear error (exit status 2) for bad input."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from memlab.io import DataError
+
+
+def parse_list(value, typ=int, name: str = "value") -> list:
+    """'1,2,3' (or a list from YAML) -> [1, 2, 3]; raises DataError naming the field."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = [v for v in str(value).split(",") if v.strip()]
+    try:
+        return [typ(str(v).strip()) if not isinstance(v, typ) else v for v in items]
+    except ValueError:
+        raise DataError(f"--{name}: expected a comma-separated list of {typ.__name__}, got '{value}'") from None
+
+
+def parse_args(dataclass_type, argv: Sequence[str] | None = None, prog: str | None = None):
+    """Parse `argv` into one dataclass. `--config x.yaml` supplies defaults that the CLI overrides."""
+    import yaml
+    from transformers import HfArgumentParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(dataclass_type, prog=prog)
+    parser.add_argument("--config", default=None, help="YAML file of arguments; command-line flags override it")
+    config_path = None
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise DataError("--config: expected a YAML file path")
+        config_path = argv[i + 1]
+    elif any(a.startswith("--config=") for a in argv):
+        config_path = next(a.split("=", 1)[1] for a in argv if a.startswith("--config="))
+    if config_path:
+        p = Path(config_path)
+        if not p.exists():
+            raise DataError(f"--config: {p}: file not found")
+        try:
+            values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise DataError(f"{p}: invalid YAML ({e})") from None
+        fields = {f.name for f in dataclasses.fields(dataclass_type)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise DataError(f"{p}: unknown argument(s) {unknown}")
+        parser.set_defaults(**{k: (",".join(map(str, v)) if isinstance(v, list) else v)
+                               for k, v in values.items()})
+    outputs = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    return outputs[0]  # outputs[1] is the namespace holding --config
+
+
+def collect_errors(checks: Sequence[tuple[bool, str]]) -> None:
+    """Raise one DataError listing every failed check (litgpt's validate_args style)."""
+    problems = [msg for ok, msg in checks if not ok]
+    if problems:
+        raise DataError("invalid arguments:\n  - " + "\n  - ".join(problems))
+
+
+def run(main: Callable, dataclass_type, argv: Sequence[str] | None = None):
+    """Entry point wrapper: parse, call `main(args)`, turn DataError into one line on stderr + exit 2."""
+    try:
+        args = parse_args(dataclass_type, argv)
+        return main(args)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
