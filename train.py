@@ -1,0 +1,300 @@
+"""Supervised fine-tuning (full or LoRA) with exposure-indexed checkpoints; also the retention phase.
+
+One exposure = one epoch over the study set (reshuffled each epoch with the seed). Examples:
+
+    # full fine-tuning of the embedded SmolLM2 on chat facts, checkpoints after exposures 1,2,3,5,10
+    python train.py --train_file data/facts_objects/train_active_5.jsonl --output_dir runs/sft \
+        --num_exposures 10 --save_exposures 1,2,3,5,10 --learning_rate 5e-5 --batch_size 8
+    # LoRA on attention and MLP, adapter-only checkpoints (plus a merged copy)
+    python train.py ... --lora_r 16 --lora_alpha 32 --lora_target_modules all-linear --merge_on_save
+    # retention: continue from a checkpoint on an interference corpus, log-spaced step checkpoints
+    python train.py --init_from runs/sft/checkpoints/exposure_10 --train_file data/corpus/sentences.jsonl \
+        --output_dir runs/retention --num_exposures 1 --save_steps log
+    # 2 GPUs (DDP) or DeepSpeed ZeRO-2/3
+    accelerate launch --config_file accelerate_config.yaml train.py ...
+    accelerate launch --config_file accelerate_config.yaml --use_deepspeed \
+        --deepspeed_config_file ds_config.json train.py ...
+
+Preemption: SIGTERM or SIGUSR1 saves a resumable state to OUTPUT_DIR/resume/ and exits with status 75
+(EX_TEMPFAIL: "retry me"); rerun with --resume to continue from the newest checkpoint; the final
+weights equal those of an uninterrupted run. `--resume` on a run with no checkpoint starts fresh.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from memlab import cli, training as T
+from memlab.io import DataError, append_jsonl, write_text_atomic
+from memlab.models import DEFAULT_MODEL, is_adapter_dir, load_model, load_tokenizer, resolve_model_path
+from memlab.rundir import prepare_run_dir, read_metrics, write_results
+
+EXIT_REQUEUE = 75  # checkpointed on a signal; rerun with --resume
+
+
+@dataclass
+class TrainArgs:
+    train_file: Optional[str] = None  # JSONL/CSV/TXT: plain text, chat `messages`, or prompt/completion
+    output_dir: Optional[str] = None  # run directory (config.json, metrics.jsonl, results.json, checkpoints/)
+    model_name_or_path: str = DEFAULT_MODEL  # built-in name or local HF model dir
+    text_column: Optional[str] = None  # plain text column; default `text`, else the first string column
+    loss_on: Optional[str] = None  # completion|all; default completion for chat/prompt-completion, all for plain
+    chat_template: Optional[str] = None  # 'plain', a .jinja file, or a template string, if the tokenizer has none
+    block_size: int = 256  # max tokens per item; longer items are truncated (and counted)
+    batch_size: int = 8  # items per micro-batch per process
+    gradient_accumulation_steps: int = 1
+    num_exposures: int = 5  # epochs over the study set
+    save_exposures: str = ""  # e.g. 1,2,3,5,10 -> checkpoints/exposure_{k}/
+    save_steps: str = ""  # e.g. 10,100 or 'log' (1..10,20..100,200..) -> checkpoints/step_{n:07d}/
+    no_shuffle: bool = False  # keep file order (no reshuffle, no length grouping)
+    init_from: Optional[str] = None  # continue from a trained model dir or LoRA adapter dir
+    from_scratch: bool = False  # random init of the same architecture (no-prior-knowledge baseline)
+    lora_r: int = 0  # 0 = full fine-tuning
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: str = "all-linear"  # names (q_proj,v_proj), q/k/v/o, or attn | mlp | all-linear
+    merge_on_save: bool = False  # LoRA: also export a merged model to <checkpoint>/merged/
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0
+    lr_scheduler: str = "constant"  # constant | linear | cosine (each with --warmup_steps)
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 needs a GPU; on CPU fp32 is fastest)
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    logging_steps: int = 1
+    resume: bool = False
+    keep_optimizer_state: str = "last"  # last: only the newest checkpoint keeps optimizer state; all
+    trust_remote_code: bool = False
+    debug_signal_at_step: int = 0  # testing: send ourselves SIGUSR1 after this optimizer step
+
+
+def validate(a: TrainArgs) -> None:
+    exps = cli.parse_list(a.save_exposures, int, "save_exposures")
+    cli.collect_errors([
+        (a.train_file is not None, "--train_file is required"),
+        (a.output_dir is not None, "--output_dir is required"),
+        (a.loss_on in (None, "completion", "all"), f"--loss_on must be completion or all, got {a.loss_on}"),
+        (a.num_exposures >= 1, "--num_exposures must be >= 1"),
+        (all(1 <= k <= a.num_exposures for k in exps),
+         f"--save_exposures {exps} goes beyond --num_exposures {a.num_exposures}"),
+        (a.save_steps == "log" or all(s > 0 for s in cli.parse_list(a.save_steps, int, "save_steps")),
+         "--save_steps must be positive integers or 'log'"),
+        (a.lr_scheduler in ("constant", "linear", "cosine"), f"--lr_scheduler {a.lr_scheduler} unknown"),
+        (a.precision in ("fp32", "bf16", "fp16"), f"--precision {a.precision} unknown"),
+        (a.precision != "fp16" or torch.cuda.is_available(), "--precision fp16 needs a GPU; use fp32 on CPU"),
+        (a.keep_optimizer_state in ("last", "all"), "--keep_optimizer_state must be last or all"),
+        (a.batch_size >= 1 and a.gradient_accumulation_steps >= 1, "batch sizes must be >= 1"),
+        (not (a.from_scratch and a.init_from), "--from_scratch and --init_from exclude each other"),
+    ])
+
+
+def build_model(a: TrainArgs, tokenizer):
+    """Base model (pretrained, from scratch, or --init_from) wrapped in LoRA when asked."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if a.init_from:
+        if not Path(a.init_from).is_dir():
+            raise DataError(f"--init_from {a.init_from}: checkpoint not found")
+        model, _ = load_model(a.init_from, trust_remote_code=a.trust_remote_code, is_trainable=True)
+        if is_adapter_dir(a.init_from):
+            return model  # keep training the same adapter
+    elif a.from_scratch:
+        cfg = AutoConfig.from_pretrained(resolve_model_path(a.model_name_or_path))
+        torch.manual_seed(a.seed)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    else:
+        model, _ = load_model(a.model_name_or_path, trust_remote_code=a.trust_remote_code)
+    if a.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        targets = T.resolve_lora_targets(model, a.lora_target_modules)
+        model = get_peft_model(model, LoraConfig(r=a.lora_r, lora_alpha=a.lora_alpha, target_modules=targets,
+                                                 lora_dropout=a.lora_dropout, task_type="CAUSAL_LM"))
+        model.peft_config["default"].base_model_name_or_path = str(Path(model.base_model.model.name_or_path)
+                                                                   .resolve())
+    return model
+
+
+def main(a: TrainArgs) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs, set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    validate(a)
+    # gloo on CPU when distributed (DeepSpeed otherwise miscounts the world; see the README's infra notes)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
+    acc = Accelerator(mixed_precision={"fp32": "no"}.get(a.precision, a.precision), kwargs_handlers=handlers,
+                      gradient_accumulation_steps=a.gradient_accumulation_steps)
+    set_seed(a.seed)
+    out = Path(a.output_dir)
+    world, ga = acc.num_processes, a.gradient_accumulation_steps
+
+    # ---- data: one item per sequence, labels masked per --loss_on
+    tok = load_tokenizer(a.init_from or a.model_name_or_path, a.trust_remote_code)
+    items, kind = T.load_items(a.train_file, a.text_column)
+    if kind == "chat":
+        T.ensure_chat_template(tok, a.chat_template, a.train_file)
+    loss_on = a.loss_on or ("all" if kind == "plain" else "completion")
+    if kind == "plain" and loss_on == "completion":
+        raise DataError(f"{a.train_file}: plain text has no completion; use --loss_on all")
+    model = build_model(a, tok)
+    max_len = getattr(model.config, "max_position_embeddings", None)
+    if max_len and a.block_size > max_len:
+        raise DataError(f"--block_size {a.block_size} is above the model's maximum of {max_len} positions")
+    examples = [T.tokenize_item(it, kind, tok, loss_on, a.block_size) for it in items]
+    examples = [e for e in examples if any(l != T.IGNORE_INDEX for l in e["labels"])]
+    if not examples:
+        raise DataError(f"{a.train_file}: no item has tokens to learn from")
+    lengths = [len(e["input_ids"]) for e in examples]
+
+    # ---- schedule: global batches per epoch, padded (recycled) to full windows of world * ga
+    window = world * ga
+    def epoch_batches(epoch: int) -> list[list[int]]:
+        b = T.length_grouped_batches(lengths, a.batch_size, a.seed, epoch, shuffle=not a.no_shuffle)
+        return b + b[: (-len(b)) % window]
+    steps_per_epoch = len(epoch_batches(0)) // window
+    total_steps = steps_per_epoch * a.num_exposures
+    save_exp = set(cli.parse_list(a.save_exposures, int, "save_exposures"))
+    save_steps = set(T.log_steps(total_steps) if a.save_steps == "log"
+                     else [s for s in cli.parse_list(a.save_steps, int, "save_steps") if s <= total_steps])
+
+    if a.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=a.learning_rate)
+    name = {"constant": "constant_with_warmup"}.get(a.lr_scheduler, a.lr_scheduler)
+    # stepped by hand once per optimizer step (accelerate's wrapper would step it world-size times)
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=a.warmup_steps, num_training_steps=total_steps)
+    ds = acc.state.deepspeed_plugin
+    if ds is not None:
+        ds.deepspeed_config.update({"train_micro_batch_size_per_gpu": a.batch_size,
+                                    "gradient_accumulation_steps": ga, "train_batch_size": a.batch_size * window,
+                                    "gradient_clipping": a.max_grad_norm or 0.0})
+
+    # ---- run directory and resume
+    state = T.TrainState()
+    fingerprint = T.config_fingerprint(asdict(a))
+    ckpt = T.newest_checkpoint(out) if a.resume else None
+    if ckpt is not None:
+        saved = json.loads((ckpt / "trainer_state" / "state.json").read_text())
+        diff = sorted(k for k in set(fingerprint) | set(saved["config"]) if fingerprint.get(k) != saved["config"].get(k))
+        if diff:
+            raise DataError(f"--resume: {out} was run with a different configuration; differing: "
+                            + ", ".join(f"{k} (was {saved['config'].get(k)!r}, now {fingerprint.get(k)!r})" for k in diff))
+        T.load_checkpoint_weights(model, ckpt)
+        if ds is None:
+            opt_state = torch.load(ckpt / "trainer_state" / "optimizer.pt", weights_only=False)
+            optimizer.load_state_dict(opt_state["optimizer"])
+            scheduler.load_state_dict(opt_state["scheduler"])
+        state = T.TrainState(**{k: saved[k] for k in T.TrainState().to_json()})
+    if acc.is_main_process:
+        prepare_run_dir(out, a, "train.py", {"num_processes": world, "data_kind": kind, "loss_on": loss_on})
+        keep = [r for r in read_metrics(out / "metrics.jsonl") if r.get("step", 0) <= state.step]
+        write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep))
+        (out / "results.json").unlink(missing_ok=True)
+    model, optimizer = acc.prepare(model, optimizer)
+    if ds is not None and ckpt is not None:
+        acc.load_state(str(ckpt / "trainer_state" / "deepspeed"))
+        scheduler.load_state_dict(torch.load(ckpt / "trainer_state" / "scheduler.pt", weights_only=False))
+    if ckpt is not None:
+        T.set_rng_state(torch.load(ckpt / "trainer_state" / f"rng_{acc.process_index}.pt", weights_only=False))
+
+    def save(path: Path, with_optimizer: bool) -> None:
+        T.save_checkpoint(acc, model, tok, optimizer, scheduler, state, fingerprint, path,
+                          with_optimizer=with_optimizer, merge=a.merge_on_save,
+                          keep_optimizer_state=a.keep_optimizer_state, run_dir=out)
+
+    stop = {"flag": False}
+    def on_signal(signum, frame):
+        stop["flag"] = True
+    for s in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(s, on_signal)
+
+    # ---- train
+    model.train()
+    t_start = time.time()
+    bar = tqdm(total=total_steps, initial=state.step, disable=not acc.is_local_main_process, desc="train")
+    log_loss, log_tokens, log_padded, log_t = [], 0, 0, time.time()
+    while state.epoch < a.num_exposures:
+        batches = epoch_batches(state.epoch)
+        epoch_now = state.epoch
+        while state.epoch == epoch_now:
+            win = batches[state.batch_in_epoch: state.batch_in_epoch + window]
+            for mb in win[acc.process_index::world]:
+                batch = T.collate([examples[i] for i in mb], tok.pad_token_id)
+                log_tokens += int(batch["attention_mask"].sum())
+                log_padded += batch["attention_mask"].numel()
+                with acc.accumulate(model):
+                    loss = model(**{k: v.to(acc.device) for k, v in batch.items()}).loss
+                    acc.backward(loss)
+                    if acc.sync_gradients and a.max_grad_norm:
+                        acc.clip_grad_norm_(model.parameters(), a.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                log_loss.append(loss.detach().float())
+            scheduler.step()
+            state.step += 1
+            state.batch_in_epoch += len(win)
+            if state.batch_in_epoch >= len(batches):
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            stats = torch.tensor([torch.stack(log_loss).mean().item(), log_tokens, log_padded, float(stop["flag"])])
+            if world > 1:  # one small all-reduce: mean loss, token counts, and "any rank was signalled"
+                stats = acc.reduce(stats.to(acc.device), reduction="sum").cpu()
+                stats[0] /= world
+            state.tokens_seen += int(stats[1])
+            if state.step % a.logging_steps == 0 or stats[3] > 0:
+                row = {"step": state.step, "exposure": round(state.step / steps_per_epoch, 4),
+                       "epoch": math.ceil(state.step / steps_per_epoch), "loss": round(float(stats[0]), 6),
+                       "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(float(stats[1]) / (time.time() - log_t), 1),
+                       "padding_fraction": round(1 - float(stats[1]) / float(stats[2]), 4), "tokens_seen": state.tokens_seen}
+                if acc.is_main_process:
+                    append_jsonl(out / "metrics.jsonl", row)
+                bar.set_postfix(exposure=row["exposure"], loss=row["loss"])
+                log_loss, log_tokens, log_padded, log_t = [], 0, 0, time.time()
+            bar.update(1)
+            if state.batch_in_epoch == 0 and state.epoch in save_exp:
+                save(out / "checkpoints" / f"exposure_{state.epoch}", with_optimizer=True)
+            if state.step in save_steps:
+                save(out / "checkpoints" / f"step_{state.step:07d}", with_optimizer=True)
+            if a.debug_signal_at_step and state.step == a.debug_signal_at_step and acc.is_main_process:
+                signal.raise_signal(signal.SIGUSR1)
+                stop["flag"] = True
+            if stats[3] > 0 or (stop["flag"] and world == 1):
+                save(out / "resume", with_optimizer=True)
+                acc.print(f"signal received: state saved to {out / 'resume'} at step {state.step}; "
+                          f"rerun with --resume (exit {EXIT_REQUEUE})")
+                acc.end_training()
+                sys.exit(EXIT_REQUEUE)
+    bar.close()
+
+    # ---- final weights and results
+    final = out / "checkpoints" / f"exposure_{a.num_exposures}"
+    if a.num_exposures not in save_exp:
+        final = out / "final"
+        save(final, with_optimizer=False)
+    digests = acc.gather_for_metrics([T.param_digest(acc.unwrap_model(model))], use_gather_object=True)
+    results = T.summarize_run(out, examples, lengths, a, world, steps_per_epoch, time.time() - t_start,
+                              state, final, digests)
+    if acc.is_main_process:
+        write_results(out, results)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return results
+
+
+if __name__ == "__main__":
+    cli.run(main, TrainArgs)
