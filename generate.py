@@ -1,9 +1,10 @@
 """Recall tests by generation: prefix completion (`--mode prefix`) and QA probes (`--mode qa`).
 
 prefix: each text's first p tokens (`--prefix_tokens 16,32,64`, or `--prefix_fraction 0.5`) prompt the model,
-which generates as many tokens as the true suffix has (capped by `--max_new_tokens`, default 64). Only the
-generated continuation is scored, against the true continuation: exact match, token accuracy, longest
-common prefix (tokens), ROUGE-L F1 (words), `id_recalled` for ID documents ([DOC_48213] … closing id),
+which generates as many tokens as the true suffix has (capped by `--max_new_tokens`; no cap by default, so an
+ID document's closing identifier is within reach). Only the generated continuation is scored, against the
+true continuation: exact match, token accuracy, longest common prefix (tokens), ROUGE-L F1 (words),
+`id_recalled` for ID documents ([DOC_48213] … closing id; empty when the target window does not reach it),
 and with `--similarity embed` the cosine similarity of sentence embeddings. Greedy by default; sampled with
 `--temperature T --num_samples K`.
 
@@ -52,7 +53,7 @@ class GenerateArgs:
     output_dir: Optional[str] = None
     model_name_or_path: str = DEFAULT_MODEL  # base model (and the tokenizer for every checkpoint)
     checkpoints: Optional[list[str]] = checkpoints_field()
-    max_new_tokens: Optional[int] = None  # cap on generated tokens; default 64 (prefix) / 32 (qa)
+    max_new_tokens: Optional[int] = None  # cap on generated tokens; default: none (prefix) / 32 (qa)
     batch_size: int = 16  # sequences generated together (left-padded, length-sorted)
     seed: int = 0  # sampling seeds derive from (seed, item, prefix/temperature, sample/repeat)
     bootstrap: int = 1000  # bootstrap resamples for 95% CIs (0 = none)
@@ -196,7 +197,7 @@ def main(args: GenerateArgs) -> dict:
     extra = {}
     if args.mode == "prefix":
         tasks, extra["skipped"] = prefix_tasks(items, tok, parse_list(args.prefix_tokens, int, "prefix_tokens"),
-                                               args.prefix_fraction, args.max_new_tokens or 64)
+                                               args.prefix_fraction, args.max_new_tokens or 0)
     pool = ModelPool(dtype=args.dtype, device=acc.device, fallback_base=args.model_name_or_path)
     rows = []
     for target, label in zip(targets, labels):

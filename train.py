@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -202,7 +203,8 @@ def main(a: TrainArgs) -> dict:
             scheduler.load_state_dict(opt_state["scheduler"])
         state = T.TrainState(**{k: saved[k] for k in T.TrainState().to_json()})
     if acc.is_main_process:
-        prepare_run_dir(out, a, "train.py", {"num_processes": world, "data_kind": kind, "loss_on": loss_on})
+        prepare_run_dir(out, a, "train.py", {"num_processes": world, "data_kind": kind, "loss_on": loss_on,
+                                             "distributed_type": str(acc.distributed_type)})
         keep = [r for r in read_metrics(out / "metrics.jsonl") if r.get("step", 0) <= state.step]
         write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep))
         (out / "results.json").unlink(missing_ok=True)
@@ -225,6 +227,10 @@ def main(a: TrainArgs) -> dict:
         signal.signal(s, on_signal)
 
     # ---- train
+    import inspect
+    sparse = "logits_to_keep" in inspect.signature(acc.unwrap_model(model).get_base_model().forward
+                                                  if hasattr(acc.unwrap_model(model), "get_base_model")
+                                                  else acc.unwrap_model(model).forward).parameters
     model.train()
     t_start = time.time()
     bar = tqdm(total=total_steps, initial=state.step, disable=not acc.is_local_main_process, desc="train")
@@ -239,7 +245,8 @@ def main(a: TrainArgs) -> dict:
                 log_tokens += int(batch["attention_mask"].sum())
                 log_padded += batch["attention_mask"].numel()
                 with acc.accumulate(model):
-                    loss = model(**{k: v.to(acc.device) for k, v in batch.items()}).loss
+                    loss, _ = T.causal_lm_loss(model, {k: v.to(acc.device) for k, v in batch.items()},
+                                               sparse_logits=sparse)
                     acc.backward(loss)
                     if acc.sync_gradients and a.max_grad_norm:
                         acc.clip_grad_norm_(model.parameters(), a.max_grad_norm)
@@ -289,7 +296,9 @@ def main(a: TrainArgs) -> dict:
     digests = acc.gather_for_metrics([T.param_digest(acc.unwrap_model(model))], use_gather_object=True)
     results = T.summarize_run(out, examples, lengths, a, world, steps_per_epoch, time.time() - t_start,
                               state, final, digests)
+    results["distributed_type"] = str(acc.distributed_type)
     if acc.is_main_process:
+        shutil.rmtree(out / "resume", ignore_errors=True)  # a finished run needs no resume state
         write_results(out, results)
     acc.wait_for_everyone()
     acc.end_training()

@@ -54,7 +54,10 @@ def parse_args(dataclass_type, argv: Sequence[str] | None = None, prog: str | No
             raise DataError(f"{p}: unknown argument(s) {unknown}")
         parser.set_defaults(**{k: (",".join(map(str, v)) if isinstance(v, list) else v)
                                for k, v in values.items()})
-    outputs = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    try:
+        outputs = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    except ValueError as e:  # HfArgumentParser reports unknown flags as a ValueError
+        raise DataError(str(e)) from None
     return outputs[0]  # outputs[1] is the namespace holding --config
 
 

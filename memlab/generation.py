@@ -16,7 +16,7 @@ import torch
 
 from memlab.io import DataError, ensure_ids, read_records, require_fields
 from memlab.metrics import answer_is_matchable
-from memlab.scoring import distributed_map, pad_batch, render_chat
+from memlab.scoring import accepts_logits_to_keep, distributed_map, pad_batch, render_chat
 
 
 @dataclass
@@ -56,7 +56,8 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], max_new_tokens: Sequ
     ids, mask, pos, _ = pad_batch(prompts, pad_id, "left", device)
     budget = torch.tensor(list(max_new_tokens), device=device)
     stop = torch.tensor(list(stop_ids) or [-1], device=device)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}  # prefill: last position only
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **keep)
     cache, logits = out.past_key_values, out.logits[:, -1]
     new = [[] for _ in range(B)]
     done = budget <= 0

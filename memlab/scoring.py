@@ -168,7 +168,7 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, padding_side: str = "l
     return input_ids, attention_mask, position_ids, offsets
 
 
-def _accepts_logits_to_keep(model) -> bool:
+def accepts_logits_to_keep(model) -> bool:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
@@ -189,7 +189,7 @@ def score_batch(model, batch: Sequence[EncodedItem], pad_id: int, padding_side: 
     ends = [off + len(it.input_ids) - 1 for off, it in zip(offsets, batch)]  # exclusive
     lo, hi = min(starts), max(ends)
     kwargs = {}
-    if _accepts_logits_to_keep(model):
+    if accepts_logits_to_keep(model):
         kwargs["logits_to_keep"] = torch.arange(lo, hi, device=device)
         base = lo
     else:

@@ -157,6 +157,30 @@ def collate(examples: Sequence[dict], pad_id: int) -> dict:
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def causal_lm_loss(model, batch: dict, sparse_logits: bool = True) -> tuple[torch.Tensor, int]:
+    """Mean next-token NLL over labelled tokens, and their count.
+
+    With `sparse_logits`, logits are computed only at positions whose next token carries a label
+    (transformers' boolean `logits_to_keep`). The vocabulary projection dominates small models' cost
+    (49k-way for SmolLM2's tokenizer), so completion-only training skips most of it; the loss is the same
+    as HF's `outputs.loss` (checked in tests).
+    """
+    import torch.nn.functional as F
+
+    labels = batch["labels"]
+    targets_mask = labels[:, 1:] != IGNORE_INDEX                # (B, L-1): position t predicts t+1
+    if sparse_logits:
+        keep = torch.zeros_like(labels, dtype=torch.bool)
+        keep[:, :-1] = targets_mask
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+        logits = out.logits.reshape(-1, out.logits.shape[-1])   # (n_labelled, V)
+    else:
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        logits = out.logits[:, :-1][targets_mask]
+    targets = labels[:, 1:][targets_mask]
+    return F.cross_entropy(logits.float(), targets), int(targets.numel())
+
+
 # ------------------------------------------------------------------------------------------- schedules
 def log_steps(total: int) -> list[int]:
     """1,2,…,10,20,…,100,200,…,1000,… up to `total` (log-spaced checkpoints for retention curves)."""

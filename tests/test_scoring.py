@@ -1,6 +1,5 @@
 """Batched per-item scoring equals batch-size-1 scoring; checkpoints and adapters in one call
 (memlab/scoring.py). Tiny models get large random weights so that wrong masking or positions show."""
-import json
 import random
 import shutil
 from pathlib import Path

@@ -1,0 +1,112 @@
+"""Recall generation: memlab's batched greedy decoding vs one HF `generate` call per item, on the same
+prompts in the same run.
+
+    python bench/bench_generation.py                                  # 32 prompts x 16 new tokens
+    python bench/bench_generation.py --n_items 16 --batch_size 16 --chunk 16   # quick
+
+Prompts are the first `--prefix_tokens` tokens of data/documents/documents.jsonl (else corpus sentences,
+else generated text); both methods generate exactly `--max_new_tokens` tokens per item unless an eos
+comes first. The methods alternate over chunks of `--chunk` prompts. Greedy outputs are compared token
+by token. Model FLOP/s = 2 * N * (prompt + generated tokens) / time, N = parameters in matmuls (LM head
+included, embedding lookup not), as a fraction of the fp32 2048x2048 matmul peak measured in this run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from memlab.generation import GenRequest, generate_requests, stop_token_ids  # noqa: E402
+from memlab.models import load_model, load_tokenizer  # noqa: E402
+from memlab.scoring import matmul_params, matmul_peak_flops  # noqa: E402
+
+
+def load_texts(n: int) -> list[str]:
+    for rel in ("data/documents/documents.jsonl", "data/corpus/sentences.jsonl"):
+        path = ROOT / rel
+        if path.exists():
+            texts = [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
+            if rel.endswith("sentences.jsonl"):  # join sentences so prompts have enough tokens
+                texts = [" ".join(texts[i:i + 4]) for i in range(0, len(texts), 4)]
+            return [texts[i % len(texts)] for i in range(n)]
+    return [f"Item {i}: the keeper of the lighthouse wrote a long letter to his sister every evening." for i in range(n)]
+
+
+@torch.no_grad()
+def one_by_one(model, tok, prompts, max_new_tokens) -> list[list[int]]:
+    """What a user runs: `generate` per prompt, greedy."""
+    out = []
+    for p in prompts:
+        ids = torch.tensor([p])
+        gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=tok.pad_token_id)[0, len(p):].tolist()
+        out.append(gen[:gen.index(tok.eos_token_id)] if tok.eos_token_id in gen else gen)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--n_items", type=int, default=32)
+    ap.add_argument("--chunk", type=int, default=16, help="prompts per alternation chunk")
+    ap.add_argument("--batch_size", type=int, default=16)
+    ap.add_argument("--prefix_tokens", type=int, default=32)
+    ap.add_argument("--max_new_tokens", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+
+    peak_before = matmul_peak_flops()
+    model, _ = load_model(a.model)
+    model.eval()
+    tok = load_tokenizer(a.model)
+    n_params = matmul_params(model)
+    prompts = [tok(t).input_ids[:a.prefix_tokens] for t in load_texts(a.n_items)]
+    stops = stop_token_ids(tok, model)
+    print(f"model {a.model}: N = {n_params / 1e6:.1f}M matmul params; {len(prompts)} prompts of <= {a.prefix_tokens} "
+          f"tokens, {a.max_new_tokens} new tokens each; threads {a.threads}")
+    one_by_one(model, tok, prompts[:1], 2)  # warm-up both paths
+    generate_requests(model, [GenRequest("w", prompts[0], 2)], tok.pad_token_id, stops)
+
+    t_base = t_ours = 0.0
+    ratios, same, work = [], 0, 0
+    for c, start in enumerate(range(0, len(prompts), a.chunk)):
+        chunk = prompts[start:start + a.chunk]
+        times = {}
+        for method in (("base", "ours") if c % 2 == 0 else ("ours", "base")):
+            t0 = time.perf_counter()
+            if method == "base":
+                base = one_by_one(model, tok, chunk, a.max_new_tokens)
+            else:
+                reqs = [GenRequest(str(i), p, a.max_new_tokens) for i, p in enumerate(chunk)]
+                res = generate_requests(model, reqs, tok.pad_token_id, stops, a.batch_size)
+                ours = [res[str(i)] for i in range(len(chunk))]
+            times[method] = time.perf_counter() - t0
+        same += sum(x == y for x, y in zip(base, ours))
+        work += sum(len(p) + len(g) for p, g in zip(chunk, ours))
+        t_base += times["base"]
+        t_ours += times["ours"]
+        ratios.append(times["base"] / times["ours"])
+        print(f"chunk {c}: one-by-one {times['base']:.2f}s  batched {times['ours']:.2f}s  ratio {ratios[-1]:.2f}x")
+    peak = max(peak_before, matmul_peak_flops())
+    flops = 2 * n_params * work
+    print(f"identical greedy outputs: {same}/{len(prompts)}")
+    print(f"one-by-one generate: {t_base:.2f}s  batched (batches of {a.batch_size}): {t_ours:.2f}s")
+    print(f"speed ratio {t_base / t_ours:.2f}x overall; per chunk median {statistics.median(ratios):.2f}x "
+          f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+    print(f"matmul peak (fp32 2048^3): {peak / 1e9:.1f} GFLOP/s (before {peak_before / 1e9:.1f})")
+    print(f"model FLOP/s (2*N per prompt+generated token, {work} tokens): one-by-one {flops / t_base / 1e9:.1f} "
+          f"GFLOP/s = {flops / t_base / peak:.0%} of peak; batched {flops / t_ours / 1e9:.1f} GFLOP/s = "
+          f"{flops / t_ours / peak:.0%}")
+
+
+if __name__ == "__main__":
+    main()
