@@ -287,6 +287,7 @@ def main(a: TrainArgs) -> dict:
                 acc.end_training()
                 sys.exit(EXIT_REQUEUE)
     bar.close()
+    loop_s = time.time() - t_start
 
     # ---- final weights and results
     final = out / "checkpoints" / f"exposure_{a.num_exposures}"
@@ -297,6 +298,7 @@ def main(a: TrainArgs) -> dict:
     results = T.summarize_run(out, examples, lengths, a, world, steps_per_epoch, time.time() - t_start,
                               state, final, digests)
     results["distributed_type"] = str(acc.distributed_type)
+    results["train_loop_s"] = round(loop_s, 2)  # training steps only (no final save), this invocation
     if acc.is_main_process:
         shutil.rmtree(out / "resume", ignore_errors=True)  # a finished run needs no resume state
         write_results(out, results)
