@@ -44,7 +44,7 @@ EXIT_REQUEUE = 75  # checkpointed on a signal; rerun with --resume
 
 @dataclass
 class TrainArgs:
-    train_file: Optional[str] = None  # JSONL/CSV/TXT: plain text, chat `messages`, or prompt/completion
+    train_file: Optional[str] = None  # JSONL/CSV/TXT (comma-separated for several): plain, chat or prompt/completion
     output_dir: Optional[str] = None  # run directory (config.json, metrics.jsonl, results.json, checkpoints/)
     model_name_or_path: str = DEFAULT_MODEL  # built-in name or local HF model dir
     text_column: Optional[str] = None  # plain text column; default `text`, else the first string column
@@ -144,17 +144,20 @@ def main(a: TrainArgs) -> dict:
 
     # ---- data: one item per sequence, labels masked per --loss_on
     tok = load_tokenizer(a.init_from or a.model_name_or_path, a.trust_remote_code)
-    items, kind = T.load_items(a.train_file, a.text_column)
-    if kind == "chat":
-        T.ensure_chat_template(tok, a.chat_template, a.train_file)
-    loss_on = a.loss_on or ("all" if kind == "plain" else "completion")
-    if kind == "plain" and loss_on == "completion":
-        raise DataError(f"{a.train_file}: plain text has no completion; use --loss_on all")
+    examples, kinds = [], []
+    for path in cli.parse_list(a.train_file, str, "train_file"):  # several files may mix kinds
+        items, kind = T.load_items(path, a.text_column)
+        if kind == "chat":
+            T.ensure_chat_template(tok, a.chat_template, path)
+        loss_on = a.loss_on or ("all" if kind == "plain" else "completion")
+        if kind == "plain" and loss_on == "completion":
+            raise DataError(f"{path}: plain text has no completion; use --loss_on all")
+        examples += [T.tokenize_item(it, kind, tok, loss_on, a.block_size) for it in items]
+        kinds.append(f"{kind}:{loss_on}")
     model = build_model(a, tok)
     max_len = getattr(model.config, "max_position_embeddings", None)
     if max_len and a.block_size > max_len:
         raise DataError(f"--block_size {a.block_size} is above the model's maximum of {max_len} positions")
-    examples = [T.tokenize_item(it, kind, tok, loss_on, a.block_size) for it in items]
     examples = [e for e in examples if any(l != T.IGNORE_INDEX for l in e["labels"])]
     if not examples:
         raise DataError(f"{a.train_file}: no item has tokens to learn from")
@@ -203,7 +206,7 @@ def main(a: TrainArgs) -> dict:
             scheduler.load_state_dict(opt_state["scheduler"])
         state = T.TrainState(**{k: saved[k] for k in T.TrainState().to_json()})
     if acc.is_main_process:
-        prepare_run_dir(out, a, "train.py", {"num_processes": world, "data_kind": kind, "loss_on": loss_on,
+        prepare_run_dir(out, a, "train.py", {"num_processes": world, "data_kinds": kinds,
                                              "distributed_type": str(acc.distributed_type)})
         keep = [r for r in read_metrics(out / "metrics.jsonl") if r.get("step", 0) <= state.step]
         write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep))

@@ -1,0 +1,178 @@
+"""The experiment grids and the pipeline each array task runs, in one place.
+
+A grid is the product of its axes (in the order written). Array index i maps to `grid_cells(...)[i]`;
+the sbatch templates, `bash scripts/<template>.sh` without SLURM, and `scripts/sweep.py` (submitit) all
+go through `cell()` and `run_task()`, so the mapping lives only here (and is tested).
+
+Grid sizes: `full` (the cluster sweep, the default under SLURM), `small` (a workstation run, the default
+without SLURM and `make demo`) and `tiny` (tests: tiny random models, seconds per task).
+`MEMLAB_MODELS=a,b` replaces any grid's model axis (local HF directories or built-in names).
+
+Each task writes RUNS_ROOT/<expt>/<cell name>/ with one sub-run per stage (data/, train/, recall/, ...),
+each a normal run directory. A stage whose results.json exists is skipped, so a requeued or re-run task
+continues where it stopped, and a finished task (its own results.json written) does nothing at all.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from memlab.io import DataError, write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+EXIT_REQUEUE = 75  # train.py's "checkpointed on a signal, rerun me"
+
+GRIDS: dict[str, dict[str, dict[str, list]]] = {
+    "expt1": {  # exposures: models x seeds x {full, LoRA} x {passive statements, active QA}
+        "full": {"model": ["smollm2-135m"], "seed": [0, 1, 2], "method": ["full", "lora"],
+                 "mode": ["passive", "active"]},
+        "small": {"model": ["smollm2-135m"], "seed": [0], "method": ["full", "lora"], "mode": ["active"]},
+        "tiny": {"model": ["tiny-llama"], "seed": [0], "method": ["full", "lora"], "mode": ["active"]},
+    },
+}
+
+# Per-size settings of each experiment (not grid axes: the same for every cell).
+SETTINGS: dict[str, dict[str, dict]] = {
+    "expt1": {
+        "full": {"n_facts": 50, "variants": 5, "exposures": [1, 2, 3, 5, 10], "n_sentences": 100,
+                 "lr_full": 5e-5, "lr_lora": 5e-4, "lora_r": 16, "batch_size": 8, "temperatures": "0,0.7",
+                 "repeats": 3},
+        "small": {"n_facts": 50, "variants": 1, "exposures": [1, 2, 3, 5, 10], "n_sentences": 40,
+                  "lr_full": 1e-4, "lr_lora": 1e-3, "lora_r": 16, "batch_size": 10, "temperatures": "0",
+                  "repeats": 1},
+        "tiny": {"n_facts": 8, "variants": 1, "exposures": [1, 2, 4], "n_sentences": 8,
+                 "lr_full": 3e-3, "lr_lora": 1e-2, "lora_r": 4, "batch_size": 4, "temperatures": "0",
+                 "repeats": 1},
+    },
+}
+
+
+def grid_axes(expt: str, size: str) -> dict[str, list]:
+    if expt not in GRIDS:
+        raise DataError(f"unknown experiment '{expt}'; choose one of {sorted(GRIDS)}")
+    if size not in GRIDS[expt]:
+        raise DataError(f"{expt}: unknown grid size '{size}'; choose one of {sorted(GRIDS[expt])}")
+    axes = dict(GRIDS[expt][size])
+    if os.environ.get("MEMLAB_MODELS") and "model" in axes:
+        axes["model"] = [m for m in os.environ["MEMLAB_MODELS"].split(",") if m]
+    return axes
+
+
+def grid_cells(expt: str, size: str) -> list[dict]:
+    axes = grid_axes(expt, size)
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+def cell(expt: str, size: str, index: int) -> dict:
+    cells = grid_cells(expt, size)
+    if not 0 <= index < len(cells):
+        raise DataError(f"{expt}/{size}: array index {index} outside the grid of {len(cells)} cells (0-{len(cells) - 1})")
+    return cells[index]
+
+
+def cell_name(c: dict) -> str:
+    """Directory name of a cell: `model=smollm2-135m_seed=0_method=full_mode=active` (paths shortened)."""
+    return "_".join(f"{k}={Path(str(v)).name}" for k, v in c.items())
+
+
+# ------------------------------------------------------------------------------------------- stages
+class Preempted(RuntimeError):
+    """A stage exited with EXIT_REQUEUE: its state is saved; the task should be requeued."""
+
+
+def _launcher(script: str) -> list[str]:
+    """`python SCRIPT`, or `accelerate launch ...` for training when MEMLAB_NUM_PROCESSES > 1 (a multi-GPU
+    node); MEMLAB_LAUNCH overrides the whole prefix."""
+    if os.environ.get("MEMLAB_LAUNCH"):
+        return shlex.split(os.environ["MEMLAB_LAUNCH"]) + [script]
+    n = int(os.environ.get("MEMLAB_NUM_PROCESSES", "1"))
+    if n > 1 and script in ("train.py", "finetune_dpo.py"):
+        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                str(ROOT / "accelerate_config.yaml"), "--num_processes", str(n), script]
+    return [sys.executable, script]
+
+
+def run_stage(script: str, args: list, out_dir: Path, log=None) -> Path:
+    """Run one script into `out_dir` unless it already finished there (results.json exists; for
+    make_data, manifest.json). SIGTERM/SIGUSR1 reaching this process are passed on to the stage."""
+    done = out_dir / ("manifest.json" if script == "make_data.py" else "results.json")
+    if done.exists():
+        return out_dir
+    cmd = _launcher(script) + [str(a) for a in args] + ["--output_dir", str(out_dir)]
+    if script == "train.py" and (out_dir / "config.json").exists():
+        cmd.append("--resume")
+    print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    forward = lambda signum, frame: proc.send_signal(signum)  # noqa: E731
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        rc = proc.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if rc == EXIT_REQUEUE:
+        raise Preempted(f"{script} checkpointed on a signal; rerun the task to resume")
+    if rc != 0:
+        raise RuntimeError(f"{script} failed with exit status {rc}: {' '.join(cmd)}")
+    return out_dir
+
+
+def checkpoint_glob(train_dir: Path, prefix: str = "exposure_") -> str:
+    return str(train_dir / "checkpoints" / f"{prefix}*")
+
+
+# ------------------------------------------------------------------------------------------ pipelines
+def expt1(c: dict, s: dict, task: Path) -> dict:
+    """Facts (passive statements or active QA) plus Orhan-style sentences; checkpoints at each exposure;
+    QA recall by tier and recognition (2AFC, AUC) of the trained sentences at every checkpoint."""
+    seed = c["seed"]
+    facts = run_stage("make_data.py", ["facts", "--n_names", 0, "--n_objects", s["n_facts"],
+                                       "--variants_per_fact", s["variants"], "--seed", seed], task / "data" / "facts")
+    sents = run_stage("make_data.py", ["recognition", "--n_pairs", s["n_sentences"], "--foil_type", "novel",
+                                       "--seed", seed], task / "data" / "recognition")
+    kind = "passive" if c["mode"] == "passive" else "active"
+    train_files = f"{facts}/train_{kind}_{s['variants']}.jsonl,{sents}/seen.jsonl"
+    exposures = s["exposures"]
+    lora = ["--lora_r", s["lora_r"], "--lora_alpha", 2 * s["lora_r"]] if c["method"] == "lora" else []
+    lr = s["lr_lora"] if c["method"] == "lora" else s["lr_full"]
+    train = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file", train_files,
+                                   "--num_exposures", max(exposures), "--save_exposures", ",".join(map(str, exposures)),
+                                   "--learning_rate", lr, "--batch_size", s["batch_size"], "--seed", seed, *lora],
+                      task / "train")
+    ckpts = checkpoint_glob(train)
+    recall = run_stage("generate.py", ["--mode", "qa", "--input_file", facts / "probes.jsonl",
+                                       "--model_name_or_path", c["model"], "--checkpoints", ckpts,
+                                       "--temperatures", s["temperatures"], "--repeats", s["repeats"],
+                                       "--max_new_tokens", 16, "--seed", seed], task / "recall")
+    recog = run_stage("test.py", ["--seen_file", sents / "seen.jsonl", "--unseen_file", sents / "unseen.jsonl",
+                                  "--model_name_or_path", c["model"], "--checkpoints", ckpts, "--seed", seed],
+                      task / "recognition")
+    return summarize_stages({"recall": recall, "recognition": recog, "train": train})
+
+
+def summarize_stages(stages: dict[str, Path]) -> dict:
+    """The task's results.json: each stage's results.json, keyed by stage name."""
+    return {name: json.loads((path / "results.json").read_text()) for name, path in stages.items()}
+
+
+PIPELINES = {"expt1": expt1}
+
+
+def run_task(expt: str, index: int, runs_root: str | os.PathLike, size: str) -> Path:
+    """Run (or resume, or skip) one array task; returns its directory."""
+    c = cell(expt, size, index)
+    task = Path(runs_root) / expt / cell_name(c)
+    if (task / "results.json").exists():
+        print(f"{task}: results.json exists, nothing to do", flush=True)
+        return task
+    task.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(task / "cell.json", {"expt": expt, "size": size, "index": index, **c})
+    results = PIPELINES[expt](c, SETTINGS[expt][size], task)
+    write_json_atomic(task / "results.json", {"expt": expt, "size": size, "index": index, "cell": c, **results})
+    return task

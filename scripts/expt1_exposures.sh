@@ -1,0 +1,26 @@
+#!/bin/bash
+# Experiment 1 — exposures: how many exposures until a model recalls (and recognizes) a new fact?
+#   sbatch scripts/expt1_exposures.sh             # the full grid on a SLURM cluster (from the repo root)
+#   bash scripts/expt1_exposures.sh               # no SLURM: the small grid, every cell in turn
+#   python scripts/run_task.py expt1 --show --size full   # index -> cell
+# Grid (full, 12 cells): model [smollm2-135m; MEMLAB_MODELS=a,b to change] x seed [0,1,2]
+#   x method [full, lora] x mode [passive: fact statements, active: exam-style QA].
+# Per cell: 50 object facts x 5 variants + 100 Orhan-style sentences; checkpoints after exposures
+#   1,2,3,5,10; QA recall by tier (easy/mid/hard) x temperature, recognition (2AFC, AUC) of the sentences.
+# Plot: runs/expt1/plots/recall_recognition_vs_exposures.png
+# Resources below are defaults; SBATCH_* environment variables override them (e.g. SBATCH_GRES=none,
+# SBATCH_TIMELIMIT=8:00:00, SBATCH_ARRAY_INX=0-3, SBATCH_PARTITION=gpu).
+#SBATCH --job-name=memlab-expt1
+#SBATCH --array=0-11
+#SBATCH --gres=gpu:1
+#SBATCH --cpus-per-task=8
+#SBATCH --mem=32G
+#SBATCH --time=04:00:00
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@120
+#SBATCH --output=slurm-%x-%A_%a.out
+ROOT="${MEMLAB_ROOT:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}}"
+[ -f "$ROOT/scripts/common.sh" ] || { echo "error: submit from the memlab checkout or set MEMLAB_ROOT" >&2; exit 2; }
+EXPT=expt1
+source "$ROOT/scripts/common.sh"
+memlab_main

@@ -1,0 +1,52 @@
+"""Run one array task of an experiment grid (what every sbatch template and sweep.py call).
+
+    python scripts/run_task.py expt1 --index 3 --runs_root runs --size full
+    python scripts/run_task.py expt1 --count --size small      # number of cells (array size)
+    python scripts/run_task.py expt1 --show --size full        # index -> cell table
+
+Exit status: 0 done (or already done), 75 preempted with state saved (requeue and rerun), 2 bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from memlab.experiments import EXIT_REQUEUE, Preempted, cell_name, grid_cells, run_task  # noqa: E402
+from memlab.io import DataError  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("expt")
+    p.add_argument("--index", type=int)
+    p.add_argument("--runs_root", default="runs")
+    p.add_argument("--size", default="small", help="grid size: full | small | tiny")
+    p.add_argument("--count", action="store_true", help="print the number of cells and exit")
+    p.add_argument("--show", action="store_true", help="print index -> cell and exit")
+    a = p.parse_args(argv)
+    try:
+        cells = grid_cells(a.expt, a.size)
+        if a.count:
+            print(len(cells))
+            return 0
+        if a.show:
+            for i, c in enumerate(cells):
+                print(i, cell_name(c))
+            return 0
+        if a.index is None:
+            raise DataError("--index is required (or --count / --show)")
+        run_task(a.expt, a.index, a.runs_root, a.size)
+        return 0
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        return EXIT_REQUEUE
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
