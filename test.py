@@ -2,9 +2,11 @@
 matched texts it was not (unseen)?
 
 Scores every seen and unseen text (mean token NLL over the whole text, batched, exact per item) under the
-model or under each checkpoint, then reports per checkpoint the 2AFC accuracy (pairs by row order or by
-`pair_id`), ROC AUC of -loss with seen as positive, and the mean losses, each with a percentile bootstrap
-95% CI over pairs (DESIGN.md §6).
+model or under each checkpoint, then reports per checkpoint the 2AFC accuracy (pairs by row order, or by
+`pair_id` when every row has one), ROC AUC of -loss with seen as positive, and the mean losses, each with a
+percentile bootstrap 95% CI that resamples pairs (DESIGN.md §6). With `pair_id`, a row whose pair_id is
+missing from the other file is scored and counts in AUC and mean losses but not in 2AFC (results.json gives
+n_pairs, n_seen, n_unseen); several checkpoints are scored in one call, adapters swapped on one base.
 
     # the embedded model, one pair file each
     python test.py --seen_file data/recog/seen.jsonl --unseen_file data/recog/unseen.jsonl \

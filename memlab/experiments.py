@@ -46,7 +46,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
         "small": {"n_facts": 50, "variants": 1, "exposures": [1, 2, 3, 5, 10], "n_sentences": 40,
                   "lr_full": 1e-4, "lr_lora": 1e-3, "lora_r": 16, "batch_size": 10, "temperatures": "0",
                   "repeats": 1},
-        "tiny": {"n_facts": 8, "variants": 1, "exposures": [1, 2, 4], "n_sentences": 8,
+        "tiny": {"n_facts": 6, "variants": 1, "exposures": [1, 2], "n_sentences": 6,
                  "lr_full": 3e-3, "lr_lora": 1e-2, "lora_r": 4, "batch_size": 4, "temperatures": "0",
                  "repeats": 1},
     },
@@ -105,6 +105,8 @@ def run_stage(script: str, args: list, out_dir: Path, log=None) -> Path:
     if done.exists():
         return out_dir
     cmd = _launcher(script) + [str(a) for a in args] + ["--output_dir", str(out_dir)]
+    if script == "train.py" and os.environ.get("MEMLAB_TRAIN_ARGS"):  # extra train.py flags (tests, tuning)
+        cmd += shlex.split(os.environ["MEMLAB_TRAIN_ARGS"])
     if script == "train.py" and (out_dir / "config.json").exists():
         cmd.append("--resume")
     print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)

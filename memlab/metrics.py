@@ -224,7 +224,7 @@ def recall_metrics(generated_ids: Sequence[int], true_ids: Sequence[int], genera
 # ---------------------------------------------------------------------------------- QA answer extraction
 # A number: digit groups joined by thousands separators (comma, space, no-break/thin space, apostrophe,
 # underscore) that are followed by exactly three digits; a decimal part marks a non-integer.
-_SEPARATORS = ",  \u202f'_"
+_SEPARATORS = ", \u00a0\u202f'_"
 _NUMBER = re.compile(r"(?<![\d.])\d+(?:[" + _SEPARATORS + r"]\d{3}(?!\d))*(?:\.\d+)?(?!\d)")
 
 

@@ -29,6 +29,7 @@ import glob
 import hashlib
 import inspect
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -252,6 +253,10 @@ def distributed_map(fn: Callable[[list], list], items: list, key: Callable, resu
     are gathered as Python objects (not tensors, so no padding duplicates from uneven shards), de-duplicated
     by `result_key`, and returned in the order of `items`; every process gets the full list.
     """
+    counts = Counter(key(it) for it in items)
+    if len(counts) != len(items):
+        dup, n = counts.most_common(1)[0]
+        raise DataError(f"item ids must be unique; '{dup}' appears {n} times")
     if accelerator is None or accelerator.num_processes <= 1:
         results = fn(items)
     else:

@@ -6,6 +6,7 @@
 # newest checkpoint when it runs again. Without SLURM: runs every cell of the `small` grid in turn.
 # Either way it ends with analyze.py over the experiment's runs. Environment knobs:
 #   MEMLAB_RUNS_ROOT (default <repo>/runs), MEMLAB_GRID (full|small|tiny), MEMLAB_MODELS (a,b: model axis),
+#   MEMLAB_TASKS (without SLURM: which cells, e.g. '0 3'),
 #   MEMLAB_PYTHON (default <repo>/.venv/bin/python), MEMLAB_NUM_PROCESSES (GPUs per task; default: the
 #   GPUs SLURM gave the job), MEMLAB_LAUNCH (full launcher prefix, e.g. for several nodes).
 set -uo pipefail
@@ -49,8 +50,9 @@ memlab_main() {
   else
     SIZE="${MEMLAB_GRID:-small}"
     n=$("$PY" scripts/run_task.py "$EXPT" --count --size "$SIZE") || exit 2
-    echo "memlab $EXPT: no SLURM; running the $n cells of grid '$SIZE' in turn"
-    for ((i = 0; i < n; i++)); do
+    tasks="${MEMLAB_TASKS:-$(seq -s ' ' 0 $((n - 1)))}"
+    echo "memlab $EXPT: no SLURM; running cells [${tasks}] of the $n in grid '$SIZE' in turn"
+    for i in ${tasks//,/ }; do
       memlab_run_one "$i"; rc=$?
       [ "$rc" -eq 0 ] || break
     done

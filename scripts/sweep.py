@@ -1,0 +1,92 @@
+"""Submit an experiment grid from Python with submitit: the same cells and pipeline as the sbatch
+templates (memlab/experiments.py), one array job via `map_array`.
+
+    python scripts/sweep.py expt1 --size full --runs_root /shared/runs        # SLURM when srun is on PATH
+    python scripts/sweep.py expt1 --size small --cluster local               # subprocesses on this machine
+    python scripts/sweep.py expt1 --indices 0,3 --gres gpu:1 --timeout_min 240 --partition gpu
+
+Logs go to RUNS_ROOT/<expt>/submitit/ (a shared folder on a cluster; never /tmp). Preemption: a task's
+`checkpoint()` resubmits it, and the rerun resumes from the newest training checkpoint; finished cells
+are skipped, so resubmitting a finished sweep starts no work.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from memlab.experiments import Preempted, grid_cells, run_task  # noqa: E402
+
+
+class Task:
+    """Picklable callable for submitit: runs one cell; on preemption submitit calls `checkpoint`, which
+    requeues the same call (training state is already on disk, so the rerun resumes)."""
+
+    def __init__(self, expt: str, runs_root: str, size: str):
+        self.expt, self.runs_root, self.size = expt, runs_root, size
+
+    def __call__(self, index: int) -> str:
+        import os
+
+        os.chdir(ROOT)
+        while True:
+            try:
+                return str(run_task(self.expt, index, self.runs_root, self.size))
+            except Preempted:
+                if "SLURM_JOB_ID" in os.environ:
+                    raise  # submitit's checkpoint() requeues the job
+                continue  # local: resume straight away
+
+    def checkpoint(self, index: int):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, index)
+
+
+def main(argv=None) -> list[str]:
+    import submitit
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("expt")
+    p.add_argument("--size", default="small")
+    p.add_argument("--runs_root", default=str(ROOT / "runs"))
+    p.add_argument("--indices", default="", help="comma-separated cells (default: all)")
+    p.add_argument("--cluster", default=None, help="slurm | local | debug (default: slurm if srun exists)")
+    p.add_argument("--partition", default=None)
+    p.add_argument("--gres", default="gpu:1", help="'none' for CPU-only nodes")
+    p.add_argument("--cpus_per_task", type=int, default=8)
+    p.add_argument("--mem_gb", type=int, default=32)
+    p.add_argument("--timeout_min", type=int, default=240)
+    p.add_argument("--no_wait", action="store_true", help="submit and return the job ids")
+    a = p.parse_args(argv)
+
+    n = len(grid_cells(a.expt, a.size))
+    indices = [int(i) for i in a.indices.split(",") if i.strip()] or list(range(n))
+    folder = Path(a.runs_root) / a.expt / "submitit"
+    ex = submitit.AutoExecutor(folder=str(folder), cluster=a.cluster)
+    params = {"timeout_min": a.timeout_min, "cpus_per_task": a.cpus_per_task, "name": f"memlab-{a.expt}"}
+    if ex.cluster == "slurm":
+        params.update(slurm_mem=f"{a.mem_gb}G", slurm_signal_delay_s=120,
+                      slurm_additional_parameters={"requeue": True})
+        if a.gres and a.gres != "none":
+            params["slurm_gres"] = a.gres
+        if a.partition:
+            params["slurm_partition"] = a.partition
+    ex.update_parameters(**params)
+    jobs = ex.map_array(Task(a.expt, a.runs_root, a.size), indices)
+    print(f"submitted {len(jobs)} task(s) of {a.expt}/{a.size} to {ex.cluster}: {jobs[0].job_id.split('_')[0]}")
+    if a.no_wait:
+        return [j.job_id for j in jobs]
+    results = [j.result() for j in jobs]
+    import subprocess
+
+    subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(Path(a.runs_root) / a.expt)], check=False)
+    return results
+
+
+if __name__ == "__main__":
+    for r in main():
+        print(r)

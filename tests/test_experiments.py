@@ -1,0 +1,152 @@
+"""The experiment templates: grid mapping, runs without SLURM, resume after a signal, no work on re-run,
+and real runs under a local single-node SLURM (sbatch arrays and submitit's map_array)."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from memlab import experiments as E
+from memlab.io import DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = sorted((ROOT / "scripts").glob("expt*.sh"))
+TINY_ENV = {"MEMLAB_GRID": "tiny", "MEMLAB_PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+
+
+def test_every_template_parses_and_its_array_matches_the_grid():
+    assert TEMPLATES, "no templates"
+    for t in TEMPLATES:
+        assert subprocess.run(["bash", "-n", str(t)]).returncode == 0, t
+        text = t.read_text()
+        expt = re.search(r"^EXPT=(\w+)", text, re.M).group(1)
+        first_comment = text.splitlines()[1]
+        assert first_comment.startswith("# ") and "sbatch scripts/" in text.split("#SBATCH")[0], t
+        m = re.search(r"^#SBATCH --array=0-(\d+)$", text, re.M)
+        assert int(m.group(1)) + 1 == len(E.grid_cells(expt, "full")), f"{t.name}: --array does not match the grid"
+        assert "--requeue" in text and "--signal=B:USR1@" in text
+
+
+def test_grid_mapping():
+    cells = E.grid_cells("expt1", "full")
+    assert len(cells) == 1 * 3 * 2 * 2
+    assert cells[0] == {"model": "smollm2-135m", "seed": 0, "method": "full", "mode": "passive"}
+    assert cells[1] == {"model": "smollm2-135m", "seed": 0, "method": "full", "mode": "active"}
+    assert cells[2] == {"model": "smollm2-135m", "seed": 0, "method": "lora", "mode": "passive"}
+    assert cells[11] == {"model": "smollm2-135m", "seed": 2, "method": "lora", "mode": "active"}
+    assert len({E.cell_name(c) for c in cells}) == len(cells)
+    assert E.cell("expt1", "full", 5) == cells[5]
+    with pytest.raises(DataError, match="outside the grid of 12 cells"):
+        E.cell("expt1", "full", 12)
+    os.environ["MEMLAB_MODELS"] = "/models/a,tiny-gpt2"
+    try:
+        assert len(E.grid_cells("expt1", "full")) == 24
+        assert E.cell_name(E.cell("expt1", "full", 0)).startswith("model=a_seed=0")
+    finally:
+        del os.environ["MEMLAB_MODELS"]
+
+
+def run_template(name, runs_root, extra_env=None, timeout=900):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(TINY_ENV, MEMLAB_RUNS_ROOT=str(runs_root), **(extra_env or {}))
+    return subprocess.run(["bash", str(ROOT / "scripts" / name)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def task_dirs(root):
+    return sorted(p.parent for p in Path(root).rglob("cell.json"))
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """Cell 0 of expt1's tiny grid, run without SLURM, uninterrupted."""
+    root = tmp_path_factory.mktemp("local")
+    p = run_template("expt1_exposures.sh", root, {"MEMLAB_TASKS": "0"})
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    return root
+
+
+def test_template_runs_without_slurm(local_run):
+    (task,) = task_dirs(local_run / "expt1")
+    res = json.loads((task / "results.json").read_text())
+    assert res["cell"]["method"] == "full"
+    assert {r["exposure"] for r in res["recognition"]["checkpoints"]} == {1, 2}
+    assert (local_run / "expt1" / "plots" / "recall_recognition_vs_exposures.png").stat().st_size > 10_000
+    assert (local_run / "expt1" / "tidy_recall.csv").exists()
+
+
+def test_rerunning_a_finished_sweep_starts_no_work(local_run):
+    before = {p: p.stat().st_mtime_ns for p in (local_run / "expt1").rglob("*") if p.is_file()
+              and "plots" not in p.parts and not p.name.startswith(("tidy_", "summary"))}
+    p = run_template("expt1_exposures.sh", local_run, {"MEMLAB_TASKS": "0"})
+    assert p.returncode == 0 and "nothing to do" in p.stdout
+    assert "train.py" not in p.stdout  # no stage was started
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert before == after
+
+
+def test_signalled_task_resumes_to_the_same_result(local_run, tmp_path):
+    p = run_template("expt1_exposures.sh", tmp_path, {"MEMLAB_TASKS": "0",
+                                                      "MEMLAB_TRAIN_ARGS": "--debug_signal_at_step 2"})
+    assert p.returncode == 75, p.stderr[-2000:]
+    (task,) = task_dirs(tmp_path / "expt1")
+    assert (task / "train" / "resume").is_dir() and not (task / "results.json").exists()
+    p = run_template("expt1_exposures.sh", tmp_path, {"MEMLAB_TASKS": "0"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "--resume" in p.stdout
+    (ref,) = task_dirs(local_run / "expt1")
+    a = json.loads((ref / "results.json").read_text())
+    b = json.loads((task / "results.json").read_text())
+    assert a["train"]["param_digests"] == b["train"]["param_digests"]  # identical final weights
+    la = [round(c["loss_seen"], 5) for c in a["recognition"]["checkpoints"]]
+    lb = [round(c["loss_seen"], 5) for c in b["recognition"]["checkpoints"]]
+    assert la == lb
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    from tests.slurm_cluster import LocalSlurm, ensure_installed
+
+    reason = ensure_installed()
+    if reason:
+        pytest.fail(reason)  # CI runs as root on Debian: a missing SLURM is a failure, not a skip
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    env = cluster.start()
+    yield env
+    cluster.stop()
+
+
+def test_sbatch_array_on_local_slurm_then_submitit(slurm, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(TINY_ENV, **slurm, MEMLAB_RUNS_ROOT=str(tmp_path / "runs"))
+    cmd = ["sbatch", "--wait", "--array=0-1", "--cpus-per-task=1", "--mem=1000", "--gres=gpu:1",
+           f"--output={tmp_path}/%A_%a.out", "scripts/expt1_exposures.sh"]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    logs = "".join(f.read_text() for f in sorted(tmp_path.glob("*.out")))
+    assert p.returncode == 0, p.stderr + logs[-3000:]
+    tasks = task_dirs(tmp_path / "runs" / "expt1")
+    assert len(tasks) == 2 and all((t / "results.json").exists() for t in tasks), logs[-3000:]
+    assert (tmp_path / "runs/expt1/plots/recall_recognition_vs_exposures.png").exists()
+    assert "array task 1 of grid 'tiny'" in logs
+
+    # submitit's map_array against the same cluster: the cells are finished, so the jobs return at once
+    import pdb
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import sweep
+
+    old_env = dict(os.environ)
+    os.environ.update({**slurm, **TINY_ENV})
+    pdb_post_mortem = pdb.post_mortem
+    pdb.post_mortem = lambda *a, **k: None
+    try:
+        out = sweep.main(["expt1", "--size", "tiny", "--runs_root", str(tmp_path / "runs"), "--cluster", "slurm",
+                          "--gres", "gpu:1", "--cpus_per_task", "1", "--mem_gb", "1", "--timeout_min", "10"])
+    finally:
+        os.environ.clear()
+        os.environ.update(old_env)
+        pdb.post_mortem = pdb_post_mortem
+    assert sorted(out) == sorted(str(t) for t in tasks)
