@@ -19,8 +19,10 @@ $(STAMP): requirements.txt
 test: $(STAMP)
 	$(PY) -m pytest -q -rs --durations=15 tests
 
+# The main job: experiment 1 (exposures) on the embedded SmolLM2-135M, small grid (full fine-tuning and
+# LoRA), on this machine's CPU. Results, tidy CSVs and plots go to runs/demo/expt1/.
 demo: $(STAMP)
-	$(PY) demo.py
+	MEMLAB_GRID=small MEMLAB_RUNS_ROOT=runs/demo MEMLAB_PYTHON=$(PY) bash scripts/expt1_exposures.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -151,7 +151,7 @@ def expt1(c: dict, s: dict, task: Path) -> dict:
     recall = run_stage("generate.py", ["--mode", "qa", "--input_file", facts / "probes.jsonl",
                                        "--model_name_or_path", c["model"], "--checkpoints", ckpts,
                                        "--temperatures", s["temperatures"], "--repeats", s["repeats"],
-                                       "--max_new_tokens", 16, "--seed", seed], task / "recall")
+                                       "--max_new_tokens", 12, "--seed", seed], task / "recall")
     recog = run_stage("test.py", ["--seen_file", sents / "seen.jsonl", "--unseen_file", sents / "unseen.jsonl",
                                   "--model_name_or_path", c["model"], "--checkpoints", ckpts, "--seed", seed],
                       task / "recognition")
