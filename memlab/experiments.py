@@ -35,6 +35,26 @@ GRIDS: dict[str, dict[str, dict[str, list]]] = {
         "small": {"model": ["smollm2-135m"], "seed": [0], "method": ["full", "lora"], "mode": ["active"]},
         "tiny": {"model": ["tiny-llama"], "seed": [0], "method": ["full", "lora"], "mode": ["active"]},
     },
+    "expt2": {  # retention: study facts + sentences, then interference text; models x seeds x study exposures
+        "full": {"model": ["smollm2-135m"], "seed": [0, 1, 2], "study_exposures": [3, 10]},
+        "small": {"model": ["smollm2-135m"], "seed": [0], "study_exposures": [5]},
+        "tiny": {"model": ["tiny-llama"], "seed": [0], "study_exposures": [1]},
+    },
+    "expt3": {  # examples per fact: models x seeds x paraphrased variants per fact
+        "full": {"model": ["smollm2-135m"], "seed": [0, 1, 2], "variants": [5, 10, 25, 50]},
+        "small": {"model": ["smollm2-135m"], "seed": [0], "variants": [1, 5, 10]},
+        "tiny": {"model": ["tiny-llama"], "seed": [0], "variants": [1, 2]},
+    },
+    "expt5": {  # context length: models x seeds x document length (tokens) of the ID documents
+        "full": {"model": ["smollm2-135m"], "seed": [0, 1, 2], "doc_tokens": [128, 256, 512]},
+        "small": {"model": ["smollm2-135m"], "seed": [0], "doc_tokens": [128, 256]},
+        "tiny": {"model": ["tiny-llama"], "seed": [0], "doc_tokens": [48]},
+    },
+    "expt7": {  # prior knowledge: known, novel and contradicting facts; models x seeds x {passive, active}
+        "full": {"model": ["smollm2-135m"], "seed": [0, 1, 2], "mode": ["passive", "active"]},
+        "small": {"model": ["smollm2-135m"], "seed": [0], "mode": ["active"]},
+        "tiny": {"model": ["tiny-llama"], "seed": [0], "mode": ["active"]},
+    },
 }
 
 # Per-size settings of each experiment (not grid axes: the same for every cell).
@@ -49,6 +69,36 @@ SETTINGS: dict[str, dict[str, dict]] = {
         "tiny": {"n_facts": 6, "variants": 1, "exposures": [1, 2], "n_sentences": 6,
                  "lr_full": 3e-3, "lr_lora": 1e-2, "lora_r": 4, "batch_size": 4, "temperatures": "0",
                  "repeats": 1},
+    },
+    "expt2": {  # interference: one epoch over n_corpus everyday sentences, log-spaced step checkpoints
+        "full": {"n_facts": 50, "variants": 5, "n_sentences": 100, "n_corpus": 5000, "lr": 5e-5,
+                 "batch_size": 8, "temperatures": "0", "repeats": 1},
+        "small": {"n_facts": 30, "variants": 1, "n_sentences": 40, "n_corpus": 400, "lr": 1e-4,
+                  "batch_size": 8, "temperatures": "0", "repeats": 1},
+        "tiny": {"n_facts": 3, "variants": 1, "n_sentences": 4, "n_corpus": 12, "lr": 3e-3,
+                 "batch_size": 4, "temperatures": "0", "repeats": 1},
+    },
+    "expt3": {  # every cell: the same facts, `variants` paraphrases each, the same number of epochs
+        "full": {"n_facts": 50, "exposures": 3, "lr": 5e-5, "batch_size": 8, "temperatures": "0,0.7,1.0",
+                 "repeats": 5, "probes_per_tier": 2},
+        "small": {"n_facts": 30, "exposures": 3, "lr": 1e-4, "batch_size": 8, "temperatures": "0,1.0",
+                  "repeats": 2, "probes_per_tier": 1},
+        "tiny": {"n_facts": 2, "exposures": 1, "lr": 3e-3, "batch_size": 4, "temperatures": "0,1.0",
+                 "repeats": 2, "probes_per_tier": 1},
+    },
+    "expt5": {  # prefix lengths must stay below the shortest document (in tokens)
+        "full": {"n_docs": 50, "exposures": [1, 3, 10], "lr": 5e-5, "batch_size": 4,
+                 "prefix_tokens": "8,16,32,64,96"},
+        "small": {"n_docs": 20, "exposures": [1, 5], "lr": 1e-4, "batch_size": 4, "prefix_tokens": "8,16,32,64"},
+        "tiny": {"n_docs": 2, "exposures": [1], "lr": 3e-3, "batch_size": 2, "prefix_tokens": "4,16"},
+    },
+    "expt7": {  # n per kind: known (true bank facts), novel (synthetic objects), contradicting (changed answers)
+        "full": {"n_per_kind": 40, "variants": 5, "exposures": [1, 2, 3, 5, 10], "lr": 5e-5, "batch_size": 8,
+                 "temperatures": "0", "repeats": 1},
+        "small": {"n_per_kind": 20, "variants": 1, "exposures": [1, 2, 5], "lr": 1e-4, "batch_size": 8,
+                  "temperatures": "0", "repeats": 1},
+        "tiny": {"n_per_kind": 2, "variants": 1, "exposures": [1], "lr": 3e-3, "batch_size": 4,
+                 "temperatures": "0", "repeats": 1},
     },
 }
 
@@ -151,7 +201,7 @@ def expt1(c: dict, s: dict, task: Path) -> dict:
     recall = run_stage("generate.py", ["--mode", "qa", "--input_file", facts / "probes.jsonl",
                                        "--model_name_or_path", c["model"], "--checkpoints", ckpts,
                                        "--temperatures", s["temperatures"], "--repeats", s["repeats"],
-                                       "--max_new_tokens", 12, "--seed", seed], task / "recall")
+                                       "--max_new_tokens", 10, "--seed", seed], task / "recall")
     recog = run_stage("test.py", ["--seen_file", sents / "seen.jsonl", "--unseen_file", sents / "unseen.jsonl",
                                   "--model_name_or_path", c["model"], "--checkpoints", ckpts, "--seed", seed],
                       task / "recognition")
@@ -163,7 +213,95 @@ def summarize_stages(stages: dict[str, Path]) -> dict:
     return {name: json.loads((path / "results.json").read_text()) for name, path in stages.items()}
 
 
-PIPELINES = {"expt1": expt1}
+def expt2(c: dict, s: dict, task: Path) -> dict:
+    """Retention: study facts (active QA) + sentences for `study_exposures` epochs, then one epoch of an
+    interference corpus from the study's final weights with log-spaced step checkpoints. QA recall and
+    recognition at the end of study (step 0 of interference) and at every step checkpoint."""
+    seed, n = c["seed"], c["study_exposures"]
+    facts = run_stage("make_data.py", ["facts", "--n_names", 0, "--n_objects", s["n_facts"],
+                                       "--variants_per_fact", s["variants"], "--seed", seed], task / "data" / "facts")
+    sents = run_stage("make_data.py", ["recognition", "--n_pairs", s["n_sentences"], "--foil_type", "novel",
+                                       "--seed", seed], task / "data" / "recognition")
+    corpus = run_stage("make_data.py", ["corpus", "--n_sentences", s["n_corpus"], "--seed", seed + 1000],
+                       task / "data" / "corpus")
+    study = run_stage("train.py", ["--model_name_or_path", c["model"], "--num_exposures", n, "--save_exposures", n,
+                                   "--train_file", f"{facts}/train_active_{s['variants']}.jsonl,{sents}/seen.jsonl",
+                                   "--learning_rate", s["lr"], "--batch_size", s["batch_size"], "--seed", seed],
+                      task / "study")
+    studied = study / "checkpoints" / f"exposure_{n}"
+    interf = run_stage("train.py", ["--model_name_or_path", c["model"], "--init_from", studied,
+                                    "--train_file", corpus / "sentences.jsonl", "--num_exposures", 1,
+                                    "--save_steps", "log", "--learning_rate", s["lr"],
+                                    "--batch_size", s["batch_size"], "--seed", seed], task / "interference")
+    ckpts = [studied, checkpoint_glob(interf, "step_")]
+    recall = run_stage("generate.py", ["--mode", "qa", "--input_file", facts / "probes.jsonl",
+                                       "--model_name_or_path", c["model"], "--checkpoints", *ckpts,
+                                       "--temperatures", s["temperatures"], "--repeats", s["repeats"],
+                                       "--max_new_tokens", 16, "--seed", seed], task / "retention_recall")
+    recog = run_stage("test.py", ["--seen_file", sents / "seen.jsonl", "--unseen_file", sents / "unseen.jsonl",
+                                  "--model_name_or_path", c["model"], "--checkpoints", *ckpts, "--seed", seed],
+                      task / "retention_recognition")
+    return summarize_stages({"retention_recall": recall, "retention_recognition": recog, "study": study,
+                             "interference": interf})
+
+
+def expt3(c: dict, s: dict, task: Path) -> dict:
+    """Examples per fact: the same facts with `variants` paraphrased QA examples each, trained for the
+    same number of epochs; error rate of the final model by probe tier x temperature (x repeats)."""
+    seed, v = c["seed"], c["variants"]
+    facts = run_stage("make_data.py", ["facts", "--n_names", 0, "--n_objects", s["n_facts"],
+                                       "--variants_per_fact", v, "--probes_per_tier", s["probes_per_tier"],
+                                       "--seed", seed], task / "data" / "facts")
+    train = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file",
+                                   facts / f"train_active_{v}.jsonl", "--num_exposures", s["exposures"],
+                                   "--learning_rate", s["lr"], "--batch_size", s["batch_size"], "--seed", seed],
+                      task / "train")
+    qa = run_stage("generate.py", ["--mode", "qa", "--input_file", facts / "probes.jsonl",
+                                   "--model_name_or_path", c["model"], "--checkpoints", checkpoint_glob(train),
+                                   "--temperatures", s["temperatures"], "--repeats", s["repeats"],
+                                   "--max_new_tokens", 16, "--seed", seed], task / "variants_recall")
+    return summarize_stages({"variants_recall": qa, "train": train})
+
+
+def expt5(c: dict, s: dict, task: Path) -> dict:
+    """Context length: documents of `doc_tokens` tokens that open with an ID ([DOC_n]); after training,
+    greedy completion from the first p tokens, scored on the continuation (token accuracy, exact match,
+    whether the ID comes back), for each prefix length p and saved exposure."""
+    seed = c["seed"]
+    docs = run_stage("make_data.py", ["documents", "--n_docs", s["n_docs"], "--doc_tokens", c["doc_tokens"],
+                                      "--tokenizer", c["model"], "--seed", seed], task / "data" / "documents")
+    exposures = s["exposures"]
+    train = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file", docs / "documents.jsonl",
+                                   "--num_exposures", max(exposures), "--save_exposures", ",".join(map(str, exposures)),
+                                   "--block_size", 2 * c["doc_tokens"], "--learning_rate", s["lr"],
+                                   "--batch_size", s["batch_size"], "--seed", seed], task / "train")
+    prefix = run_stage("generate.py", ["--mode", "prefix", "--input_file", docs / "documents.jsonl",
+                                       "--model_name_or_path", c["model"], "--checkpoints", checkpoint_glob(train),
+                                       "--prefix_tokens", s["prefix_tokens"], "--seed", seed], task / "prefix_recall")
+    return summarize_stages({"prefix_recall": prefix, "train": train})
+
+
+def expt7(c: dict, s: dict, task: Path) -> dict:
+    """Prior knowledge: known (true), novel and contradicting (changed answer) facts trained together;
+    QA recall of the trained answer before training (exposure 0) and at every saved exposure, split by
+    kind in analyze.py (items.csv fact_id -> facts.jsonl kind)."""
+    seed, k = c["seed"], s["n_per_kind"]
+    facts = run_stage("make_data.py", ["facts", "--n_names", 0, "--n_objects", k, "--n_known", k,
+                                       "--n_contradicting", k, "--variants_per_fact", s["variants"],
+                                       "--seed", seed], task / "data" / "facts")
+    exposures = s["exposures"]
+    train = run_stage("train.py", ["--model_name_or_path", c["model"], "--num_exposures", max(exposures),
+                                   "--train_file", facts / f"train_{c['mode']}_{s['variants']}.jsonl",
+                                   "--save_exposures", ",".join(map(str, exposures)), "--learning_rate", s["lr"],
+                                   "--batch_size", s["batch_size"], "--seed", seed], task / "train")
+    qa = ["--mode", "qa", "--input_file", facts / "probes.jsonl", "--model_name_or_path", c["model"],
+          "--temperatures", s["temperatures"], "--repeats", s["repeats"], "--max_new_tokens", 16, "--seed", seed]
+    base = run_stage("generate.py", qa, task / "prior_recall_base")
+    recall = run_stage("generate.py", qa + ["--checkpoints", checkpoint_glob(train)], task / "prior_recall")
+    return summarize_stages({"prior_recall_base": base, "prior_recall": recall, "train": train})
+
+
+PIPELINES = {"expt1": expt1, "expt2": expt2, "expt3": expt3, "expt5": expt5, "expt7": expt7}
 
 
 def run_task(expt: str, index: int, runs_root: str | os.PathLike, size: str) -> Path:

@@ -34,3 +34,22 @@ def tiny_gpt2() -> Path:
 def smollm2() -> Path:
     from memlab.models import resolve_model_path
     return resolve_model_path("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def memorized(tmp_path_factory):
+    """tiny-llama trained once by train.py on 20 chat facts + 10 plain sentences (make_data.py), with
+    checkpoints after exposures 10, 30 and 60. Shared by the training and evaluation tests."""
+    import make_data
+    import train
+
+    root = tmp_path_factory.mktemp("memorized")
+    make_data.main(["facts", "--output_dir", str(root / "facts"), "--n_names", "0", "--n_objects", "20",
+                    "--variants_per_fact", "1", "--seed", "3"])
+    make_data.main(["recognition", "--output_dir", str(root / "rec"), "--n_pairs", "10", "--foil_type", "novel",
+                    "--seed", "3"])
+    results = train.main(train.TrainArgs(
+        model_name_or_path="tiny-llama", train_file=f"{root}/facts/train_active_1.jsonl,{root}/rec/seen.jsonl",
+        output_dir=str(root / "run"), num_exposures=60, save_exposures="10,30,60", learning_rate=1e-3,
+        batch_size=5))
+    return {"root": root, "facts": root / "facts", "rec": root / "rec", "run": root / "run", "results": results}

@@ -50,15 +50,14 @@ def greedy_recall(model_dir, rows) -> float:
     return hits / len(rows)
 
 
-def test_tiny_model_memorizes_20_facts(facts20, tmp_path, tiny_llama):
-    train_file = facts20 / "train_active_1.jsonl"
+def test_tiny_model_memorizes_20_facts(memorized, tiny_llama):
+    train_file = memorized["facts"] / "train_active_1.jsonl"
     rows = [json.loads(line) for line in train_file.read_text().splitlines()]
     assert len(rows) == 20
     assert greedy_recall(tiny_llama, rows) <= 0.10
-    res = train.main(args(train_file=str(train_file), output_dir=str(tmp_path / "run"), num_exposures=60,
-                          save_exposures="60", batch_size=5))
+    res = memorized["results"]
     assert res["loss_per_exposure"]["60"] < res["loss_per_exposure"]["1"]
-    assert greedy_recall(tmp_path / "run" / "checkpoints" / "exposure_60", rows) >= 0.90
+    assert greedy_recall(memorized["run"] / "checkpoints" / "exposure_60", rows) >= 0.90
 
 
 def test_chat_labels_only_on_assistant_tokens(tiny_llama):
