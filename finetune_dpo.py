@@ -1,0 +1,309 @@
+"""Preference optimisation (DPO or IPO) after SFT: does it repair the facts the model got wrong?
+
+The policy starts from an SFT checkpoint of train.py; the reference is that SFT model, frozen (never the
+pre-SFT base; config.json records which reference was used and how). Pairs come from `make_data.py facts`
+(dpo_pairs.jsonl: chosen = the true answer, rejected = a distractor) or are built on-policy from
+`generate.py --mode qa` answers (each wrong answer becomes `rejected`). Examples:
+
+    # full DPO of a full SFT checkpoint on make_data's pairs
+    python finetune_dpo.py --sft_checkpoint runs/sft/checkpoints/exposure_10 \
+        --pairs_file data/facts/dpo_pairs.jsonl --output_dir runs/dpo --beta 0.1 --learning_rate 5e-6 \
+        --num_epochs 3 --save_epochs 1,2,3 --batch_size 8
+    # LoRA: a new adapter on a full SFT checkpoint (reference = adapters off = the SFT model) ...
+    python finetune_dpo.py ... --lora_r 16 --lora_alpha 32 --lora_target_modules all-linear --learning_rate 5e-5
+    # ... or an SFT adapter, which DPO continues (reference = that adapter loaded again, frozen)
+    python finetune_dpo.py --sft_checkpoint runs/sft_lora/checkpoints/exposure_10 ... --learning_rate 5e-5
+    # on-policy pairs from the SFT model's own wrong answers; IPO; reference log-probs computed once
+    python generate.py --mode qa --input_file data/facts/probes.jsonl --checkpoints runs/sft/checkpoints/exposure_10 \
+        --output_dir runs/sft_qa
+    python finetune_dpo.py --sft_checkpoint runs/sft/checkpoints/exposure_10 --pairs_from_generate \
+        runs/sft_qa/items.csv --facts data/facts/facts.jsonl --loss ipo --precompute_reference --output_dir runs/dpo_op
+    # 2 processes (DDP)
+    accelerate launch --config_file accelerate_config.yaml finetune_dpo.py ...
+
+Writes config.json (with `reference` and `pairs`), pairs.jsonl (the pairs trained on), reference_logps.jsonl,
+metrics.jsonl (per step: loss, reward margin and accuracy, policy log-probs, lr), checkpoints/epoch_{k}/
+(model or adapter + tokenizer), items.csv (per pair: log-probs before and after) and results.json (last).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from memlab import cli, dpo, training as T
+from memlab.io import append_jsonl, write_csv_atomic, write_json_atomic, write_jsonl_atomic
+from memlab.models import is_adapter_dir, load_tokenizer
+from memlab.rundir import prepare_run_dir, read_metrics, write_results
+from memlab.scoring import accepts_logits_to_keep, distributed_map
+
+
+@dataclass
+class DPOArgs:
+    sft_checkpoint: Optional[str] = None  # train.py checkpoint: full model dir or LoRA adapter dir
+    output_dir: Optional[str] = None  # run directory
+    pairs_file: Optional[str] = None  # DPO pairs JSONL {id, fact_id, prompt, chosen, rejected}
+    pairs_from_generate: Optional[str] = None  # on-policy: generate.py --mode qa items.csv (wrong answers)
+    facts: Optional[str] = None  # with --pairs_from_generate: facts.jsonl or probes giving the true answers
+    generate_checkpoint: Optional[str] = None  # items.csv `checkpoint` label to use when it holds several
+    rejected_field: str = "response"  # on-policy rejected text: response (as generated) | extracted_answer
+    chat_template: Optional[str] = None  # 'plain', a .jinja file, or a template string, if the tokenizer has none
+    block_size: int = 256  # max tokens per prompt + answer
+    loss: str = "sigmoid"  # sigmoid (DPO) | ipo
+    beta: float = 0.1  # DPO: inverse temperature of the implicit reward; IPO: target margin 1/(2 beta)
+    learning_rate: float = 5e-6
+    lr_scheduler: str = "constant"  # constant | linear | cosine (each with --warmup_steps)
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    num_epochs: int = 1
+    batch_size: int = 8  # pairs per micro-batch per process (2x sequences per forward)
+    save_epochs: str = ""  # e.g. 1,2 -> checkpoints/epoch_{k}/; the last epoch is always saved
+    lora_r: int = 0  # 0 = full fine-tuning of a full SFT checkpoint; an SFT adapter is always continued
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: str = "all-linear"
+    precompute_reference: bool = False  # reference log-probs once before training, then free the reference
+    precision: str = "fp32"  # fp32 | bf16
+    seed: int = 0
+    logging_steps: int = 1
+    trust_remote_code: bool = False
+
+
+def validate(a: DPOArgs) -> None:
+    epochs = cli.parse_list(a.save_epochs, int, "save_epochs")
+    found = bool(a.sft_checkpoint) and Path(a.sft_checkpoint).is_dir()
+    adapter_r = None
+    if found and is_adapter_dir(a.sft_checkpoint):
+        from peft import PeftConfig
+        adapter_r = PeftConfig.from_pretrained(a.sft_checkpoint).r
+    cli.collect_errors([
+        (a.sft_checkpoint is not None, "--sft_checkpoint is required"),
+        (a.sft_checkpoint is None or found, f"--sft_checkpoint {a.sft_checkpoint}: checkpoint not found"),
+        (a.output_dir is not None, "--output_dir is required"),
+        ((a.pairs_file is None) != (a.pairs_from_generate is None),
+         "give exactly one of --pairs_file and --pairs_from_generate"),
+        (a.facts is None or a.pairs_from_generate is not None, "--facts goes with --pairs_from_generate"),
+        (a.rejected_field in ("response", "extracted_answer"),
+         "--rejected_field must be response or extracted_answer"),
+        (a.loss in dpo.LOSS_TYPES, f"--loss must be one of {dpo.LOSS_TYPES}, got '{a.loss}'"),
+        (a.beta > 0, "--beta must be > 0"),
+        (a.num_epochs >= 1 and a.batch_size >= 1, "--num_epochs and --batch_size must be >= 1"),
+        (all(1 <= k <= a.num_epochs for k in epochs),
+         f"--save_epochs {epochs} goes beyond --num_epochs {a.num_epochs}"),
+        (a.lr_scheduler in ("constant", "linear", "cosine"), f"--lr_scheduler {a.lr_scheduler} unknown"),
+        (a.precision in ("fp32", "bf16"), f"--precision must be fp32 or bf16, got '{a.precision}'"),
+        (a.lora_r >= 0, "--lora_r must be >= 0"),
+        (adapter_r is None or a.lora_r in (0, adapter_r),
+         f"--lora_r {a.lora_r}: the SFT checkpoint is a LoRA adapter of rank {adapter_r}, which DPO continues"),
+    ])
+
+
+def load_training_pairs(a: DPOArgs) -> tuple[list[dict], dict]:
+    if a.pairs_file:
+        pairs = dpo.load_pairs(a.pairs_file)
+        return pairs, {"source": "pairs_file", "path": str(a.pairs_file), "pairs": len(pairs)}
+    pairs, counts = dpo.pairs_from_generate(a.pairs_from_generate, a.facts, a.generate_checkpoint, a.rejected_field)
+    return pairs, {"source": "on_policy", "items_csv": str(a.pairs_from_generate), "facts": a.facts,
+                   "rejected_field": a.rejected_field, **counts}
+
+
+def score_pairs(logps_fn, n_pairs: int, batch_of, batch_size: int, acc) -> torch.Tensor:
+    """(N, 2) [chosen, rejected] sequence log-probs of every pair in input order, sharded over processes."""
+    def run(idx: list[int]) -> list[tuple[int, float, float]]:
+        out = []
+        for b in range(0, len(idx), batch_size):
+            chunk = idx[b:b + batch_size]
+            lp = logps_fn(batch_of(chunk)).float().cpu()
+            out += [(i, float(lp[j]), float(lp[len(chunk) + j])) for j, i in enumerate(chunk)]
+        return out
+    rows = distributed_map(run, list(range(n_pairs)), key=lambda i: i, result_key=lambda r: r[0], accelerator=acc)
+    return torch.tensor([[r[1], r[2]] for r in rows])
+
+
+def save_checkpoint(acc, model, tok, path: Path, state: dict) -> None:
+    """Model (or the trained adapter only, never the frozen 'reference' one) + tokenizer + state.json."""
+    acc.wait_for_everyone()
+    state_dict = acc.get_state_dict(model)
+    if acc.is_main_process:
+        tmp = path.with_name(f".{path.name}.tmp")
+        (tmp / "trainer_state").mkdir(parents=True, exist_ok=True)
+        unwrapped = acc.unwrap_model(model)
+        kw = {"selected_adapters": ["default"]} if hasattr(unwrapped, "peft_config") else {}
+        unwrapped.save_pretrained(tmp, state_dict=state_dict, **kw)
+        tok.save_pretrained(tmp)
+        write_json_atomic(tmp / "trainer_state" / "state.json", state)
+        T.replace_dir(tmp, path)
+    acc.wait_for_everyone()
+
+
+def main(a: DPOArgs) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs, set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    t0 = time.time()
+    validate(a)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # gloo on CPU, as in train.py
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
+    acc = Accelerator(mixed_precision={"fp32": "no"}.get(a.precision, a.precision), kwargs_handlers=handlers)
+    set_seed(a.seed)
+    out, world = Path(a.output_dir), acc.num_processes
+
+    # ---- pairs: chat items [user: prompt, assistant: chosen|rejected], labels on the assistant turn
+    pairs, pairs_info = load_training_pairs(a)
+    tok = load_tokenizer(a.sft_checkpoint, a.trust_remote_code)
+    T.ensure_chat_template(tok, a.chat_template, a.pairs_file or a.pairs_from_generate)
+    examples = [dpo.tokenize_pair(p, tok, a.block_size) for p in pairs]
+    lengths = [max(len(e["chosen"]["input_ids"]), len(e["rejected"]["input_ids"])) for e in examples]
+
+    def batch_of(idx: list[int]) -> dict:  # 2B rows: B chosen, then B rejected
+        return {k: v.to(acc.device) for k, v in dpo.collate_pairs([examples[i] for i in idx], tok.pad_token_id).items()}
+
+    # ---- policy and the frozen SFT reference
+    lora = {"r": a.lora_r, "alpha": a.lora_alpha, "dropout": a.lora_dropout,
+            "target_modules": a.lora_target_modules} if a.lora_r > 0 else None
+    policy, reference = dpo.build_policy_and_reference(a.sft_checkpoint, lora, a.trust_remote_code,
+                                                       load_reference_copy=not a.precompute_reference)
+    policy_kind = {"frozen_adapter_copy": "continue_sft_adapter", "adapters_disabled": "new_lora"}.get(
+        reference.mechanism, "full")
+    if reference.mechanism == "separate_copy":
+        reference.model.to(acc.device)
+    sparse = accepts_logits_to_keep(policy)
+    trainable = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": [p for n, p in trainable if p.ndim >= 2], "weight_decay": a.weight_decay},
+                                   {"params": [p for n, p in trainable if p.ndim < 2], "weight_decay": 0.0}],
+                                  lr=a.learning_rate)
+
+    def epoch_batches(epoch: int) -> list[list[int]]:  # padded (recycled) to a multiple of the world size
+        b = T.length_grouped_batches(lengths, a.batch_size, a.seed, epoch)
+        return b + b[: (-len(b)) % world]
+    steps_per_epoch = len(epoch_batches(0)) // world
+    total_steps = steps_per_epoch * a.num_epochs
+    scheduler = get_scheduler({"constant": "constant_with_warmup"}.get(a.lr_scheduler, a.lr_scheduler), optimizer,
+                              num_warmup_steps=a.warmup_steps, num_training_steps=total_steps)
+    model, optimizer = acc.prepare(policy, optimizer)
+    if acc.is_main_process:
+        prepare_run_dir(out, a, "finetune_dpo.py", {
+            "reference": {**reference.describe(), "precomputed": a.precompute_reference},
+            "policy": {"kind": policy_kind, "trainable_params": sum(p.numel() for _, p in trainable)},
+            "pairs": pairs_info, "num_processes": world, "distributed_type": str(acc.distributed_type)})
+        write_jsonl_atomic(out / "pairs.jsonl", pairs)
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+        (out / "results.json").unlink(missing_ok=True)
+
+    # ---- reference log-probs of every pair (= the policy's "before"); optionally the only reference pass
+    ref_digest_start = reference.digest()
+    ref_lp = score_pairs(lambda b: reference.logps(b, sparse), len(pairs), batch_of, a.batch_size, acc)
+    if acc.is_main_process:
+        write_jsonl_atomic(out / "reference_logps.jsonl", [
+            {"id": p["id"], "fact_id": p["fact_id"], "chosen_logp": float(c), "rejected_logp": float(r)}
+            for p, (c, r) in zip(pairs, ref_lp.tolist())])
+    if a.precompute_reference:
+        reference.free()
+
+    # ---- train
+    model.train()
+    step, t_start, log_t = 0, time.time(), time.time()
+    window_stats: list[torch.Tensor] = []
+    saved: list[str] = []  # checkpoints written by this run
+    bar = tqdm(total=total_steps, disable=not acc.is_local_main_process, desc="dpo")
+    for epoch in range(a.num_epochs):
+        batches = epoch_batches(epoch)
+        for s in range(steps_per_epoch):
+            mb = batches[s * world + acc.process_index]
+            batch, B = batch_of(mb), len(mb)
+            if a.precompute_reference:
+                ref_c, ref_r = ref_lp[mb, 0].to(acc.device), ref_lp[mb, 1].to(acc.device)
+            else:  # before the policy's forward, so the adapter switch never sits between forward and backward
+                ref = reference.logps(batch, sparse)
+                ref_c, ref_r = ref[:B], ref[B:]
+            logps = dpo.sequence_logps(model, batch, sparse)
+            losses, chosen_rewards, rejected_rewards = dpo.preference_loss(logps[:B], logps[B:], ref_c, ref_r,
+                                                                           a.beta, a.loss)
+            loss = losses.mean()
+            acc.backward(loss)
+            if a.max_grad_norm:
+                acc.clip_grad_norm_(model.parameters(), a.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            rs = dpo.reward_stats(chosen_rewards, rejected_rewards)
+            window_stats.append(torch.tensor([loss.item(), rs["reward_margin"], rs["reward_accuracy"],
+                                              logps[:B].mean().item(), logps[B:].mean().item(),
+                                              rs["chosen_reward"], rs["rejected_reward"], B]))
+            if step % a.logging_steps == 0 or step == total_steps:
+                stats = torch.stack(window_stats).mean(0)
+                if world > 1:
+                    stats = acc.reduce(stats.to(acc.device), reduction="mean").cpu()
+                row = {"step": step, "epoch": math.ceil(step / steps_per_epoch),
+                       "epoch_progress": round(step / steps_per_epoch, 4),
+                       **{k: round(float(v), 6) for k, v in zip(
+                           ("loss", "reward_margin", "reward_accuracy", "chosen_logp", "rejected_logp",
+                            "chosen_reward", "rejected_reward"), stats[:7])},
+                       "lr": scheduler.get_last_lr()[0],
+                       "pairs_per_s": round(float(stats[7]) * len(window_stats) * world / (time.time() - log_t), 2)}
+                if acc.is_main_process:
+                    append_jsonl(out / "metrics.jsonl", row)
+                bar.set_postfix(loss=row["loss"], margin=row["reward_margin"])
+                window_stats, log_t = [], time.time()
+            bar.update(1)
+        if epoch + 1 in set(cli.parse_list(a.save_epochs, int, "save_epochs")) | {a.num_epochs}:
+            saved.append(f"epoch_{epoch + 1}")
+            save_checkpoint(acc, model, tok, out / "checkpoints" / saved[-1],
+                            {"step": step, "epoch": epoch + 1, "config": T.config_fingerprint(asdict(a))})
+    bar.close()
+    loop_s = time.time() - t_start
+
+    # ---- after: the policy on the training pairs; the reference re-checked where it is still held
+    unwrapped = acc.unwrap_model(model)
+    def policy_logps(b):
+        unwrapped.eval()
+        with torch.no_grad():
+            return dpo.sequence_logps(unwrapped, b, sparse)
+    after_lp = score_pairs(policy_logps, len(pairs), batch_of, a.batch_size, acc)
+    ref_check = {"digest_start": ref_digest_start}
+    if reference.model is not None:
+        ref_again = score_pairs(lambda b: reference.logps(b, sparse), len(pairs), batch_of, a.batch_size, acc)
+        ref_check.update(digest_end=reference.digest(), unchanged=reference.digest() == ref_digest_start,
+                         max_abs_logp_change=float((ref_again - ref_lp).abs().max()))
+    rewards = a.beta * ((after_lp[:, 0] - ref_lp[:, 0]) - (after_lp[:, 1] - ref_lp[:, 1]))
+    rows = read_metrics(out / "metrics.jsonl") if acc.is_main_process else []
+    loss_per_epoch = {str(k): round(sum(r["loss"] for r in rows if r["epoch"] == k)
+                                    / max(1, sum(r["epoch"] == k for r in rows)), 6)
+                      for k in range(1, a.num_epochs + 1)}
+    results = {
+        "loss": a.loss, "beta": a.beta, "n_pairs": len(pairs), "steps": step, "steps_per_epoch": steps_per_epoch,
+        "num_epochs": a.num_epochs, "loss_per_epoch": loss_per_epoch, "final": rows[-1] if rows else None,
+        "before": dpo.pair_summary(ref_lp), "after": {**dpo.pair_summary(after_lp),
+                                                  "reward_margin": round(float(rewards.mean()), 4),
+                                                  "reward_accuracy": round(float((rewards > 0).float().mean()), 4)},
+        "reference": {**reference.describe(), "mechanism": reference.mechanism if reference.model is not None
+                      else f"{reference.mechanism} (freed after precomputing)", **ref_check},
+        "policy": policy_kind, "pairs": pairs_info,
+        "checkpoints": saved,
+        "final_checkpoint": str(out / "checkpoints" / f"epoch_{a.num_epochs}"),
+        "train_loop_s": round(loop_s, 2), "wall_time_s": round(time.time() - t0, 2), "num_processes": world,
+    }
+    if acc.is_main_process:
+        write_csv_atomic(out / "items.csv", [
+            {"id": p["id"], "fact_id": p["fact_id"], "chosen_logp_before": round(b[0], 4),
+             "rejected_logp_before": round(b[1], 4), "chosen_logp_after": round(f[0], 4),
+             "rejected_logp_after": round(f[1], 4), "logp_margin_before": round(b[0] - b[1], 4),
+             "logp_margin_after": round(f[0] - f[1], 4), "reward_margin": round(float(r), 4)}
+            for p, b, f, r in zip(pairs, ref_lp.tolist(), after_lp.tolist(), rewards)])
+        write_results(out, results)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return results
+
+
+if __name__ == "__main__":
+    cli.run(main, DPOArgs)
