@@ -5,13 +5,17 @@
 
 Reads every task directory (one with cell.json) below RUNS_ROOT and the results.json of its stages.
 Writes into RUNS_ROOT/ (atomically): `tidy_recall.csv` (one row per task x checkpoint x tier x temperature),
-`tidy_recognition.csv` (task x checkpoint), `tidy_train.csv` (task x exposure: training loss), and
-`plots/*.png`. Each CSV row carries the task's grid cell (model, seed, method, mode, ...) so it can be
-grouped by any axis. Recall is QA accuracy = 1 - error rate, with the bootstrap 95% CI from generate.py.
+`tidy_recognition.csv` (task x checkpoint), `tidy_train.csv` (task x exposure: training loss),
+`tidy_retention.csv` (expt2: task x measure x steps of interference), `tidy_error_rates.csv` (expt3: task x
+tier x temperature), `tidy_prefix.csv` (expt5: task x checkpoint x prefix length), `tidy_prior.csv` (expt7:
+task x exposure x fact kind) and `plots/*.png`. Each CSV row carries the task's grid cell (model, seed,
+method, mode, ...) so it can be grouped by any axis. Recall is QA accuracy = 1 - error rate, with the
+bootstrap 95% CI from generate.py.
 """
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +42,7 @@ def _load(path: Path) -> dict | None:
 def collect(root: Path) -> dict[str, pd.DataFrame]:
     """Tidy tables from every task below `root` (finished stages only; unfinished tasks contribute what
     they have)."""
-    recall, recog, train = [], [], []
+    recall, recog, train, retention, error_rates, prefix, prior = [], [], [], [], [], [], []
     for cell_file in sorted(root.rglob("cell.json")):
         task = cell_file.parent
         c = _load(cell_file) or {}
@@ -55,7 +59,82 @@ def collect(root: Path) -> dict[str, pd.DataFrame]:
         r = _load(task / "train" / "results.json")
         for k, loss in ((r or {}).get("loss_per_exposure") or {}).items():
             train.append({**cell, "exposure": int(k), "train_loss": loss})
-    return {"recall": pd.DataFrame(recall), "recognition": pd.DataFrame(recog), "train": pd.DataFrame(train)}
+        retention += _retention_rows(task, cell)
+        r = _load(task / "variants_recall" / "results.json")
+        for row in (r or {}).get("error_rates", []):
+            error_rates.append({**cell, **{k: v for k, v in row.items() if k not in ("path", "n_rows")}})
+        prefix += _prefix_rows(task, cell)
+        prior += _prior_rows(task, cell)
+    return {"recall": pd.DataFrame(recall), "recognition": pd.DataFrame(recog), "train": pd.DataFrame(train),
+            "retention": pd.DataFrame(retention), "error_rates": pd.DataFrame(error_rates),
+            "prefix": pd.DataFrame(prefix), "prior": pd.DataFrame(prior)}
+
+
+def _retention_rows(task: Path, cell: dict) -> list[dict]:
+    """expt2: recall (QA accuracy, all tiers, greedy) and recognition (2AFC) per checkpoint; the study's
+    final checkpoint (exposure_*) is step 0 of interference."""
+    rows = []
+    measures = [("retention_recall", "error_rates", "QA recall (accuracy)"),
+                ("retention_recognition", "checkpoints", "recognition (2AFC)")]
+    for stage, key, measure in measures:
+        for row in (_load(task / stage / "results.json") or {}).get(key, []):
+            if key == "error_rates":
+                if row["tier"] != "all" or row["temperature"] != 0:
+                    continue
+                value, lo, hi = 1 - row["error_rate"], 1 - row["error_rate_ci_high"], 1 - row["error_rate_ci_low"]
+            else:
+                value, lo, hi = row["two_afc"], row["two_afc_ci_low"], row["two_afc_ci_high"]
+            step = 0 if str(row["checkpoint"]).startswith("exposure_") else row.get("step")
+            rows.append({**cell, "measure": measure, "checkpoint": row["checkpoint"], "interference_step": step,
+                         "value": value, "ci_low": lo, "ci_high": hi})
+    return rows
+
+
+def _prefix_rows(task: Path, cell: dict) -> list[dict]:
+    """expt5: generate.py --mode prefix results, one row per checkpoint x prefix length."""
+    r = _load(task / "prefix_recall" / "results.json") or {}
+    rows = []
+    for row in r.get("by_prefix", []):
+        prefix = str(row.get("prefix"))
+        if not prefix.isdigit():  # a --prefix_fraction run: not a token count
+            continue
+        metrics = {k: v for k, v in row.items() if k not in ("path", "prefix")}
+        rows.append({**cell, "prefix_tokens": int(prefix), **metrics})
+    return rows
+
+
+def _prior_rows(task: Path, cell: dict) -> list[dict]:
+    """expt7: QA accuracy per exposure (0 = the base model) x fact kind. items.csv rows are joined with
+    facts.jsonl on fact_id for the kind; the 95% CI resamples facts (a fact's probes and repeats move
+    together). For contradicting facts, `original_rate` is the share of answers that give the original
+    (true-world) answer instead of the trained one."""
+    from memlab.metrics import bootstrap_ci
+
+    facts_file = task / "data" / "facts" / "facts.jsonl"
+    if not facts_file.exists():
+        return []
+    facts = pd.read_json(facts_file, lines=True)
+    kinds = dict(zip(facts.fact_id, facts.kind))
+    original = dict(zip(facts.fact_id, facts.get("original_answer", pd.Series([None] * len(facts)))))
+    rows = []
+    for stage in ("prior_recall_base", "prior_recall"):
+        if not (task / stage / "results.json").exists():
+            continue
+        items = pd.read_csv(task / stage / "items.csv", dtype={"extracted_answer": str, "answer": str})
+        if stage == "prior_recall_base":
+            items["exposure"] = 0
+        else:
+            items["exposure"] = items.checkpoint.map(lambda c: int(re.search(r"exposure_(\d+)", str(c)).group(1)))
+        items["kind"] = items.fact_id.map(kinds)
+        items["original"] = [str(e) == str(original.get(f)) for e, f in zip(items.extracted_answer, items.fact_id)]
+        for (exposure, temperature, kind), g in items.groupby(["exposure", "temperature", "kind"]):
+            per_fact = g.groupby("fact_id").agg(correct=("correct", "mean"), original=("original", "mean"))
+            lo, hi = bootstrap_ci(lambda x: float(x.mean()), per_fact.correct.to_numpy(float))
+            rows.append({**cell, "exposure": int(exposure), "temperature": temperature, "kind": kind,
+                         "n_facts": len(per_fact), "n": len(g), "accuracy": float(per_fact.correct.mean()),
+                         "accuracy_ci_low": lo, "accuracy_ci_high": hi,
+                         "original_rate": float(per_fact.original.mean()) if kind == "contradicting" else None})
+    return rows
 
 
 def _series_label(row: pd.Series, keys: list[str]) -> str:
@@ -106,6 +185,171 @@ def plot_exposures(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
     return path
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _mean_lines(ax, df: pd.DataFrame, x: str, y: str, lo: str, hi: str, keys: list[str], label_prefix: str = "",
+                x_offset: float = 0.0, **plot_kw) -> None:
+    """One line per `keys` group: mean of `y` over seeds at each `x`, a band from the lowest CI low to the
+    highest CI high among the seeds."""
+    groups = df.groupby(keys, sort=True) if keys else [((), df)]
+    for _, g in groups:
+        m = g.groupby(x).agg(y=(y, "mean"), lo=(lo, "min"), hi=(hi, "max")).reset_index()
+        label = label_prefix + (_series_label(g.iloc[0], keys) if keys else "")
+        line, = ax.plot(m[x] + x_offset, m.y, label=label.strip(", ") or "all", **{"marker": "o", **plot_kw})
+        ax.fill_between(m[x] + x_offset, m.lo, m.hi, alpha=0.15, color=line.get_color())
+
+
+def plot_retention(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
+    """expt2: recall and recognition against steps of interference training (symlog x: 0 = end of study,
+    then log-spaced steps), one line per condition, mean over seeds with a CI band."""
+    df = tables.get("retention", pd.DataFrame())
+    if df.empty:
+        return None
+    plt = _pyplot()
+    from matplotlib.ticker import ScalarFormatter
+
+    df = df.dropna(subset=["interference_step"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    keys = _varying(df, ["model", "study_exposures"]) or [k for k in ("study_exposures",) if k in df]
+    for ax, measure in zip(axes, ["QA recall (accuracy)", "recognition (2AFC)"]):
+        d = df[df.measure == measure]
+        if d.empty:
+            ax.set_title(f"{measure}: no data")
+            continue
+        _mean_lines(ax, d, "interference_step", "value", "ci_low", "ci_high", keys)
+        if measure.startswith("recognition"):
+            ax.axhline(0.5, color="grey", ls="--", lw=1, label="chance (0.5)")
+        ax.set_xscale("symlog", linthresh=1)
+        steps = sorted(d.interference_step.unique())
+        ax.set_xticks([s for s in steps if s == 0 or str(int(s))[0] in "125"])  # 0, 1, 2, 5, 10, 20, 50, ...
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xlim(left=0)
+        ax.set_xlabel("steps of interference training (log scale; 0 = end of study)")
+        ax.set_ylabel(f"{measure.split(' (')[1].rstrip(')')} (fraction, 95% CI band)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(measure)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Retention: recall and recognition of studied items during interference training")
+    fig.tight_layout()
+    path = out / "retention_curves.png"
+    _save(fig, path)
+    return path
+
+
+def plot_error_rates(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
+    """expt3: error rate of the final checkpoint against variants per fact, one panel per temperature,
+    one line per probe tier; mean over seeds, error bars from the per-seed 95% CIs."""
+    df = tables.get("error_rates", pd.DataFrame())
+    if df.empty:
+        return None
+    plt = _pyplot()
+    last = df.groupby("task").exposure.transform("max")
+    df = df[df.exposure == last]
+    temps = sorted(df.temperature.unique())
+    fig, axes = plt.subplots(1, len(temps), figsize=(5.5 * len(temps), 4.5), squeeze=False, sharey=True)
+    tiers = [t for t in ("easy", "mid", "hard", "all") if t in set(df.tier)]
+    models = _varying(df, ["model"])
+    variants = sorted(df.variants.unique())
+    for ax, temp in zip(axes[0], temps):
+        d = df[df.temperature == temp]
+        for i, ((tier_keys, g)) in enumerate(d.groupby(["tier"] + models, sort=False)):
+            m = g.groupby("variants").agg(y=("error_rate", "mean"), lo=("error_rate_ci_low", "min"),
+                                          hi=("error_rate_ci_high", "max")).reindex(variants)
+            pos = [variants.index(v) + (i - len(tiers) / 2) * 0.04 for v in m.index]  # small dodge
+            label = ", ".join(f"{k}={v}" for k, v in zip(["tier"] + models, g.iloc[0][["tier"] + models]))
+            ax.errorbar(pos, m.y, yerr=[m.y - m.lo, m.hi - m.y], marker="o", capsize=3,
+                        ls="--" if g.iloc[0].tier == "all" else "-", label=label)
+        ax.set_xticks(range(len(variants)), [str(v) for v in variants])
+        ax.set_xlabel("variants per fact (paraphrased training examples)")
+        ax.set_ylabel("QA error rate (fraction, 95% CI)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"temperature {temp:g}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="probe tier")
+    fig.suptitle("Error rate by probe tier x temperature x variants per fact (final checkpoint)")
+    fig.tight_layout()
+    path = out / "error_rate_by_variants.png"
+    _save(fig, path)
+    return path
+
+
+PREFIX_METRICS = [("token_accuracy", "token accuracy"), ("exact_match", "exact match"),
+                  ("id_recalled", "document ID recalled")]
+
+
+def plot_prefix(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
+    """expt5: continuation recall against prefix length (tokens), one panel per metric, one line per
+    document length x checkpoint; mean over seeds with a CI band where generate.py gives one."""
+    df = tables.get("prefix", pd.DataFrame())
+    if df.empty:
+        return None
+    plt = _pyplot()
+    metrics = [(m, name) for m, name in PREFIX_METRICS if m in df]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.5), squeeze=False)
+    keys = [k for k in ("model", "doc_tokens") if k in df and (k == "doc_tokens" or df[k].nunique() > 1)]
+    keys += ["exposure"] if "exposure" in df and df.exposure.nunique() > 1 else []
+    for ax, (m, name) in zip(axes[0], metrics):
+        lo, hi = (f"{m}_ci_low", f"{m}_ci_high") if f"{m}_ci_low" in df else (m, m)
+        _mean_lines(ax, df.dropna(subset=[m]), "prefix_tokens", m, lo, hi, keys)
+        ax.set_xlabel("prefix length (tokens given to the model)")
+        ax.set_ylabel(f"{name} (fraction, 95% CI band)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Memorization of ID documents vs prefix length (greedy continuation)")
+    fig.tight_layout()
+    path = out / "recall_vs_prefix_length.png"
+    _save(fig, path)
+    return path
+
+
+def plot_prior(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
+    """expt7: QA accuracy (trained answer, greedy) against exposures for known, novel and contradicting
+    facts, one panel per mode; dotted: contradicting facts answered with their original answer."""
+    df = tables.get("prior", pd.DataFrame())
+    if df.empty:
+        return None
+    plt = _pyplot()
+    df = df[df.temperature == df.temperature.min()]
+    modes = sorted(df["mode"].unique()) if "mode" in df else [None]
+    fig, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 4.5), squeeze=False, sharey=True)
+    colors = {"known": "tab:green", "novel": "tab:blue", "contradicting": "tab:red"}
+    style = {"known": ("s", -0.06), "novel": ("o", 0.0), "contradicting": ("^", 0.06)}  # marker, x dodge
+    for ax, mode in zip(axes[0], modes):
+        d = df if mode is None else df[df["mode"] == mode]
+        models = _varying(d, ["model"])
+        for kind in [k for k in colors if k in set(d.kind)]:
+            _mean_lines(ax, d[d.kind == kind], "exposure", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
+                        models, label_prefix=f"{kind}, ", color=colors[kind], marker=style[kind][0],
+                        x_offset=style[kind][1])
+        c = d[d.kind == "contradicting"]
+        if not c.empty:
+            m = c.groupby("exposure").original_rate.mean()
+            ax.plot(m.index, m.values, ls=":", marker="x", color=colors["contradicting"],
+                    label="contradicting: original answer given")
+        ax.set_xticks(sorted(d.exposure.unique()))
+        ax.set_xlabel("exposures (epochs over the training set; 0 = before training)")
+        ax.set_ylabel("QA accuracy, trained answer (fraction, 95% CI)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"mode={mode}" if mode else "all")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="fact kind")
+    fig.suptitle("Prior knowledge: learning known, novel and contradicting facts")
+    fig.tight_layout()
+    path = out / "accuracy_by_fact_kind.png"
+    _save(fig, path)
+    return path
+
+
 def _save(fig, path: Path) -> None:
     """Save a figure atomically (a concurrent analyze.py never leaves a torn PNG)."""
     import io
@@ -132,7 +376,8 @@ def summary_table(tables: dict[str, pd.DataFrame]) -> str:
     if not rg.empty:
         parts.append(rg.groupby(keys + ["exposure"])["two_afc"].mean().rename("recognition_2afc"))
     if not parts:
-        return "no finished tasks"
+        extra = [f"tidy_{k}: {len(df)} rows" for k, df in tables.items() if not df.empty]
+        return "\n".join(extra) or "no finished tasks"
     return pd.concat(parts, axis=1).round(3).to_string()
 
 
@@ -149,7 +394,8 @@ def main(a: AnalyzeArgs) -> dict:
         if not df.empty:
             write_csv_atomic(root / f"tidy_{name}.csv", df)
             written.append(f"tidy_{name}.csv")
-    plots = [p for p in [plot_exposures(tables, root / "plots")] if p]
+    plots = [p for p in [plot(tables, root / "plots") for plot in
+                         (plot_exposures, plot_retention, plot_error_rates, plot_prefix, plot_prior)] if p]
     table = summary_table(tables)
     write_text_atomic(root / "summary.txt", table + "\n")
     print(table)

@@ -254,6 +254,7 @@ def expt3(c: dict, s: dict, task: Path) -> dict:
                                        "--seed", seed], task / "data" / "facts")
     train = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file",
                                    facts / f"train_active_{v}.jsonl", "--num_exposures", s["exposures"],
+                                   "--save_exposures", s["exposures"],
                                    "--learning_rate", s["lr"], "--batch_size", s["batch_size"], "--seed", seed],
                       task / "train")
     qa = run_stage("generate.py", ["--mode", "qa", "--input_file", facts / "probes.jsonl",
