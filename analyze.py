@@ -43,6 +43,7 @@ def collect(root: Path) -> dict[str, pd.DataFrame]:
     """Tidy tables from every task below `root` (finished stages only; unfinished tasks contribute what
     they have)."""
     recall, recog, train, retention, error_rates, prefix, prior = [], [], [], [], [], [], []
+    mia, mia_items, dpo = [], [], []
     for cell_file in sorted(root.rglob("cell.json")):
         task = cell_file.parent
         c = _load(cell_file) or {}
@@ -65,7 +66,11 @@ def collect(root: Path) -> dict[str, pd.DataFrame]:
             error_rates.append({**cell, **{k: v for k, v in row.items() if k not in ("path", "n_rows")}})
         prefix += _prefix_rows(task, cell)
         prior += _prior_rows(task, cell)
-    return {"recall": pd.DataFrame(recall), "recognition": pd.DataFrame(recog), "train": pd.DataFrame(train),
+        mia += _mia_rows(task, cell)
+        mia_items += _mia_item_rows(task, cell)
+        dpo += _dpo_rows(task, cell)
+    return {"mia": pd.DataFrame(mia), "mia_items": pd.DataFrame(mia_items), "dpo": pd.DataFrame(dpo),
+            "recall": pd.DataFrame(recall), "recognition": pd.DataFrame(recog), "train": pd.DataFrame(train),
             "retention": pd.DataFrame(retention), "error_rates": pd.DataFrame(error_rates),
             "prefix": pd.DataFrame(prefix), "prior": pd.DataFrame(prior)}
 
@@ -134,6 +139,47 @@ def _prior_rows(task: Path, cell: dict) -> list[dict]:
                          "n_facts": len(per_fact), "n": len(g), "accuracy": float(per_fact.correct.mean()),
                          "accuracy_ci_low": lo, "accuracy_ci_high": hi,
                          "original_rate": float(per_fact.original.mean()) if kind == "contradicting" else None})
+    return rows
+
+
+def _stage_of(label: str) -> str:
+    """expt6: SFT checkpoints are exposure_*, DPO checkpoints epoch_*."""
+    return "after DPO" if str(label).startswith("epoch_") else "SFT (before DPO)"
+
+
+def _mia_rows(task: Path, cell: dict) -> list[dict]:
+    """One row per checkpoint x attack x group ('all' or members with c canary copies vs non-members)."""
+    rows = []
+    for ck in (_load(task / "mia" / "results.json") or {}).get("checkpoints", []):
+        for attack, res in ck.get("attacks", {}).items():
+            groups = [("all", res["all"])] + [(str(c), g) for c, g in res.get("by_canary_copies", {}).items()]
+            for group, g in groups:
+                rows.append({**cell, "checkpoint": ck["checkpoint"], "stage": _stage_of(ck["checkpoint"]),
+                             "attack": attack, "group": group,
+                             **{k: v for k, v in g.items() if k.startswith(("auc", "tpr", "n_"))}})
+    return rows
+
+
+def _mia_item_rows(task: Path, cell: dict) -> list[dict]:
+    """Per-item MIA scores (for ROC curves and score vs perplexity)."""
+    path = task / "mia" / "items.csv"
+    if not path.exists():
+        return []
+    df = pd.read_csv(path)
+    for k, v in cell.items():
+        df[k] = v
+    df["stage"] = df["checkpoint"].map(_stage_of)
+    return df.to_dict("records")
+
+
+def _dpo_rows(task: Path, cell: dict) -> list[dict]:
+    """expt6: QA accuracy per tier for the SFT and the DPO checkpoint."""
+    rows = []
+    for row in (_load(task / "dpo_recall" / "results.json") or {}).get("error_rates", []):
+        if row.get("temperature", 0) == 0:
+            rows.append({**cell, "checkpoint": row["checkpoint"], "stage": _stage_of(row["checkpoint"]),
+                         "tier": row["tier"], "accuracy": 1 - row["error_rate"],
+                         "accuracy_ci_low": 1 - row["error_rate_ci_high"], "accuracy_ci_high": 1 - row["error_rate_ci_low"]})
     return rows
 
 
@@ -350,6 +396,139 @@ def plot_prior(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
     return path
 
 
+def plot_mia_rank_module(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
+    """expt4: AUC of the loss and reference-difference attacks against LoRA rank, one line per target
+    module set (mean over seeds; band = lowest CI low to highest CI high)."""
+    df = tables["mia"]
+    if df.empty or "rank" not in df:
+        return None
+    df = df[df.group == "all"]
+    plt = _pyplot()
+    attacks = [a for a in ("loss", "ref_diff", "min_k_20") if a in set(df.attack)]
+    fig, axes = plt.subplots(1, len(attacks), figsize=(5.5 * len(attacks), 4.5), squeeze=False)
+    for ax, attack in zip(axes[0], attacks):
+        _mean_lines(ax, df[df.attack == attack], "rank", "auc", "auc_ci_low", "auc_ci_high", ["modules"])
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(df["rank"].unique()), [str(r) for r in sorted(df["rank"].unique())])
+        ax.axhline(0.5, color="grey", ls="--", lw=1, label="chance")
+        ax.set_xlabel("LoRA rank r (log scale)")
+        ax.set_ylabel("ROC AUC (members positive, 95% CI band)")
+        ax.set_ylim(0.3, 1.02)
+        ax.set_title(f"attack: {attack}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="target modules")
+    fig.suptitle("Membership inference AUC by LoRA rank and target modules")
+    fig.tight_layout()
+    path = out / "mia_auc_by_rank_module.png"
+    _save(fig, path)
+    return path
+
+
+def plot_mia_roc(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
+    """ROC of the loss attack per condition (all tasks' items pooled per condition), log-scaled FPR."""
+    import numpy as np
+
+    from memlab.metrics import roc_auc, roc_curve
+
+    df = tables["mia_items"]
+    if df.empty or "loss" not in df:
+        return None
+    keys = [k for k in ("rank", "modules", "method", "stage") if k in df and df[k].nunique() > 1] or ["checkpoint"]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    for name, g in df.groupby(keys, sort=True):
+        labels = (g.split == "member").astype(int).to_numpy()
+        fpr, tpr = roc_curve(g["loss"].to_numpy(), labels)[:2]
+        label = ", ".join(f"{k}={v}" for k, v in zip(keys, name if isinstance(name, tuple) else (name,)))
+        ax.plot(np.maximum(fpr, 1e-3), tpr, label=f"{label} (AUC {roc_auc(g['loss'].to_numpy(), labels):.2f})")
+    grid = np.logspace(-3, 0, 50)
+    ax.plot(grid, grid, color="grey", ls="--", lw=1, label="chance")
+    ax.set_xscale("log")
+    ax.set_xlim(1e-3, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("false positive rate (non-members flagged, log scale)")
+    ax.set_ylabel("true positive rate (members found)")
+    ax.set_title("Membership inference ROC, loss attack")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "mia_roc.png"
+    _save(fig, path)
+    return path
+
+
+def plot_mia_vs_perplexity(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
+    """Per item: the fine-tuned model's perplexity (exp of mean NLL) against a calibrated MIA score
+    (reference difference when a reference was used, else zlib), members vs non-members."""
+    import numpy as np
+
+    df = tables["mia_items"]
+    if df.empty or "target_nll" not in df:
+        return None
+    score = "ref_diff" if "ref_diff" in df and df["ref_diff"].notna().any() else "zlib"
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for split, marker in (("nonmember", "x"), ("member", "o")):
+        g = df[df.split == split]
+        ax.scatter(np.exp(g.target_nll), g[score], s=14, alpha=0.6, marker=marker, label=f"{split}s (n={len(g)})")
+    ax.set_xscale("log")
+    ax.set_xlabel("perplexity under the fine-tuned model (exp nats/token, log scale)")
+    ax.set_ylabel(f"MIA score '{score}' ({'nats/token' if score == 'ref_diff' else 'nats per zlib byte'})")
+    ax.set_title("MIA score against per-item perplexity")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = out / "mia_score_vs_perplexity.png"
+    _save(fig, path)
+    return path
+
+
+def plot_dpo(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
+    """expt6: QA accuracy by tier and MIA AUC (loss attack), SFT checkpoint vs after DPO, per method."""
+    import numpy as np
+
+    qa, mia = tables["dpo"], tables["mia"]
+    if qa.empty:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    stages = ["SFT (before DPO)", "after DPO"]
+    methods = sorted(qa["method"].unique()) if "method" in qa else ["all"]
+    tiers = [t for t in ("easy", "mid", "hard", "all") if t in set(qa.tier)]
+    width = 0.8 / (len(stages) * len(methods))
+    for j, (method, stage) in enumerate([(m, st) for m in methods for st in stages]):
+        g = qa[(qa.stage == stage) & ((qa.method == method) if "method" in qa else True)]
+        m = g.groupby("tier").agg(y=("accuracy", "mean"), lo=("accuracy_ci_low", "min"), hi=("accuracy_ci_high", "max"))
+        m = m.reindex(tiers)
+        x = np.arange(len(tiers)) + (j - (len(stages) * len(methods) - 1) / 2) * width
+        axes[0].bar(x, m.y, width, yerr=[(m.y - m.lo).clip(lower=0), (m.hi - m.y).clip(lower=0)], capsize=3,
+                    label=f"{method}: {stage}", hatch="//" if stage == "after DPO" else None)
+    axes[0].set_xticks(np.arange(len(tiers)), tiers)
+    axes[0].set_xlabel("probe tier")
+    axes[0].set_ylabel("QA accuracy (fraction, greedy, 95% CI)")
+    axes[0].set_ylim(0, 1.05)
+    axes[0].set_title("Fact recall before and after DPO")
+    axes[0].legend(fontsize=8)
+    if not mia.empty and "stage" in mia:
+        g = mia[(mia.group == "all") & (mia.attack.isin(["loss", "ref_diff"]))]
+        for k, ((method, attack), h) in enumerate(g.groupby(["method", "attack"] if "method" in g else ["attack"] * 2)):
+            m = h.groupby("stage").agg(y=("auc", "mean"), lo=("auc_ci_low", "min"), hi=("auc_ci_high", "max")).reindex(stages)
+            axes[1].errorbar(np.arange(len(stages)) + 0.05 * k, m.y, yerr=[(m.y - m.lo).clip(lower=0),
+                             (m.hi - m.y).clip(lower=0)], marker="o", capsize=3, label=f"{method}: {attack}")
+        axes[1].axhline(0.5, color="grey", ls="--", lw=1, label="chance")
+        axes[1].set_xticks(np.arange(len(stages)), stages)
+        axes[1].set_ylabel("MIA ROC AUC (95% CI)")
+        axes[1].set_ylim(0.3, 1.02)
+        axes[1].set_xlabel("checkpoint")
+        axes[1].legend(fontsize=8)
+    axes[1].set_title("Membership inference before and after DPO")
+    fig.suptitle("DPO after SFT")
+    fig.tight_layout()
+    path = out / "dpo_before_after.png"
+    _save(fig, path)
+    return path
+
+
 def _save(fig, path: Path) -> None:
     """Save a figure atomically (a concurrent analyze.py never leaves a torn PNG)."""
     import io
@@ -395,7 +574,8 @@ def main(a: AnalyzeArgs) -> dict:
             write_csv_atomic(root / f"tidy_{name}.csv", df)
             written.append(f"tidy_{name}.csv")
     plots = [p for p in [plot(tables, root / "plots") for plot in
-                         (plot_exposures, plot_retention, plot_error_rates, plot_prefix, plot_prior)] if p]
+                         (plot_exposures, plot_retention, plot_error_rates, plot_prefix, plot_prior,
+                          plot_mia_rank_module, plot_mia_roc, plot_mia_vs_perplexity, plot_dpo)] if p]
     table = summary_table(tables)
     write_text_atomic(root / "summary.txt", table + "\n")
     print(table)

@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from memlab.io import DataError, write_json_atomic
+from memlab.io import DataError, write_json_atomic, write_jsonl_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 EXIT_REQUEUE = 75  # train.py's "checkpointed on a signal, rerun me"
@@ -44,6 +44,17 @@ GRIDS: dict[str, dict[str, dict[str, list]]] = {
         "full": {"model": ["smollm2-135m"], "seed": [0, 1, 2], "variants": [5, 10, 25, 50]},
         "small": {"model": ["smollm2-135m"], "seed": [0], "variants": [1, 5, 10]},
         "tiny": {"model": ["tiny-llama"], "seed": [0], "variants": [1, 2]},
+    },
+    "expt4": {  # LoRA rank x target modules: membership inference and extraction of canaries
+        "full": {"model": ["smollm2-135m"], "seed": [0], "rank": [4, 16, 64],
+                 "modules": ["q_proj", "k_proj", "v_proj", "o_proj", "q_proj,k_proj"]},
+        "small": {"model": ["smollm2-135m"], "seed": [0], "rank": [4, 16], "modules": ["q_proj", "q_proj,k_proj"]},
+        "tiny": {"model": ["tiny-llama"], "seed": [0], "rank": [4], "modules": ["q_proj,k_proj", "v_proj"]},
+    },
+    "expt6": {  # SFT, then DPO: QA and MIA before and after; models x seeds x {full, LoRA}
+        "full": {"model": ["smollm2-135m"], "seed": [0, 1, 2], "method": ["full", "lora"]},
+        "small": {"model": ["smollm2-135m"], "seed": [0], "method": ["full", "lora"]},
+        "tiny": {"model": ["tiny-llama"], "seed": [0], "method": ["full"]},
     },
     "expt5": {  # context length: models x seeds x document length (tokens) of the ID documents
         "full": {"model": ["smollm2-135m"], "seed": [0, 1, 2], "doc_tokens": [128, 256, 512]},
@@ -85,6 +96,25 @@ SETTINGS: dict[str, dict[str, dict]] = {
                   "repeats": 2, "probes_per_tier": 1},
         "tiny": {"n_facts": 2, "exposures": 1, "lr": 3e-3, "batch_size": 4, "temperatures": "0,1.0",
                  "repeats": 2, "probes_per_tier": 1},
+    },
+    "expt4": {  # canaries: members repeated canary_copies times in the training file
+        "full": {"n_members": 200, "canary_copies": "1,2,4,8,16,32", "canaries_per_copy": 2, "exposures": 3,
+                 "lr": 5e-4, "batch_size": 8, "bootstrap": 1000},
+        "small": {"n_members": 100, "canary_copies": "1,4,16", "canaries_per_copy": 2, "exposures": 2,
+                  "lr": 1e-3, "batch_size": 8, "bootstrap": 500},
+        "tiny": {"n_members": 16, "canary_copies": "4", "canaries_per_copy": 2, "exposures": 2,
+                 "lr": 1e-2, "batch_size": 8, "bootstrap": 100},
+    },
+    "expt6": {
+        "full": {"n_facts": 50, "variants": 5, "n_members": 100, "exposures": 5, "lr_full": 5e-5, "lr_lora": 5e-4,
+                 "lora_r": 16, "batch_size": 8, "beta": 0.1, "dpo_lr": 5e-6, "dpo_lr_lora": 5e-5, "dpo_epochs": 3,
+                 "bootstrap": 1000},
+        "small": {"n_facts": 30, "variants": 1, "n_members": 30, "exposures": 5, "lr_full": 1e-4, "lr_lora": 1e-3,
+                  "lora_r": 16, "batch_size": 8, "beta": 0.1, "dpo_lr": 1e-5, "dpo_lr_lora": 1e-4, "dpo_epochs": 2,
+                  "bootstrap": 500},
+        "tiny": {"n_facts": 6, "variants": 1, "n_members": 8, "exposures": 2, "lr_full": 3e-3, "lr_lora": 1e-2,
+                 "lora_r": 4, "batch_size": 4, "beta": 0.1, "dpo_lr": 1e-3, "dpo_lr_lora": 1e-2, "dpo_epochs": 1,
+                 "bootstrap": 100},
     },
     "expt5": {  # prefix lengths must stay below the shortest document (in tokens)
         "full": {"n_docs": 50, "exposures": [1, 3, 10], "lr": 5e-5, "batch_size": 4,
@@ -128,7 +158,7 @@ def cell(expt: str, size: str, index: int) -> dict:
 
 def cell_name(c: dict) -> str:
     """Directory name of a cell: `model=smollm2-135m_seed=0_method=full_mode=active` (paths shortened)."""
-    return "_".join(f"{k}={Path(str(v)).name}" for k, v in c.items())
+    return "_".join(f"{k}={Path(str(v)).name.replace(',', '+')}" for k, v in c.items())
 
 
 # ------------------------------------------------------------------------------------------- stages
@@ -302,7 +332,73 @@ def expt7(c: dict, s: dict, task: Path) -> dict:
     return summarize_stages({"prior_recall_base": base, "prior_recall": recall, "train": train})
 
 
-PIPELINES = {"expt1": expt1, "expt2": expt2, "expt3": expt3, "expt5": expt5, "expt7": expt7}
+def _canaries_file(mia_dir: Path, out: Path) -> Path:
+    """Members repeated more than once in train.jsonl (the canaries), for prefix extraction."""
+    if not out.exists():
+        rows = [json.loads(x) for x in (mia_dir / "members.jsonl").read_text().splitlines() if x.strip()]
+        canaries = [r for r in rows if int(r.get("canary_copies", 1)) > 1]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl_atomic(out, canaries)
+    return out
+
+
+def expt4(c: dict, s: dict, task: Path) -> dict:
+    """LoRA rank x target modules: fine-tune on members with canaries (1..32 copies), then membership
+    inference (AUC, TPR at low FPR; reference = the adapter's base) and prefix extraction of the canaries."""
+    seed = c["seed"]
+    mia = run_stage("make_data.py", ["mia", "--source", "corpus", "--n_members", s["n_members"],
+                                     "--n_nonmembers", s["n_members"], "--canary_copies", s["canary_copies"],
+                                     "--canaries_per_copy", s["canaries_per_copy"], "--seed", seed],
+                    task / "data" / "mia")
+    train = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file", mia / "train.jsonl",
+                                   "--num_exposures", s["exposures"], "--save_exposures", s["exposures"],
+                                   "--learning_rate", s["lr"], "--batch_size", s["batch_size"], "--seed", seed,
+                                   "--lora_r", c["rank"], "--lora_alpha", 2 * c["rank"],
+                                   "--lora_target_modules", c["modules"]], task / "train")
+    ckpts = checkpoint_glob(train)
+    attack = run_stage("membership_inference.py", ["--mia_dir", mia, "--model_name_or_path", c["model"],
+                                                   "--checkpoints", ckpts, "--seed", seed,
+                                                   "--bootstrap", s["bootstrap"]], task / "mia")
+    canaries = _canaries_file(mia, task / "data" / "canaries.jsonl")
+    extract = run_stage("generate.py", ["--mode", "prefix", "--input_file", canaries, "--model_name_or_path",
+                                        c["model"], "--checkpoints", ckpts, "--prefix_fraction", 0.5,
+                                        "--seed", seed, "--bootstrap", s["bootstrap"]], task / "extraction")
+    return summarize_stages({"mia": attack, "extraction": extract, "train": train})
+
+
+def expt6(c: dict, s: dict, task: Path) -> dict:
+    """SFT, then DPO on the facts' preference pairs (chosen = true answer, rejected = a distractor). QA
+    recall and membership inference (members: sentences trained in SFT) before and after DPO."""
+    seed = c["seed"]
+    facts = run_stage("make_data.py", ["facts", "--n_names", 0, "--n_objects", s["n_facts"],
+                                       "--variants_per_fact", s["variants"], "--seed", seed], task / "data" / "facts")
+    mia = run_stage("make_data.py", ["mia", "--source", "corpus", "--n_members", s["n_members"],
+                                     "--n_nonmembers", s["n_members"], "--canary_copies", "1",
+                                     "--canaries_per_copy", 1, "--seed", seed], task / "data" / "mia")
+    lora = ["--lora_r", s["lora_r"], "--lora_alpha", 2 * s["lora_r"]] if c["method"] == "lora" else []
+    sft = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file",
+                                 f"{facts}/train_active_{s['variants']}.jsonl,{mia}/train.jsonl",
+                                 "--num_exposures", s["exposures"], "--save_exposures", s["exposures"],
+                                 "--learning_rate", s["lr_lora" if lora else "lr_full"], "--batch_size",
+                                 s["batch_size"], "--seed", seed, *lora], task / "sft")
+    sft_ckpt = sft / "checkpoints" / f"exposure_{s['exposures']}"
+    dpo = run_stage("finetune_dpo.py", ["--sft_checkpoint", sft_ckpt, "--pairs_file", facts / "dpo_pairs.jsonl",
+                                        "--beta", s["beta"], "--learning_rate", s["dpo_lr_lora" if lora else "dpo_lr"],
+                                        "--num_epochs", s["dpo_epochs"], "--batch_size", s["batch_size"],
+                                        "--seed", seed], task / "dpo")
+    dpo_ckpt = dpo / "checkpoints" / f"epoch_{s['dpo_epochs']}"
+    both = f"{sft_ckpt},{dpo_ckpt}"
+    qa = run_stage("generate.py", ["--mode", "qa", "--input_file", facts / "probes.jsonl", "--model_name_or_path",
+                                   c["model"], "--checkpoints", both, "--max_new_tokens", 10, "--seed", seed],
+                   task / "dpo_recall")
+    attack = run_stage("membership_inference.py", ["--mia_dir", mia, "--model_name_or_path", c["model"],
+                                                   "--checkpoints", both, "--reference_model", c["model"],
+                                                   "--seed", seed, "--bootstrap", s["bootstrap"]], task / "mia")
+    return summarize_stages({"dpo_recall": qa, "mia": attack, "dpo": dpo, "sft": sft})
+
+
+PIPELINES = {"expt1": expt1, "expt2": expt2, "expt3": expt3, "expt4": expt4, "expt5": expt5, "expt6": expt6,
+             "expt7": expt7}
 
 
 def run_task(expt: str, index: int, runs_root: str | os.PathLike, size: str) -> Path:
