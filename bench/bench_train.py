@@ -45,7 +45,7 @@ def make_items(n: int, seed: int) -> list[dict]:
     return pool[:n]
 
 
-def run_ours(items_file: Path, args, out: Path) -> tuple[float, int, float]:
+def run_ours(items_file: str, args, out: Path) -> tuple[float, int, float]:
     res = train.main(train.TrainArgs(train_file=str(items_file), output_dir=str(out), model_name_or_path=args.model,
                                      num_exposures=1, batch_size=args.batch_size, learning_rate=1e-5,
                                      seed=args.seed, keep_optimizer_state="all"))
@@ -90,18 +90,17 @@ def main() -> None:
     tok = load_tokenizer(args.model)
     items = make_items(args.n_items, args.seed)
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    items_file = work / "items.jsonl"
-    # two files of one kind each would change the comparison; train.py takes one kind per file, so the
-    # mixed set is written as chat: statements become a one-turn conversation scored on all its tokens
-    rows = []
-    for it in items:
-        if "messages" in it:
-            rows.append(it)
-        else:
-            rows.append({"id": it["id"], "messages": [{"role": "user", "content": "State a fact."},
-                                                       {"role": "assistant", "content": it["completion"]}]})
-    items_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    examples = [T.tokenize_item(r, "chat", tok, "completion", 256) for r in T.load_items(items_file)[0]]
+    # the facts set as a user trains it: exam-style chat items (~45 tokens with the chat template's system
+    # prompt) and plain statements (~15 tokens) in one run, so lengths are mixed
+    chat_file, plain_file = work / "chat.jsonl", work / "plain.jsonl"
+    chat_file.write_text("".join(json.dumps(r) + "\n" for r in items if "messages" in r))
+    plain_file.write_text("".join(json.dumps({"id": r["id"], "text": r["completion"]}) + "\n"
+                                  for r in items if "messages" not in r))
+    items_file = f"{chat_file},{plain_file}"
+    examples = []
+    for path in (chat_file, plain_file):
+        rows, kind = T.load_items(path)
+        examples += [T.tokenize_item(r, kind, tok, "all" if kind == "plain" else "completion", 256) for r in rows]
     n_matmul = matmul_params(load_model(args.model)[0])
 
     peak_before = matmul_peak_flops()
