@@ -13,6 +13,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a 2-core machine: with 2 threads each small matmul waits at OpenMP barriers for the
+    other core (3-4x slower when another process shares the cores), so in-process tests of tiny models run
+    single-threaded (modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT

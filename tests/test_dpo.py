@@ -22,13 +22,7 @@ from memlab.models import load_model, load_tokenizer
 from memlab.scoring import encode_item, score_items
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster than two when other jobs share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def read_jsonl(path) -> list[dict]:

@@ -1,8 +1,10 @@
 """test.py and generate.py on a tiny model that really memorized facts (trained by train.py)."""
 import json
 
-import generate
-import test as recognition
+from helpers import script
+
+generate = script("generate")
+recognition = script("test")
 
 
 def trained_question_probes(memorized, path):

@@ -13,14 +13,7 @@ from memlab.scoring import (ItemScore, ModelPool, check_checkpoint_dir, distribu
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: with 2 threads each small matmul waits at OpenMP barriers
-    for the other core (3-4x slower under load), so these tests run single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 WORDS = ("the cat dog sat ran on mat house blue green seven apples river bread keeper letter every "
