@@ -413,3 +413,26 @@ def run_task(expt: str, index: int, runs_root: str | os.PathLike, size: str) -> 
     results = PIPELINES[expt](c, SETTINGS[expt][size], task)
     write_json_atomic(task / "results.json", {"expt": expt, "size": size, "index": index, "cell": c, **results})
     return task
+
+
+class SubmititTask:
+    """Picklable callable for submitit: runs one cell; on preemption submitit calls `checkpoint`, which
+    requeues the same call (training state is already on disk, so the rerun resumes)."""
+
+    def __init__(self, expt: str, runs_root: str, size: str):
+        self.expt, self.runs_root, self.size = expt, runs_root, size
+
+    def __call__(self, index: int) -> str:
+        os.chdir(ROOT)
+        while True:
+            try:
+                return str(run_task(self.expt, index, self.runs_root, self.size))
+            except Preempted:
+                if "SLURM_JOB_ID" in os.environ:
+                    raise  # submitit's checkpoint() requeues the job
+                continue  # local: resume straight away
+
+    def checkpoint(self, index: int):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, index)

@@ -12,38 +12,14 @@ are skipped, so resubmitting a finished sweep starts no work.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from memlab.experiments import Preempted, grid_cells, run_task  # noqa: E402
-
-
-class Task:
-    """Picklable callable for submitit: runs one cell; on preemption submitit calls `checkpoint`, which
-    requeues the same call (training state is already on disk, so the rerun resumes)."""
-
-    def __init__(self, expt: str, runs_root: str, size: str):
-        self.expt, self.runs_root, self.size = expt, runs_root, size
-
-    def __call__(self, index: int) -> str:
-        import os
-
-        os.chdir(ROOT)
-        while True:
-            try:
-                return str(run_task(self.expt, index, self.runs_root, self.size))
-            except Preempted:
-                if "SLURM_JOB_ID" in os.environ:
-                    raise  # submitit's checkpoint() requeues the job
-                continue  # local: resume straight away
-
-    def checkpoint(self, index: int):
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(self, index)
+from memlab.experiments import SubmititTask, grid_cells  # noqa: E402
 
 
 def main(argv=None) -> list[str]:
@@ -76,7 +52,9 @@ def main(argv=None) -> list[str]:
         if a.partition:
             params["slurm_partition"] = a.partition
     ex.update_parameters(**params)
-    jobs = ex.map_array(Task(a.expt, a.runs_root, a.size), indices)
+    # jobs unpickle memlab.experiments.SubmititTask: make the checkout importable there (sbatch exports the env)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    jobs = ex.map_array(SubmititTask(a.expt, a.runs_root, a.size), indices)
     print(f"submitted {len(jobs)} task(s) of {a.expt}/{a.size} to {ex.cluster}: {jobs[0].job_id.split('_')[0]}")
     if a.no_wait:
         return [j.job_id for j in jobs]
