@@ -150,3 +150,26 @@ def test_sbatch_array_on_local_slurm_then_submitit(slurm, tmp_path):
         os.environ.update(old_env)
         pdb.post_mortem = pdb_post_mortem
     assert sorted(out) == sorted(str(t) for t in tasks)
+
+
+def test_preempted_array_task_requeues_and_resumes_under_slurm(slurm, local_run, tmp_path):
+    """train.py is signalled mid-run (as SLURM's --signal=B:USR1 would), exits 75; the template runs
+    `scontrol requeue`; SLURM reruns the task (after its requeue hold), which resumes from the saved state
+    and ends with the same weights as the uninterrupted run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(TINY_ENV, **slurm, MEMLAB_RUNS_ROOT=str(tmp_path / "runs"),
+               MEMLAB_TRAIN_ARGS="--debug_signal_at_step 2")
+    cmd = ["sbatch", "--wait", "--parsable", "--array=0", "--cpus-per-task=1", "--mem=1000", "--gres=gpu:1",
+           f"--output={tmp_path}/%A_%a.out", "scripts/expt1_exposures.sh"]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    job = p.stdout.strip().split(";")[0]
+    comp = Path(slurm["SLURM_CONF"]).parent / "jobcomp.txt"
+    states = re.findall(rf"JobId={job} .*?JobState=(\w+)", comp.read_text())
+    assert states[:1] == ["PENDING"] and states[-1] == "COMPLETED", states  # requeued once, then done
+    (task,) = task_dirs(tmp_path / "runs" / "expt1")
+    (ref,) = task_dirs(local_run / "expt1")
+    a = json.loads((ref / "results.json").read_text())["train"]
+    b = json.loads((task / "results.json").read_text())["train"]
+    assert a["param_digests"] == b["param_digests"]
+    assert json.loads((task / "train" / "config.json").read_text())["args"]["resume"] is True
