@@ -183,6 +183,16 @@ def _dpo_rows(task: Path, cell: dict) -> list[dict]:
     return rows
 
 
+def _fraction_axis(ax, xlabel: str, ylabel: str, title: str, legend_title: str | None = None) -> None:
+    """Labels, a 0..1 y range, grid and legend for a panel whose y value is a fraction."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title=legend_title)
+
+
 def _series_label(row: pd.Series, keys: list[str]) -> str:
     return ", ".join(f"{k}={row[k]}" for k in keys) or "all"
 
@@ -216,12 +226,9 @@ def plot_exposures(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
             m = g.groupby("exposure").agg(y=(y, "mean"), lo=(lo, "min"), hi=(hi, "max")).reset_index()
             line, = ax.plot(m.exposure, m.y, marker="o", label=_series_label(g.iloc[0], keys))
             ax.fill_between(m.exposure, m.lo, m.hi, alpha=0.15, color=line.get_color())
-        ax.set_xlabel("exposures (epochs over the study set)")
-        ax.set_ylabel(f"{y.replace('_', ' ')} (fraction, 95% CI band)")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _fraction_axis(ax, "exposures (epochs over the study set)",
+                       f"{y.replace('_', ' ')} (fraction, 95% CI band)",
+                       title)
     if "two_afc" in rg:
         axes[1].axhline(0.5, color="grey", ls="--", lw=1)
     fig.suptitle("Recall and recognition vs exposures")
@@ -277,12 +284,9 @@ def plot_retention(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
         ax.set_xticks([s for s in steps if s == 0 or str(int(s))[0] in "125"])  # 0, 1, 2, 5, 10, 20, 50, ...
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlim(left=0)
-        ax.set_xlabel("steps of interference training (log scale; 0 = end of study)")
-        ax.set_ylabel(f"{measure.split(' (')[1].rstrip(')')} (fraction, 95% CI band)")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(measure)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _fraction_axis(ax, "steps of interference training (log scale; 0 = end of study)",
+                       f"{measure.split(' (')[1].rstrip(')')} (fraction, 95% CI band)",
+                       measure)
     fig.suptitle("Retention: recall and recognition of studied items during interference training")
     fig.tight_layout()
     path = out / "retention_curves.png"
@@ -314,12 +318,10 @@ def plot_error_rates(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
             ax.errorbar(pos, m.y, yerr=[m.y - m.lo, m.hi - m.y], marker="o", capsize=3,
                         ls="--" if g.iloc[0].tier == "all" else "-", label=label)
         ax.set_xticks(range(len(variants)), [str(v) for v in variants])
-        ax.set_xlabel("variants per fact (paraphrased training examples)")
-        ax.set_ylabel("QA error rate (fraction, 95% CI)")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"temperature {temp:g}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, title="probe tier")
+        _fraction_axis(ax, "variants per fact (paraphrased training examples)",
+                       "QA error rate (fraction, 95% CI)",
+                       f"temperature {temp:g}",
+                       legend_title="probe tier")
     fig.suptitle("Error rate by probe tier x temperature x variants per fact (final checkpoint)")
     fig.tight_layout()
     path = out / "error_rate_by_variants.png"
@@ -345,12 +347,7 @@ def plot_prefix(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
     for ax, (m, name) in zip(axes[0], metrics):
         lo, hi = (f"{m}_ci_low", f"{m}_ci_high") if f"{m}_ci_low" in df else (m, m)
         _mean_lines(ax, df.dropna(subset=[m]), "prefix_tokens", m, lo, hi, keys)
-        ax.set_xlabel("prefix length (tokens given to the model)")
-        ax.set_ylabel(f"{name} (fraction, 95% CI band)")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(name)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _fraction_axis(ax, "prefix length (tokens given to the model)", f"{name} (fraction, 95% CI band)", name)
     fig.suptitle("Memorization of ID documents vs prefix length (greedy continuation)")
     fig.tight_layout()
     path = out / "recall_vs_prefix_length.png"
@@ -383,12 +380,10 @@ def plot_prior(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
             ax.plot(m.index, m.values, ls=":", marker="x", color=colors["contradicting"],
                     label="contradicting: original answer given")
         ax.set_xticks(sorted(d.exposure.unique()))
-        ax.set_xlabel("exposures (epochs over the training set; 0 = before training)")
-        ax.set_ylabel("QA accuracy, trained answer (fraction, 95% CI)")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"mode={mode}" if mode else "all")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, title="fact kind")
+        _fraction_axis(ax, "exposures (epochs over the training set; 0 = before training)",
+                       "QA accuracy, trained answer (fraction, 95% CI)",
+                       f"mode={mode}" if mode else "all",
+                       legend_title="fact kind")
     fig.suptitle("Prior knowledge: learning known, novel and contradicting facts")
     fig.tight_layout()
     path = out / "accuracy_by_fact_kind.png"

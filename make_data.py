@@ -302,12 +302,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     if argv[0] not in COMMANDS:
         raise DataError(f"unknown subcommand '{argv[0]}'; choose one of {', '.join(COMMANDS)}")
     dataclass_type, run = COMMANDS[argv[0]]
-    try:
-        args = parse_args(dataclass_type, argv[1:], prog=f"make_data.py {argv[0]}")
-    except DataError:
-        raise
-    except ValueError as e:  # HfArgumentParser's "arguments are not used" (an unknown flag)
-        raise DataError(f"make_data.py {argv[0]}: {e}") from None
+    args = parse_args(dataclass_type, argv[1:], prog=f"make_data.py {argv[0]}")  # unknown flags -> DataError
     return run(args)
 
 
