@@ -33,10 +33,10 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-from memlab import metrics
+from memlab import evaluation, metrics
 from memlab.cli import collect_errors, parse_list, run
-from memlab.generation import (GenRequest, SentenceEmbedder, generate_requests, prefix_tasks, qa_prompt_ids,
-                               read_probes, stop_token_ids)
+from memlab.generation import (GenRequest, SentenceEmbedder, generate_requests, prefix_tasks, read_probes,
+                               stop_token_ids)
 from memlab.io import read_texts, write_csv_atomic
 from memlab.models import DEFAULT_MODEL
 from memlab.rundir import prepare_run_dir, write_results
@@ -126,24 +126,9 @@ def prefix_rows(a, tok, model, acc, label, items, tasks, embedder) -> list[dict]
 
 def qa_rows(a, tok, model, acc, label, probes) -> list[dict]:
     """Answer every probe at every temperature (greedy once; sampled --repeats times) under one model."""
-    use_template = not a.no_chat_template and has_chat_template(tok)
-    prompts = {p["id"]: qa_prompt_ids(tok, p["question"], use_template) for p in probes}
-    rows = []
-    for temp in parse_list(a.temperatures, float, "temperatures"):
-        repeats = 1 if temp == 0 else a.repeats
-        requests = [GenRequest(f"{p['id']}|{temp}|{r}", prompts[p["id"]], a.max_new_tokens or 32)
-                    for p in probes for r in range(repeats)]
-        out = generate_requests(model, requests, tok.pad_token_id, stop_token_ids(tok, model), a.batch_size,
-                                temp, a.seed, acc)
-        for p in probes:
-            for r in range(repeats):
-                response = tok.decode(out[f"{p['id']}|{temp}|{r}"], skip_special_tokens=True)
-                extracted, correct = metrics.answer_correct(response, p["answer"])
-                rows.append({"id": p["id"], "fact_id": p["fact_id"], "question": p["question"],
-                             "response": response, "extracted_answer": extracted, "answer": p["answer"],
-                             "correct": int(correct), "error": 1 - int(correct), "tier": p["tier"],
-                             "temperature": temp, "repeat": r, "checkpoint": label})
-    return rows
+    return evaluation.qa_rows(tok, model, probes, label, parse_list(a.temperatures, float, "temperatures"),
+                              a.repeats, a.max_new_tokens or 32, a.batch_size, a.seed, acc,
+                              not a.no_chat_template and has_chat_template(tok))
 
 
 def summarize(a, rows: list[dict], labels: list[str], paths: list, extra: dict) -> dict:
@@ -165,17 +150,7 @@ def summarize(a, rows: list[dict], labels: list[str], paths: list, extra: dict) 
             g["n_id_docs"] = len({(r["id"]) for r in rows if r["id_recalled"] is not None
                                   and (r["checkpoint"], r["prefix"]) == (g["checkpoint"], g["prefix"])})
         return {"by_prefix": groups}
-    all_tiers = [dict(r, tier="all") for r in rows]
-    by_tier = metrics.grouped_means(rows + all_tiers, ["checkpoint", "tier", "temperature"], ["error"], "id",
-                                    a.bootstrap, a.seed)
-    by_repeat = metrics.grouped_means(rows + all_tiers, ["checkpoint", "tier", "temperature", "repeat"], ["error"],
-                                      "id", 0, a.seed)
-    for g in by_tier + by_repeat:
-        g["error_rate"] = g.pop("error")
-        for k in ("_ci_low", "_ci_high"):
-            g[f"error_rate{k}"] = g.pop(f"error{k}")
-        g.update(where[g["checkpoint"]])
-    return {"error_rates": by_tier, "error_rates_by_repeat": by_repeat}
+    return evaluation.qa_summary(rows, where, a.bootstrap, a.seed)
 
 
 def main(args: GenerateArgs) -> dict:

@@ -35,6 +35,7 @@ from typing import Optional
 import torch
 
 from memlab import cli, training as T
+from memlab.evaluation import InTrainingEval, eval_label, read_eval_inputs
 from memlab.io import DataError, append_jsonl, write_text_atomic
 from memlab.models import DEFAULT_MODEL, is_adapter_dir, load_model, load_tokenizer, resolve_model_path
 from memlab.rundir import prepare_run_dir, read_metrics, write_results
@@ -77,6 +78,17 @@ class TrainArgs:
     keep_optimizer_state: str = "last"  # last: only the newest checkpoint keeps optimizer state; all
     trust_remote_code: bool = False
     debug_signal_at_step: int = 0  # testing: send ourselves SIGUSR1 after this optimizer step
+    # evaluation inside training (no checkpoint needed): the model in memory is scored at each point
+    eval_probes_file: Optional[str] = None  # QA probes (generate.py --mode qa JSONL) asked at each eval point
+    eval_seen_file: Optional[str] = None  # recognition: trained texts (test.py format); needs --eval_unseen_file
+    eval_unseen_file: Optional[str] = None  # recognition: matched foils, paired by pair_id or row order
+    eval_exposures: str = ""  # 'all' (1..num_exposures) or e.g. 0,1,2,4 (0 = before training); default all
+    eval_steps: str = ""  # optimizer steps to evaluate at, e.g. 10,100, or 'log' (1..10,20..100,200..)
+    eval_temperatures: str = "0"  # QA temperatures (0 = greedy, run once); others run --eval_repeats times
+    eval_repeats: int = 1  # answers per probe at each temperature > 0
+    eval_max_new_tokens: int = 32  # tokens generated per QA answer
+    eval_batch_size: int = 16  # sequences per evaluation batch
+    eval_bootstrap: int = 1000  # bootstrap resamples for the 95% CIs of the eval summaries
 
 
 def validate(a: TrainArgs) -> None:
@@ -96,7 +108,43 @@ def validate(a: TrainArgs) -> None:
         (a.keep_optimizer_state in ("last", "all"), "--keep_optimizer_state must be last or all"),
         (a.batch_size >= 1 and a.gradient_accumulation_steps >= 1, "batch sizes must be >= 1"),
         (not (a.from_scratch and a.init_from), "--from_scratch and --init_from exclude each other"),
+        *eval_checks(a),
     ])
+
+
+def eval_checks(a: TrainArgs) -> list[tuple[bool, str]]:
+    """Problems with the --eval_* flags (checked with the rest, before anything is loaded)."""
+    has_files = bool(a.eval_probes_file or a.eval_seen_file or a.eval_unseen_file)
+    exps = [] if a.eval_exposures in ("", "all") else cli.parse_list(a.eval_exposures, int, "eval_exposures")
+    temps = cli.parse_list(a.eval_temperatures, float, "eval_temperatures")
+    return [
+        (bool(a.eval_seen_file) == bool(a.eval_unseen_file),
+         "--eval_seen_file and --eval_unseen_file go together (recognition needs both the trained texts and the foils)"),
+        (has_files or not (a.eval_exposures or a.eval_steps),
+         "--eval_exposures/--eval_steps need an eval file (--eval_probes_file and/or --eval_seen_file/--eval_unseen_file)"),
+        (all(0 <= k <= a.num_exposures for k in exps),
+         f"--eval_exposures {exps} goes beyond --num_exposures {a.num_exposures} (0 = before training)"),
+        (a.eval_steps in ("", "log") or all(s > 0 for s in cli.parse_list(a.eval_steps, int, "eval_steps")),
+         "--eval_steps must be positive integers or 'log'"),
+        (all(t >= 0 for t in temps), "--eval_temperatures must be >= 0"),
+        (a.eval_repeats >= 1 and a.eval_max_new_tokens >= 1 and a.eval_batch_size >= 1 and a.eval_bootstrap >= 0,
+         "--eval_repeats, --eval_max_new_tokens and --eval_batch_size must be >= 1, --eval_bootstrap >= 0"),
+    ]
+
+
+def eval_points(a: TrainArgs, steps_per_epoch: int, total_steps: int) -> tuple[set, set, list[str]]:
+    """(exposures, steps, labels in training order) at which the model is evaluated in training."""
+    if not (a.eval_probes_file or a.eval_seen_file):
+        return set(), set(), []
+    if a.eval_exposures == "all" or not (a.eval_exposures or a.eval_steps):
+        exps = set(range(1, a.num_exposures + 1))
+    else:
+        exps = set(cli.parse_list(a.eval_exposures, int, "eval_exposures"))
+    steps = set(T.log_steps(total_steps) if a.eval_steps == "log"
+                else [s for s in cli.parse_list(a.eval_steps, int, "eval_steps") if s <= total_steps])
+    order = sorted([(k * steps_per_epoch, 0, eval_label(exposure=k)) for k in exps]
+                   + [(n, 1, eval_label(step=n)) for n in steps])
+    return exps, steps, [lab for _, _, lab in order]
 
 
 def build_model(a: TrainArgs, tokenizer):
@@ -154,6 +202,8 @@ def main(a: TrainArgs) -> dict:
             raise DataError(f"{path}: plain text has no completion; use --loss_on all")
         examples += [T.tokenize_item(it, kind, tok, loss_on, a.block_size) for it in items]
         kinds.append(f"{kind}:{loss_on}")
+    # eval inputs are read (and checked) before any model is loaded
+    eval_probes, eval_pairs = read_eval_inputs(a.eval_probes_file, a.eval_seen_file, a.eval_unseen_file)
     model = build_model(a, tok)
     max_len = getattr(model.config, "max_position_embeddings", None)
     if max_len and a.block_size > max_len:
@@ -173,6 +223,7 @@ def main(a: TrainArgs) -> dict:
     save_exp = set(cli.parse_list(a.save_exposures, int, "save_exposures"))
     save_steps = set(T.log_steps(total_steps) if a.save_steps == "log"
                      else [s for s in cli.parse_list(a.save_steps, int, "save_steps") if s <= total_steps])
+    eval_exp, eval_steps_set, eval_labels = eval_points(a, steps_per_epoch, total_steps)
 
     if a.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -211,6 +262,16 @@ def main(a: TrainArgs) -> dict:
         keep = [r for r in read_metrics(out / "metrics.jsonl") if r.get("step", 0) <= state.step]
         write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep))
         (out / "results.json").unlink(missing_ok=True)
+    if eval_labels and ds is not None and ds.zero_stage == 3:
+        raise DataError("--eval_* (evaluation inside training) does not work with DeepSpeed ZeRO-3 (parameters are "
+                        "partitioned); evaluate saved checkpoints with generate.py/test.py instead")
+    evaluator = None
+    if eval_labels:
+        evaluator = InTrainingEval(out, tok, acc, probes=eval_probes, pairs=eval_pairs,
+                                   temperatures=cli.parse_list(a.eval_temperatures, float, "eval_temperatures"),
+                                   repeats=a.eval_repeats, max_new_tokens=a.eval_max_new_tokens,
+                                   batch_size=a.eval_batch_size, seed=a.seed, bootstrap=a.eval_bootstrap,
+                                   fingerprint=fingerprint, fresh=not a.resume)
     model, optimizer = acc.prepare(model, optimizer)
     if ds is not None and ckpt is not None:
         acc.load_state(str(ckpt / "trainer_state" / "deepspeed"))
@@ -229,6 +290,16 @@ def main(a: TrainArgs) -> dict:
     for s in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(s, on_signal)
 
+    def evaluate_here(signalled: bool = False) -> None:
+        """Evaluate at the current position if it is an eval point (skipped when already done); on a
+        signal the state is saved first and the point is evaluated when the run resumes."""
+        if evaluator is None or signalled:
+            return
+        if state.batch_in_epoch == 0 and state.epoch in eval_exp:
+            evaluator(model, eval_label(exposure=state.epoch))
+        if state.step in eval_steps_set:
+            evaluator(model, eval_label(step=state.step))
+
     # ---- train
     import inspect
     sparse = "logits_to_keep" in inspect.signature(acc.unwrap_model(model).get_base_model().forward
@@ -236,6 +307,7 @@ def main(a: TrainArgs) -> dict:
                                                   else acc.unwrap_model(model).forward).parameters
     model.train()
     t_start = time.time()
+    evaluate_here()  # exposure 0 (before training) when asked; on resume, a point the signal interrupted
     bar = tqdm(total=total_steps, initial=state.step, disable=not acc.is_local_main_process, desc="train")
     log_loss, log_tokens, log_padded, log_t = [], 0, 0, time.time()
     while state.epoch < a.num_exposures:
@@ -276,6 +348,7 @@ def main(a: TrainArgs) -> dict:
                 bar.set_postfix(exposure=row["exposure"], loss=row["loss"])
                 log_loss, log_tokens, log_padded, log_t = [], 0, 0, time.time()
             bar.update(1)
+            evaluate_here(signalled=bool(stats[3] > 0 or (stop["flag"] and world == 1)))
             if state.batch_in_epoch == 0 and state.epoch in save_exp:
                 save(out / "checkpoints" / f"exposure_{state.epoch}", with_optimizer=True)
             if state.step in save_steps:
@@ -290,7 +363,7 @@ def main(a: TrainArgs) -> dict:
                 acc.end_training()
                 sys.exit(EXIT_REQUEUE)
     bar.close()
-    loop_s = time.time() - t_start
+    loop_s = time.time() - t_start - (evaluator.eval_s_this_run if evaluator else 0.0)
 
     # ---- final weights and results
     final = out / "checkpoints" / f"exposure_{a.num_exposures}"
@@ -301,7 +374,10 @@ def main(a: TrainArgs) -> dict:
     results = T.summarize_run(out, examples, lengths, a, world, steps_per_epoch, time.time() - t_start,
                               state, final, digests)
     results["distributed_type"] = str(acc.distributed_type)
-    results["train_loop_s"] = round(loop_s, 2)  # training steps only (no final save), this invocation
+    results["train_loop_s"] = round(loop_s, 2)  # training steps only (no eval, no final save), this invocation
+    if evaluator is not None:
+        results["eval"] = evaluator.finalize(eval_labels)
+        results["eval"]["train_loop_s"] = results["train_loop_s"]
     if acc.is_main_process:
         shutil.rmtree(out / "resume", ignore_errors=True)  # a finished run needs no resume state
         write_results(out, results)

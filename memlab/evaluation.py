@@ -1,0 +1,284 @@
+"""Recall and recognition evaluation, one implementation for the scripts and for training.
+
+`generate.py --mode qa` and `test.py` score saved checkpoints with these functions; `train.py --eval_*`
+calls the same functions on the model in memory at chosen exposures or steps (`InTrainingEval`), and
+writes the same `items.csv` columns and `results.json` records, so a curve evaluated inside training and
+one evaluated from checkpoints are interchangeable (tested: identical greedy answers, losses within 1e-4).
+
+QA recall (rows per probe x temperature x repeat): the probe question is asked through the chat template
+(or `User: …\\nAssistant: `), the answer extracted by `metrics.answer_correct`. Temperature 0 is greedy and
+runs once; other temperatures run `repeats` times with seeds drawn from (seed, probe, temperature, repeat).
+Summary: error rate per checkpoint x tier x temperature with a probe-level bootstrap CI, plus tier `all`
+= every tier except `verbatim` (probes that repeat a training prompt are reported on their own and never
+folded into `all`).
+
+Recognition (rows per seen/unseen text): mean token NLL of the whole text; summary per checkpoint: 2AFC
+over aligned pairs, ROC AUC of -loss (seen positive), mean losses, each with a pair-bootstrap CI.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from memlab import metrics
+from memlab.generation import GenRequest, generate_requests, qa_prompt_ids, read_probes, stop_token_ids
+from memlab.io import DataError, read_texts, write_csv_atomic, write_json_atomic, write_jsonl_atomic
+from memlab.scoring import checkpoint_position, encode_items, has_chat_template, score_items
+
+VERBATIM_TIER = "verbatim"  # probes repeating a training prompt: reported separately, never in `all`
+
+
+# ------------------------------------------------------------------------------------------- QA recall
+def qa_rows(tok, model, probes: Sequence[dict], label: str, temperatures: Sequence[float], repeats: int,
+            max_new_tokens: int, batch_size: int, seed: int, accelerator=None, use_template: bool = True
+            ) -> list[dict]:
+    """Answer every probe at every temperature (greedy once; sampled `repeats` times) under one model."""
+    prompts = {p["id"]: qa_prompt_ids(tok, p["question"], use_template) for p in probes}
+    rows = []
+    for temp in temperatures:
+        n_rep = 1 if temp == 0 else repeats
+        requests = [GenRequest(f"{p['id']}|{temp}|{r}", prompts[p["id"]], max_new_tokens)
+                    for p in probes for r in range(n_rep)]
+        out = generate_requests(model, requests, tok.pad_token_id, stop_token_ids(tok, model), batch_size,
+                                temp, seed, accelerator)
+        for p in probes:
+            for r in range(n_rep):
+                response = tok.decode(out[f"{p['id']}|{temp}|{r}"], skip_special_tokens=True)
+                extracted, correct = metrics.answer_correct(response, p["answer"])
+                rows.append({"id": p["id"], "fact_id": p["fact_id"], "question": p["question"],
+                             "response": response, "extracted_answer": extracted, "answer": p["answer"],
+                             "correct": int(correct), "error": 1 - int(correct), "tier": p["tier"],
+                             "temperature": temp, "repeat": r, "checkpoint": label})
+    return rows
+
+
+def qa_summary(rows: Sequence[dict], where: dict[str, dict], n_boot: int, seed: int) -> dict:
+    """`error_rates` (per checkpoint x tier x temperature, with `all` = every tier but verbatim; 95% CI
+    resampling probes) and `error_rates_by_repeat`; `where[label]` adds path/exposure/step to each record."""
+    all_tiers = [dict(r, tier="all") for r in rows if r["tier"] != VERBATIM_TIER]
+    by_tier = metrics.grouped_means(list(rows) + all_tiers, ["checkpoint", "tier", "temperature"], ["error"], "id",
+                                    n_boot, seed)
+    by_repeat = metrics.grouped_means(list(rows) + all_tiers, ["checkpoint", "tier", "temperature", "repeat"],
+                                      ["error"], "id", 0, seed)
+    for g in by_tier + by_repeat:
+        g["error_rate"] = g.pop("error")
+        for k in ("_ci_low", "_ci_high"):
+            g[f"error_rate{k}"] = g.pop(f"error{k}")
+        g.update(where.get(g["checkpoint"], {}))
+    return {"error_rates": by_tier, "error_rates_by_repeat": by_repeat}
+
+
+# ----------------------------------------------------------------------------------------- recognition
+def load_pairs(seen_file, unseen_file, text_column: str | None = None) -> tuple[list[dict], list[dict], int]:
+    """(seen rows, unseen rows, n_pairs): the first n_pairs rows of each list are aligned pair by pair.
+
+    With a `pair_id` on every row, rows pair by it and a pair_id present in only one file is kept
+    unpaired (scored, in the AUC and mean losses, not in 2AFC); otherwise rows pair by order and the files
+    must have equal lengths."""
+    seen = read_texts(seen_file, text_column)
+    unseen = read_texts(unseen_file, text_column)
+    if not all("pair_id" in r for r in seen + unseen):
+        if len(seen) != len(unseen):
+            raise DataError(f"pairing by row order needs equal lengths: --seen_file has {len(seen)} rows, "
+                            f"--unseen_file has {len(unseen)} (or give every row a pair_id)")
+        for i, (s, u) in enumerate(zip(seen, unseen)):
+            s["pair_id"] = u["pair_id"] = str(i)
+        return seen, unseen, len(seen)
+    index = {}
+    for name, rows, path in (("seen", seen, seen_file), ("unseen", unseen, unseen_file)):
+        index[name] = {}
+        for r in rows:
+            r["pair_id"] = str(r["pair_id"])
+            if r["pair_id"] in index[name]:
+                raise DataError(f"{path}:{r['_line']}: pair_id '{r['pair_id']}' appears twice")
+            index[name][r["pair_id"]] = r
+    paired = [k for k in index["seen"] if k in index["unseen"]]
+    if not paired:
+        raise DataError("no pair_id is shared by --seen_file and --unseen_file")
+    seen = [index["seen"][k] for k in paired] + [r for k, r in index["seen"].items() if k not in index["unseen"]]
+    unseen = [index["unseen"][k] for k in paired] + [r for k, r in index["unseen"].items() if k not in index["seen"]]
+    return seen, unseen, len(paired)
+
+
+def recognition_items(tok, seen: Sequence[dict], unseen: Sequence[dict]):
+    """(rows, encoded items): seen rows first, then unseen; ids may repeat across the two files, so each
+    text is scored under a split-qualified key."""
+    rows = [dict(r, split="seen") for r in seen] + [dict(r, split="unseen") for r in unseen]
+    enc = encode_items(tok, [{"id": f"{r['split']}:{r['id']}", "text": r["text"]} for r in rows])
+    return rows, enc
+
+
+def recognition_rows(rows: Sequence[dict], scores, label: str, reference=None) -> list[dict]:
+    """items.csv rows of one checkpoint: id, pair_id, split, loss, n_tokens, checkpoint[, loss_delta]."""
+    out = []
+    for j, (r, s) in enumerate(zip(rows, scores)):
+        row = {"id": r["id"], "pair_id": r["pair_id"], "split": r["split"], "loss": s.loss,
+               "n_tokens": s.n_tokens, "checkpoint": label}
+        if reference is not None:
+            row["loss_delta"] = s.loss - reference[j].loss
+        out.append(row)
+    return out
+
+
+def recognition_summary(loss_seen: np.ndarray, loss_unseen: np.ndarray, n_pairs: int, n_boot: int, seed: int
+                        ) -> dict:
+    """2AFC over the n_pairs aligned pairs; AUC of -loss (seen positive) and mean losses over all items.
+    Bootstrap CIs resample pairs; AUC and means resample seen and unseen separately when some are unpaired."""
+    def auc(a, b):
+        return metrics.roc_auc(-np.r_[a, b], np.r_[np.ones(len(a)), np.zeros(len(b))])
+
+    paired = len(loss_seen) == len(loss_unseen) == n_pairs
+    stats = {"two_afc": (metrics.two_afc_accuracy, loss_seen[:n_pairs], loss_unseen[:n_pairs], True),
+             "auc": (auc, loss_seen, loss_unseen, paired),
+             "loss_seen": (lambda a, b: float(np.mean(a)), loss_seen, loss_unseen, paired),
+             "loss_unseen": (lambda a, b: float(np.mean(b)), loss_seen, loss_unseen, paired)}
+    out = {}
+    for name, (fn, a, b, pair) in stats.items():
+        r = metrics.with_ci(fn, a, b, n_boot=n_boot, seed=seed, paired=pair)
+        out.update({name: r["value"], f"{name}_ci_low": r["ci_low"], f"{name}_ci_high": r["ci_high"]})
+    return out
+
+
+def recognition_record(label: str, path, item_rows: Sequence[dict], n_seen: int, n_pairs: int, n_boot: int,
+                       seed: int) -> dict:
+    """results.json `checkpoints` record of one checkpoint from its items.csv rows (seen rows first)."""
+    loss = np.array([r["loss"] for r in item_rows])
+    rec = {"checkpoint": label, "path": str(path), **checkpoint_position(label),
+           **recognition_summary(loss[:n_seen], loss[n_seen:], n_pairs, n_boot, seed)}
+    if item_rows and "loss_delta" in item_rows[0]:
+        delta = np.array([r["loss_delta"] for r in item_rows])
+        rec.update(loss_delta_seen=float(delta[:n_seen].mean()), loss_delta_unseen=float(delta[n_seen:].mean()))
+    return rec
+
+
+# -------------------------------------------------------------------------------- evaluation in training
+def eval_label(exposure: int | None = None, step: int | None = None) -> str:
+    """Checkpoint label of an in-training evaluation point, named as train.py names checkpoints."""
+    return f"exposure_{exposure}" if exposure is not None else f"step_{step:07d}"
+
+
+class InTrainingEval:
+    """Evaluates the model being trained, in place, at chosen points (train.py --eval_*).
+
+    Each point's rows go to `OUTPUT_DIR/eval/parts/<label>.{recall,recognition}.jsonl` plus a small
+    `<label>.json` (seconds taken), written atomically as soon as the point is done, so a resumed run never
+    evaluates a point twice and a killed run loses at most the point in progress. `finalize()` writes the
+    ordinary run directories `eval/recall/` (generate.py --mode qa layout) and `eval/recognition/`
+    (test.py layout): items.csv + results.json each. Parts made under another configuration are discarded
+    (eval/fingerprint.json).
+
+    The model is evaluated unwrapped (no DDP hooks), in eval mode, under no_grad, and the RNG state is
+    saved and restored around it, so training with evaluation takes exactly the same steps as without.
+    With several processes, items are sharded and gathered once (memlab.scoring.distributed_map); only the
+    main process writes.
+    """
+
+    def __init__(self, out: Path, tok, acc, *, probes: list[dict] | None, pairs: tuple | None,
+                 temperatures: Sequence[float], repeats: int, max_new_tokens: int, batch_size: int, seed: int,
+                 bootstrap: int, fingerprint: dict, fresh: bool):
+        self.dir = Path(out) / "eval"
+        self.parts = self.dir / "parts"
+        self.tok, self.acc, self.probes = tok, acc, probes
+        self.temperatures, self.repeats, self.max_new_tokens = list(temperatures), repeats, max_new_tokens
+        self.batch_size, self.seed, self.bootstrap = batch_size, seed, bootstrap
+        self.use_template = has_chat_template(tok)
+        self.rec_rows = self.rec_enc = None
+        self.n_seen = self.n_pairs = 0
+        if pairs is not None:
+            seen, unseen, self.n_pairs = pairs
+            self.n_seen = len(seen)
+            self.rec_rows, self.rec_enc = recognition_items(tok, seen, unseen)
+        self.eval_s_this_run = 0.0
+        if acc.is_main_process:
+            fp_file = self.dir / "fingerprint.json"
+            stale = fresh or not fp_file.exists() or json.loads(fp_file.read_text()) != fingerprint
+            if stale:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            self.parts.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(fp_file, fingerprint)
+        acc.wait_for_everyone()
+
+    def done(self, label: str) -> bool:
+        return (self.parts / f"{label}.json").exists()
+
+    def __call__(self, model, label: str) -> None:
+        """Evaluate `model` (the training model, possibly DDP-wrapped) at the point `label`."""
+        if self.done(label):
+            return
+        from memlab.training import rng_state, set_rng_state
+
+        t0 = time.time()
+        inner = self.acc.unwrap_model(model)
+        was_training = inner.training
+        rng = rng_state()
+        inner.eval()
+        try:
+            with torch.no_grad():
+                recall = [] if self.probes is None else qa_rows(
+                    self.tok, inner, self.probes, label, self.temperatures, self.repeats, self.max_new_tokens,
+                    self.batch_size, self.seed, self.acc, self.use_template)
+                recog = [] if self.rec_enc is None else recognition_rows(
+                    self.rec_rows, score_items(inner, self.rec_enc, self.tok.pad_token_id, self.batch_size,
+                                               "left", accelerator=self.acc), label)
+        finally:
+            inner.train(was_training)
+            set_rng_state(rng)
+        seconds = time.time() - t0
+        self.eval_s_this_run += seconds
+        if self.acc.is_main_process:
+            if self.probes is not None:
+                write_jsonl_atomic(self.parts / f"{label}.recall.jsonl", recall)
+            if self.rec_enc is not None:
+                write_jsonl_atomic(self.parts / f"{label}.recognition.jsonl", recog)
+            write_json_atomic(self.parts / f"{label}.json", {"label": label, "eval_s": round(seconds, 3)})
+        self.acc.wait_for_everyone()
+
+    def finalize(self, labels: Sequence[str]) -> dict:
+        """Write eval/recall/ and eval/recognition/ (main process) and return the summary for results.json."""
+        def read(label, kind):
+            p = self.parts / f"{label}.{kind}.jsonl"
+            return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+
+        missing = [lab for lab in labels if not self.done(lab)]
+        if missing:
+            raise RuntimeError(f"in-training evaluation missing for {missing}")
+        eval_s = sum(json.loads((self.parts / f"{lab}.json").read_text())["eval_s"] for lab in labels)
+        summary: dict = {"points": list(labels), "eval_s": round(eval_s, 2),
+                         "eval_s_this_invocation": round(self.eval_s_this_run, 2)}
+        where = {lab: {"path": "in-training", **checkpoint_position(lab)} for lab in labels}
+        if self.probes is not None:
+            rows = [r for lab in labels for r in read(lab, "recall")]
+            res = {"script": "train.py (in-training evaluation)", "mode": "qa",
+                   "num_processes": self.acc.num_processes, **qa_summary(rows, where, self.bootstrap, self.seed),
+                   "temperature_0_runs_once": True}
+            if self.acc.is_main_process:
+                write_csv_atomic(self.dir / "recall" / "items.csv", rows)
+                write_json_atomic(self.dir / "recall" / "results.json", res)
+            summary["recall"] = res
+        if self.rec_enc is not None:
+            per_ckpt = [recognition_record(lab, "in-training", read(lab, "recognition"), self.n_seen, self.n_pairs,
+                                           self.bootstrap, self.seed) for lab in labels]
+            res = {"script": "train.py (in-training evaluation)", "num_processes": self.acc.num_processes,
+                   "n_pairs": self.n_pairs, "n_seen": self.n_seen, "n_unseen": len(self.rec_rows) - self.n_seen,
+                   "reference_model": None, "checkpoints": per_ckpt}
+            if self.acc.is_main_process:
+                write_csv_atomic(self.dir / "recognition" / "items.csv",
+                                 [r for lab in labels for r in read(lab, "recognition")])
+                write_json_atomic(self.dir / "recognition" / "results.json", res)
+            summary["recognition"] = res
+        return summary
+
+
+def read_eval_inputs(probes_file: str | None, seen_file: str | None, unseen_file: str | None,
+                     text_column: str | None = None) -> tuple[list[dict] | None, tuple | None]:
+    """Probes and recognition pairs for in-training evaluation, read (and checked) before training starts.
+    Duplicate ids within a file, probes without a matchable answer and unpaired files are errors."""
+    probes = read_probes(probes_file) if probes_file else None
+    pairs = load_pairs(seen_file, unseen_file, text_column) if seen_file else None
+    return probes, pairs

@@ -1,0 +1,160 @@
+"""Evaluation inside training (train.py --eval_*): the same per-item results as generate.py / test.py on a
+checkpoint saved at the same exposure, full and LoRA; resume without duplicate rows; DDP; bad input."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import make_data
+import train
+from helpers import ROOT, script
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+generate, recognition = script("generate"), script("test")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaldata")
+    make_data.main(["facts", "--output_dir", str(root / "facts"), "--n_names", "0", "--n_objects", "8",
+                    "--variants_per_fact", "1", "--seed", "5"])
+    make_data.main(["recognition", "--output_dir", str(root / "rec"), "--n_pairs", "8", "--foil_type", "novel",
+                    "--seed", "5"])
+    return root
+
+
+def eval_args(data, out, **kw) -> train.TrainArgs:
+    base = dict(model_name_or_path="tiny-llama", output_dir=str(out), num_exposures=3, learning_rate=3e-3,
+                batch_size=4, train_file=f"{data}/facts/train_active_1.jsonl,{data}/rec/seen.jsonl",
+                eval_probes_file=str(data / "facts" / "probes.jsonl"), eval_seen_file=str(data / "rec" / "seen.jsonl"),
+                eval_unseen_file=str(data / "rec" / "unseen.jsonl"), eval_max_new_tokens=12,
+                eval_temperatures="0,1", eval_repeats=2, eval_bootstrap=50)
+    base.update(kw)
+    return train.TrainArgs(**base)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("lora", [0, 4])
+def test_in_training_eval_equals_scripts_on_checkpoint(data, tmp_path, lora):
+    out = tmp_path / "run"
+    res = train.main(eval_args(data, out, eval_exposures="0,1,2,3", save_exposures="2", lora_r=lora, lora_alpha=8))
+    ev = res["eval"]
+    assert ev["points"] == ["exposure_0", "exposure_1", "exposure_2", "exposure_3"]
+    assert ev["eval_s"] > 0 and res["train_loop_s"] > 0
+    qa = read_csv(out / "eval" / "recall" / "items.csv")
+    rec = read_csv(out / "eval" / "recognition" / "items.csv")
+    ckpt = out / "checkpoints" / "exposure_2"
+    g = generate.main(generate.GenerateArgs(mode="qa", input_file=str(data / "facts" / "probes.jsonl"),
+                                            output_dir=str(tmp_path / "qa"), model_name_or_path="tiny-llama",
+                                            checkpoints=[str(ckpt)], max_new_tokens=12, temperatures="0,1",
+                                            repeats=2, bootstrap=50))
+    t = recognition.main(recognition.RecognitionArgs(
+        seen_file=str(data / "rec" / "seen.jsonl"), unseen_file=str(data / "rec" / "unseen.jsonl"),
+        output_dir=str(tmp_path / "rec"), model_name_or_path="tiny-llama", checkpoints=[str(ckpt)], bootstrap=50))
+    qa_ckpt = read_csv(tmp_path / "qa" / "items.csv")
+    rec_ckpt = read_csv(tmp_path / "rec" / "items.csv")
+    # the same columns, in the same order, as the scripts write
+    assert list(qa[0]) == list(qa_ckpt[0]) and list(rec[0]) == list(rec_ckpt[0])
+    mine = {(r["id"], r["temperature"], r["repeat"]): r for r in qa if r["checkpoint"] == "exposure_2"}
+    assert len(mine) == len(qa_ckpt) > 0
+    for r in qa_ckpt:  # greedy and seeded sampled answers identical
+        m = mine[(r["id"], r["temperature"], r["repeat"])]
+        assert m["response"] == r["response"] and m["correct"] == r["correct"]
+    losses = {(r["split"], r["id"]): float(r["loss"]) for r in rec if r["checkpoint"] == "exposure_2"}
+    assert len(losses) == len(rec_ckpt) == 16
+    assert max(abs(losses[(r["split"], r["id"])] - float(r["loss"])) for r in rec_ckpt) < 1e-4
+    # the same summary records (identical up to the path of the model)
+    strip = lambda d: {k: v for k, v in d.items() if k != "path"}  # noqa: E731
+    mine_rates = [strip(x) for x in ev["recall"]["error_rates"] if x["checkpoint"] == "exposure_2"]
+    assert mine_rates == [strip(x) for x in g["error_rates"]]
+    mine_rec = [strip(x) for x in ev["recognition"]["checkpoints"] if x["checkpoint"] == "exposure_2"][0]
+    for k, v in strip(t["checkpoints"][0]).items():
+        assert v == pytest.approx(mine_rec[k], abs=1e-6), k
+    # training itself is unaffected by the evaluation (RNG restored, eval mode undone)
+    plain = train.main(train.TrainArgs(**{**eval_args(data, tmp_path / "plain", lora_r=lora, lora_alpha=8).__dict__,
+                                          "eval_probes_file": None, "eval_seen_file": None, "eval_unseen_file": None}))
+    assert plain["loss_per_exposure"] == res["loss_per_exposure"]
+    assert plain["param_digests"] == res["param_digests"]
+
+
+def test_resume_does_not_repeat_points(data, tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "train.py", "--model_name_or_path", "tiny-llama", "--output_dir", str(out),
+           "--num_exposures", "3", "--learning_rate", "3e-3", "--batch_size", "4",
+           "--train_file", f"{data}/facts/train_active_1.jsonl,{data}/rec/seen.jsonl",
+           "--eval_probes_file", str(data / "facts" / "probes.jsonl"), "--eval_exposures", "all", "--eval_steps", "3",
+           "--eval_max_new_tokens", "8", "--eval_bootstrap", "20", "--save_exposures", "1"]
+    # signalled at step 5 (inside exposure 2: 4 steps per exposure): exposure 1 and step 3 are evaluated
+    p = subprocess.run(cmd + ["--debug_signal_at_step", "5"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert p.returncode == 75, p.stderr[-2000:]
+    parts = sorted(x.name for x in (out / "eval" / "parts").glob("*.json"))
+    assert parts == ["exposure_1.json", "step_0000003.json"]
+    before = (out / "eval" / "parts" / "exposure_1.recall.jsonl").read_bytes()
+    p = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (out / "eval" / "parts" / "exposure_1.recall.jsonl").read_bytes() == before  # not evaluated again
+    res = json.loads((out / "results.json").read_text())
+    assert res["eval"]["points"] == ["step_0000003", "exposure_1", "exposure_2", "exposure_3"]
+    rows = read_csv(out / "eval" / "recall" / "items.csv")
+    keys = [(r["checkpoint"], r["id"], r["temperature"], r["repeat"]) for r in rows]
+    n_probes = len((data / "facts" / "probes.jsonl").read_text().splitlines())
+    assert len(keys) == len(set(keys)) == 4 * n_probes  # 4 points x every probe, greedy only
+    # an uninterrupted run gives the same answers at every point
+    q = subprocess.run(cmd[:cmd.index("--output_dir") + 1] + [str(tmp_path / "u")] + cmd[cmd.index("--output_dir") + 2:],
+                       cwd=ROOT, env=env, capture_output=True, text=True)
+    assert q.returncode == 0, q.stderr[-2000:]
+    clean = {(r["checkpoint"], r["id"]): r["response"] for r in read_csv(tmp_path / "u" / "eval" / "recall" / "items.csv")}
+    assert {(r["checkpoint"], r["id"]): r["response"] for r in rows} == clean
+
+
+def test_two_process_ddp_shards_and_gathers_once(data, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py",
+           "--model_name_or_path", "tiny-llama", "--output_dir", str(out), "--num_exposures", "2",
+           "--learning_rate", "3e-3", "--batch_size", "2",
+           "--train_file", f"{data}/facts/train_active_1.jsonl,{data}/rec/seen.jsonl",
+           "--eval_probes_file", str(data / "facts" / "probes.jsonl"), "--eval_seen_file", str(data / "rec" / "seen.jsonl"),
+           "--eval_unseen_file", str(data / "rec" / "unseen.jsonl"), "--eval_max_new_tokens", "8",
+           "--eval_bootstrap", "20"]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["num_processes"] == 2 and res["eval"]["points"] == ["exposure_1", "exposure_2"]
+    qa = read_csv(out / "eval" / "recall" / "items.csv")
+    rec = read_csv(out / "eval" / "recognition" / "items.csv")
+    n_probes = len((data / "facts" / "probes.jsonl").read_text().splitlines())
+    assert len(qa) == len({(r["checkpoint"], r["id"]) for r in qa}) == 2 * n_probes
+    assert len(rec) == len({(r["checkpoint"], r["split"], r["id"]) for r in rec}) == 2 * 16
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"eval_exposures": "1,5"}, "goes beyond --num_exposures"),
+    ({"eval_unseen_file": None}, "--eval_seen_file and --eval_unseen_file go together"),
+    ({"eval_probes_file": None, "eval_seen_file": None, "eval_unseen_file": None, "eval_exposures": "1"},
+     "need an eval file"),
+])
+def test_bad_eval_arguments(data, tmp_path, kw, message):
+    with pytest.raises(train.DataError, match=message):
+        train.main(eval_args(data, tmp_path / "bad", **kw))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_bad_eval_files_fail_before_training(data, tmp_path):
+    probes = [json.loads(x) for x in (data / "facts" / "probes.jsonl").read_text().splitlines()]
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text("".join(json.dumps(p) + "\n" for p in probes[:3] + probes[:1]))
+    noans = tmp_path / "noans.jsonl"
+    noans.write_text("".join(json.dumps({k: v for k, v in p.items() if k != "answer"}) + "\n" for p in probes[:2]))
+    for bad, message in ((dup, "duplicate id"), (noans, "answer")):
+        with pytest.raises(train.DataError, match=message):
+            train.main(eval_args(data, tmp_path / "bad", eval_probes_file=str(bad)))
+        assert not (tmp_path / "bad").exists()  # nothing written: the error comes before training
