@@ -2,7 +2,8 @@
 JSONL files plus manifest.json (generator, arguments, seed, counts, package version, leakage check).
 
     # facts: novel (names -> 10-digit, objects -> 5-digit numbers), known and contradicting facts;
-    # nested train_passive_K / train_active_K sets, probes.jsonl (easy/mid/hard), dpo_pairs.jsonl
+    # nested train_passive_K / train_active_K sets, probes.jsonl (easy/mid/hard, plus verbatim repeats of a
+    # training prompt, labelled intentionally seen; --no_verbatim_probes leaves them out), dpo_pairs.jsonl
     python make_data.py facts --output_dir runs/data/facts --n_names 100 --n_objects 50 --variants_per_fact 5,10,25,50
     python make_data.py facts --output_dir runs/data/known --n_names 0 --n_objects 0 --n_known 50 --n_contradicting 50
     python make_data.py facts --output_dir runs/data/mine --n_names 0 --n_objects 0 --entities_file my_entities.txt
@@ -65,6 +66,9 @@ class FactsArgs:
     custom_digits: int = arg(6, "digits of the --entities_file answers")
     variants_per_fact: str = arg("5,10,25,50", "nested training-set sizes K (variants per fact)")
     probes_per_tier: int = arg(1, "probe questions per fact and tier (easy, mid, hard)")
+    verbatim_probes: bool = arg(True, "also write tier-verbatim probes repeating a training prompt exactly (per "
+                                      "fact: the first active user turn, the first passive statement cut before "
+                                      "the answer), labelled intentionally_seen; --no_verbatim_probes leaves them out")
     dpo_pairs_per_fact: int = arg(1, "DPO pairs per fact")
 
 
@@ -183,10 +187,14 @@ def run_facts(a: FactsArgs) -> Path:
     custom = facts.read_entities(a.entities_file, a.text_column) if a.entities_file else []
     fact_list = facts.make_facts(a.seed, a.n_names, a.n_objects, a.n_known, a.n_contradicting, custom,
                                  a.custom_attribute, a.name_digits, a.object_digits, a.custom_digits)
-    files = facts.generate(fact_list, ks, a.probes_per_tier, a.dpo_pairs_per_fact, a.seed)
+    files = facts.generate(fact_list, ks, a.probes_per_tier, a.dpo_pairs_per_fact, a.seed, a.verbatim_probes)
     kinds = {k: sum(f.kind == k for f in fact_list) for k in ("novel", "known", "contradicting")}
+    probes = files["probes.jsonl"]
+    by_tier = {t: sum(p["tier"] == t for p in probes) for t in (*facts.TIERS, facts.VERBATIM_TIER)}
+    by_mode = {m: sum(p.get("verbatim_of") == m for p in probes) for m in facts.TRAINING_MODES}
     train = [n for n in files if n.startswith("train_")] + ["dpo_pairs.jsonl"]
-    return _finish("facts", a, files, train, ["probes.jsonl"], {"facts_by_kind": kinds})
+    return _finish("facts", a, files, train, ["probes.jsonl"],
+                   {"facts_by_kind": kinds, "probes_by_tier": by_tier, "verbatim_probes_by_mode": by_mode})
 
 
 def run_documents(a: DocumentsArgs) -> Path:

@@ -91,8 +91,9 @@ def test_facts_counts_nesting_and_contents(tmp_path):
         assert all(by_id[r["fact_id"]]["answer"] in r["text"] for r in passive)
 
     probes = read_jsonl(out / "probes.jsonl")
-    assert len(probes) == n * 3 * 2
-    assert {(p["fact_id"], p["tier"]) for p in probes} == {(f, t) for f in by_id for t in ("easy", "mid", "hard")}
+    assert len(probes) == n * 3 * 2 + n * 2  # 2 per fact and tier, plus one verbatim probe per fact and mode
+    assert {(p["fact_id"], p["tier"]) for p in probes} == \
+        {(f, t) for f in by_id for t in ("easy", "mid", "hard", "verbatim")}
     assert all(p["answer"] == by_id[p["fact_id"]]["answer"] for p in probes)
     dpo = read_jsonl(out / "dpo_pairs.jsonl")
     assert len(dpo) == n
@@ -107,6 +108,111 @@ def test_facts_counts_nesting_and_contents(tmp_path):
     assert manifest["counts"]["train_passive_50.jsonl"] == n * 50 and manifest["seed"] == 0
     assert manifest["leakage_check"]["passed"] and manifest["package"]["name"] == "memlab"
     assert manifest["arguments"]["variants_per_fact"] == "5,10,25,50" and "output_dir" not in manifest["arguments"]
+
+
+VERBATIM_FACTS = ["--n_names", "4", "--n_objects", "3", "--n_known", "3", "--n_contradicting", "3",
+                  "--variants_per_fact", "5,10"]
+
+
+def test_verbatim_probes_repeat_the_first_training_prompt_of_each_mode(tmp_path):
+    out = make_data.main(["facts", "--output_dir", str(tmp_path / "v"), *VERBATIM_FACTS])
+    plain = make_data.main(["facts", "--output_dir", str(tmp_path / "p"), *VERBATIM_FACTS, "--no_verbatim_probes"])
+    by_id = {f["fact_id"]: f for f in read_jsonl(out / "facts.jsonl")}
+    n = len(by_id)
+    probes = read_jsonl(out / "probes.jsonl")
+    verbatim = [p for p in probes if p["tier"] == "verbatim"]
+    assert len({p["id"] for p in probes}) == len(probes) == 3 * n + 2 * n  # ids unique
+    assert {(p["fact_id"], p["verbatim_of"]) for p in verbatim} == \
+        {(f, m) for f in by_id for m in ("active", "passive")}
+    assert all(p["id"] == f"{p['fact_id']}-verbatim-{p['verbatim_of']}" and p["intentionally_seen"] is True
+               and p["answer"] == by_id[p["fact_id"]]["answer"] for p in verbatim)
+    # the feature only appends: easy/mid/hard rows (content, ids, order) and every other file are unchanged
+    assert [p for p in probes if p["tier"] != "verbatim"] == read_jsonl(plain / "probes.jsonl")
+    assert probes[:3 * n] == read_jsonl(plain / "probes.jsonl") and all("intentionally_seen" not in p
+                                                                        for p in probes[:3 * n])
+    a, b = dir_bytes(out), dir_bytes(plain)
+    assert {k for k in a if a[k] != b[k]} == {"probes.jsonl", "manifest.json"}
+    for k in (5, 10):  # the repeated rows are in every nested training set
+        active = {r["id"]: r for r in read_jsonl(out / f"train_active_{k}.jsonl")}
+        passive = {r["id"]: r for r in read_jsonl(out / f"train_passive_{k}.jsonl")}
+        for p in verbatim:
+            answer = p["answer"]
+            assert answer.casefold() not in p["question"].casefold() and p["question"].strip() == p["question"]
+            if p["verbatim_of"] == "active":  # exactly the user turn of the first active variant
+                assert p["train_id"] == f"{p['fact_id']}-a00"
+                assert p["question"] == active[p["train_id"]]["messages"][0]["content"]
+            else:  # exactly the first passive statement (naming the subject before the answer), cut there
+                text = passive[p["train_id"]]["text"]
+                assert text.startswith(p["question"]) and text[len(p["question"]):].lstrip().startswith(answer)
+                v = int(p["train_id"][-2:])
+                assert all(passive[f"{p['fact_id']}-p{j:02d}"]["text"].startswith(answer) for j in range(v))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["probes_by_tier"] == {"easy": n, "mid": n, "hard": n, "verbatim": 2 * n}
+    assert manifest["verbatim_probes_by_mode"] == {"active": n, "passive": n}
+    assert manifest["counts"]["probes.jsonl"] == 5 * n and manifest["arguments"]["verbatim_probes"] is True
+    plain_manifest = json.loads((plain / "manifest.json").read_text())
+    assert plain_manifest["probes_by_tier"]["verbatim"] == 0 and plain_manifest["arguments"]["verbatim_probes"] is False
+    assert "intentionally_seen_skipped" not in plain_manifest["leakage_check"]
+    # convert --to probes keeps the rows (and their label) as they are
+    conv = make_data.main(["convert", "--to", "probes", "--input", str(out / "probes.jsonl"),
+                           "--output_dir", str(tmp_path / "c")])
+    assert read_jsonl(conv / "probes.jsonl") == probes
+
+
+def test_passive_stems_cut_before_the_answer_wherever_it_sits():
+    fact = facts_mod.Fact("object-0000", "stapler", "object", "novel", "catalog number", "48213", subject="the stapler")
+    k = len(facts_mod.STATEMENT_TEMPLATES)  # every template once
+    stems, texts = facts_mod.passive_stems(fact, k, 0), facts_mod.passive_variants(fact, k, 0)
+    assert sum(s == "" for s in stems) == sum(t.startswith("{answer}") for t in facts_mod.STATEMENT_TEMPLATES) == 2
+    for stem, text in zip(stems, texts):
+        if stem:
+            assert text.startswith(stem) and "48213" not in stem and "stapler" in stem
+            assert text[len(stem):].lstrip().startswith("48213")
+        else:
+            assert text.startswith("48213")
+    assert "The stapler and the catalog number" in stems  # answer mid-sentence: "... 48213 go together."
+
+
+def test_leakage_check_skips_verbatim_probes_by_label(tmp_path, capsys):
+    out = make_data.main(["facts", "--output_dir", str(tmp_path / "f"), *VERBATIM_FACTS])
+    n = len(read_jsonl(out / "facts.jsonl"))
+    assert json.loads((out / "manifest.json").read_text())["leakage_check"]["intentionally_seen_skipped"] == \
+        {"probes.jsonl": 2 * n}  # the generator-time check skipped them
+    assert make_data.main(["check", "--data_dir", str(out)]) == out
+    printed = capsys.readouterr().out
+    assert "leakage check passed" in printed and f"skipped, labelled intentionally seen (verbatim probes): {2 * n} in" \
+        in printed
+    seen = next(p for p in read_jsonl(out / "probes.jsonl") if p.get("verbatim_of") == "active")
+    unlabelled = {k: v for k, v in seen.items() if k not in ("verbatim_of", "intentionally_seen", "train_id")}
+    with open(out / "probes.jsonl", "a") as f:  # the same text without the label is a leak
+        f.write(json.dumps({**unlabelled, "id": "copy-1", "tier": "easy"}) + "\n")
+    with pytest.raises(DataError) as e:
+        make_data.main(["check", "--data_dir", str(out)])
+    msg = str(e.value)
+    assert "exact match: " in msg and "id=copy-1" in msg and f"id={seen['train_id']}" in msg
+    assert f"id={seen['id']}" not in msg and "2 overlapping pair" in msg  # copy-1 vs train_active_5 and _10
+    # the function: either label (intentionally_seen, or tier verbatim) skips a row
+    train = {"train": [{"id": "t1", "text": "Say the code of X."}]}
+    for label in ({"intentionally_seen": True, "tier": "easy"}, {"tier": "verbatim"}):
+        report = leakage.check_leakage(train, {"probes": [{"id": "v", "question": "Say the code of X.", **label}]})
+        assert report["passed"] and report["intentionally_seen_skipped"] == {"probes": 1}
+        assert report["n_held_out_texts"] == 0
+    report = leakage.check_leakage(train, {"probes": [{"id": "v", "question": "say the code of x",
+                                                       "intentionally_seen": False, "tier": "easy"}]})
+    assert not report["passed"] and "intentionally_seen_skipped" not in report
+
+
+def test_probes_for_mode_keeps_the_verbatim_probes_of_that_mode():
+    rows = [{"id": "e", "tier": "easy"}, {"id": "va", "tier": "verbatim", "verbatim_of": "active"},
+            {"id": "m", "tier": "mid"}, {"id": "vp", "tier": "verbatim", "verbatim_of": "passive"},
+            {"id": "c", "tier": "easy", "cloze": "number"}, {"id": "x", "tier": "all"}]
+    assert [r["id"] for r in facts_mod.probes_for_mode(rows, "active")] == ["e", "va", "m", "c", "x"]
+    assert [r["id"] for r in facts_mod.probes_for_mode(rows, "passive")] == ["e", "m", "vp", "c", "x"]
+    with pytest.raises(ValueError, match="mode must be one of"):
+        facts_mod.probes_for_mode(rows, "mixed")
+    shipped = read_jsonl(Path(make_data.ROOT) / "data" / "facts" / "probes.jsonl")
+    active = facts_mod.probes_for_mode(shipped, "active")
+    assert len(active) == len(shipped) - 50 and {r.get("verbatim_of") for r in active} == {None, "active"}
 
 
 def test_template_banks_are_large_and_disjoint():

@@ -4,14 +4,15 @@
 - chat: JSONL of `{"messages": [{"role", "content"}, ...]}` -> `{"id", "messages"}` (plus `fact_id`)
 - probes: CSV/JSONL with one answer column and one question column per tier
   (`tier_columns={"easy": "q_easy", ...}`) -> `{"id", "fact_id", "question", "answer", "tier"}`;
-  without `tier_columns`, rows already in the probes format are validated and normalized.
+  without `tier_columns`, rows already in the probes format are validated and normalized (tier
+  `verbatim` rows, too, keeping `verbatim_of`/`train_id` and the `intentionally_seen` label).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Mapping
 
-from memlab.datagen.facts import TIERS
+from memlab.datagen.facts import TIERS, VERBATIM_TIER
 from memlab.io import DataError, ensure_ids, read_records, read_texts, require_fields, strip_private
 
 ROLES = ("system", "user", "assistant")
@@ -96,10 +97,14 @@ def convert_probes(path, answer_column: str = "answer", tier_columns: Mapping[st
                             "answer": answer, "tier": tier, "_line": r["_line"]})
         else:
             require_fields([r], ["question", "tier"], path)
-            if r["tier"] not in TIERS:
-                raise DataError(f"{path}:{r['_line']}: field 'tier' is {r['tier']!r}, expected one of {list(TIERS)}")
+            if r["tier"] not in (*TIERS, VERBATIM_TIER):
+                raise DataError(f"{path}:{r['_line']}: field 'tier' is {r['tier']!r}, expected one of "
+                                f"{[*TIERS, VERBATIM_TIER]}")
             row_id = str(r["id"]) if str(r.get("id", "")).strip() else f"{fact_id}-{r['tier']}"
             out.append({"id": row_id, "fact_id": fact_id, "question": str(r["question"]).strip(),
                         "answer": answer, "tier": r["tier"], "_line": r["_line"]})
+            if r["tier"] == VERBATIM_TIER:  # a repeated training prompt keeps its label (see facts.py)
+                label = {"verbatim_of": r.get("verbatim_of"), "intentionally_seen": True, "train_id": r.get("train_id")}
+                out[-1].update({k: v for k, v in label.items() if v not in (None, "")})
     ensure_ids(out, path)
     return [strip_private(r) for r in out]

@@ -13,6 +13,9 @@ sets are subsets (indeed prefixes, rows being variant-major) of larger ones.
 
 Probe questions come from three tier banks (easy = direct, mid = reworded, hard = indirect) that share
 no template with the training banks; `leakage.check_leakage` verifies the generated texts anyway.
+A fourth tier, `verbatim`, repeats a training prompt exactly (an active user turn, or a passive
+statement cut before the answer), labelled `intentionally_seen` so the leakage check skips it;
+`probes_for_mode` keeps the verbatim probes of the mode a model was trained on.
 """
 from __future__ import annotations
 
@@ -126,6 +129,8 @@ PROBE_TEMPLATES = {
     ),
 }
 TIERS = ("easy", "mid", "hard")
+VERBATIM_TIER = "verbatim"  # a training prompt repeated exactly: intentionally seen, never held out
+TRAINING_MODES = ("active", "passive")
 
 ATTRIBUTE_REWORDS = {"phone number": "telephone number", "catalog number": "catalogue code",
                      "capital": "capital city", "atomic number": "proton count", "year": "calendar year"}
@@ -248,6 +253,23 @@ def passive_variants(fact: Fact, k: int, seed: int) -> list[str]:
     return [STATEMENT_PREFIXES[p] + STATEMENT_TEMPLATES[t].format(**f) for t, p in plan]
 
 
+def passive_stems(fact: Fact, k: int, seed: int) -> list[str]:
+    """For each of the first `k` passive variants, its text before the answer, trailing whitespace
+    stripped ("The catalog number of the stapler is"). The cut is where the template places `{answer}`,
+    so an answer in the middle of a statement ("{Subject} and the {attr} {answer} go together.") is cut
+    there too. A statement whose text before the answer does not name the subject ("{answer} is the
+    ...", at most behind a framing prefix) has no usable stem and gives ""."""
+    plan = _variant_plan(sub_rng(seed, f"passive:{fact.fact_id}"), len(STATEMENT_TEMPLATES),
+                         len(STATEMENT_PREFIXES), k)
+    f = fact.fields()
+    stems = []
+    for t, p in plan:
+        before = STATEMENT_TEMPLATES[t].split("{answer}", 1)[0]
+        usable = "{subject}" in before or "{Subject}" in before
+        stems.append((STATEMENT_PREFIXES[p] + before.format(**f)).rstrip() if usable else "")
+    return stems
+
+
 def active_variants(fact: Fact, k: int, seed: int) -> list[tuple[str, str]]:
     """(user question, assistant answer) pairs; the answer form cycles through ANSWER_TEMPLATES."""
     plan = _variant_plan(sub_rng(seed, f"active:{fact.fact_id}"), len(QA_TEMPLATES), len(QA_PREFIXES), k)
@@ -311,6 +333,40 @@ def probe_rows(facts: Sequence[Fact], probes_per_tier: int, seed: int) -> list[d
     return rows
 
 
+def verbatim_probe_rows(facts: Sequence[Fact], k: int, seed: int) -> list[dict]:
+    """Tier-`verbatim` probes, two per fact: the user turn of its first active variant (`verbatim_of`
+    "active") and its first passive statement cut before the answer (`verbatim_of` "passive"; the first
+    variant with a usable stem, see `passive_stems`), taken from the first `k` variants (k = the smallest
+    K, so every training set holds them; `train_id` names the repeated row). They measure recall of the
+    very prompt studied, beside recall under rewording, and are labelled `intentionally_seen`, which is
+    how the leakage check knows to skip them. A fact without a usable variant among the first k (only
+    possible for k <= 2) gets no probe of that mode."""
+    rows = []
+    for f in facts:
+        for mode, tag, texts in (("active", "a", [user for user, _ in active_variants(f, k, seed)]),
+                                 ("passive", "p", passive_stems(f, k, seed))):
+            v = next((i for i, q in enumerate(texts) if q and f.answer.casefold() not in q.casefold()), None)
+            if v is not None:
+                rows.append({"id": f"{f.fact_id}-{VERBATIM_TIER}-{mode}", "fact_id": f.fact_id,
+                             "question": texts[v], "answer": f.answer, "tier": VERBATIM_TIER,
+                             "verbatim_of": mode, "intentionally_seen": True, "train_id": f"{f.fact_id}-{tag}{v:02d}"})
+    return rows
+
+
+def is_verbatim(row: dict) -> bool:
+    """A probe that repeats a training prompt on purpose (tier `verbatim` or labelled `intentionally_seen`)."""
+    return row.get("tier") == VERBATIM_TIER or row.get("intentionally_seen") is True
+
+
+def probes_for_mode(rows: Sequence[dict], mode: str) -> list[dict]:
+    """The probes to ask a model trained on `mode` ("active" or "passive"): every non-verbatim probe
+    (easy/mid/hard, cloze, ...) and the verbatim probes that repeat a prompt of that mode; the other
+    mode's verbatim probes repeat text the model never saw. Order is kept."""
+    if mode not in TRAINING_MODES:
+        raise ValueError(f"mode must be one of {TRAINING_MODES}, got {mode!r}")
+    return [r for r in rows if not is_verbatim(r) or r.get("verbatim_of") == mode]
+
+
 def dpo_rows(facts: Sequence[Fact], pairs_per_fact: int, seed: int) -> list[dict]:
     """DPO pairs: prompt from the training QA bank (never a probe), chosen = the fact's answer,
     rejected = a distractor (same digit count, or a wrong alternative for text answers)."""
@@ -330,12 +386,16 @@ def dpo_rows(facts: Sequence[Fact], pairs_per_fact: int, seed: int) -> list[dict
 
 
 def generate(facts: Sequence[Fact], variants_per_fact: Sequence[int], probes_per_tier: int,
-             dpo_pairs_per_fact: int, seed: int) -> dict[str, list[dict]]:
-    """Every output file of `make_data.py facts` as `file name -> rows`."""
+             dpo_pairs_per_fact: int, seed: int, verbatim_probes: bool = True) -> dict[str, list[dict]]:
+    """Every output file of `make_data.py facts` as `file name -> rows`. `probes.jsonl` holds the
+    easy/mid/hard probes, then (with `verbatim_probes`) the verbatim ones, so the rows without them
+    are exactly the file written without them."""
     files: dict[str, list[dict]] = {"facts.jsonl": [f.row() for f in facts]}
     for k in sorted(set(variants_per_fact)):
         files[f"train_passive_{k}.jsonl"], files[f"train_active_{k}.jsonl"] = training_rows(facts, k, seed)
     files["probes.jsonl"] = probe_rows(facts, probes_per_tier, seed)
+    if verbatim_probes:
+        files["probes.jsonl"] += verbatim_probe_rows(facts, min(variants_per_fact), seed)
     files["dpo_pairs.jsonl"] = dpo_rows(facts, dpo_pairs_per_fact, seed)
     for name, rows in files.items():
         if name.startswith("train_"):

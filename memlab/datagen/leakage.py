@@ -3,7 +3,9 @@
 Two texts overlap when they are equal exactly, or after `normalize_text` (case folded, punctuation
 turned into spaces, whitespace collapsed). Training texts are every plain `text`, every chat message
 `content` (so a probe equal to a training user turn is caught), and `prompt`/`completion`/`chosen`/
-`rejected`/`question` fields; held-out texts are `question`, `text` and `prompt` fields.
+`rejected`/`question` fields; held-out texts are `question`, `text` and `prompt` fields. A held-out row
+labelled `"intentionally_seen": true` (or of tier `verbatim`), which repeats a training prompt on
+purpose, is skipped by that label and counted in the report.
 
 Pure functions on rows, so `membership_inference.py` can reuse `check_leakage` for members vs
 non-members. Cost: O(total texts) with one hash lookup per held-out text.
@@ -53,11 +55,20 @@ class Overlap:
         return f"{self.match} match: {self.train.describe()}  <->  {self.held_out.describe()}"
 
 
+def intentionally_seen(row: Mapping) -> bool:
+    """A held-out-file row that repeats a training text on purpose: labelled `"intentionally_seen": true`
+    or of tier `verbatim` (make_data.py facts' verbatim probes). The check skips it by that label."""
+    return row.get("intentionally_seen") is True or row.get("tier") == "verbatim"
+
+
 def extract_texts(rows: Iterable[Mapping], source: str, fields: Sequence[str],
-                  include_messages: bool = True) -> list[TextRef]:
-    """TextRefs for every field of `fields` (and chat message contents) found in `rows`."""
+                  include_messages: bool = True, skip_seen: bool = False) -> list[TextRef]:
+    """TextRefs for every field of `fields` (and chat message contents) found in `rows`; with `skip_seen`,
+    none from rows that are `intentionally_seen`."""
     out = []
     for i, row in enumerate(rows):
+        if skip_seen and intentionally_seen(row):
+            continue
         row_id = str(row.get("id", f"#{i}"))
         for f in fields:
             v = row.get(f)
@@ -95,12 +106,15 @@ def check_leakage(train_sets: Mapping[str, Sequence[Mapping]],
 
     `train_sets`/`held_out_sets` map a name (file name) to its rows. The report has `passed`,
     the sets and text counts compared, `n_overlaps` and `overlaps` (each pair described in words).
+    Held-out rows labelled `intentionally_seen` (verbatim probes) are skipped, by that label; the report
+    then counts them per set under `intentionally_seen_skipped`.
     """
     train = [r for name, rows in train_sets.items() for r in extract_texts(rows, name, TRAIN_FIELDS)]
     held = [r for name, rows in held_out_sets.items()
-            for r in extract_texts(rows, name, HELD_OUT_FIELDS, include_messages=False)]
+            for r in extract_texts(rows, name, HELD_OUT_FIELDS, include_messages=False, skip_seen=True)]
     overlaps = find_overlaps(train, held)
-    return {
+    skipped = {name: n for name, rows in held_out_sets.items() if (n := sum(map(intentionally_seen, rows)))}
+    report = {
         "passed": not overlaps,
         "train_sets": list(train_sets),
         "held_out_sets": list(held_out_sets),
@@ -110,19 +124,31 @@ def check_leakage(train_sets: Mapping[str, Sequence[Mapping]],
         "n_overlaps": len(overlaps),
         "overlaps": [o.describe() for o in overlaps],
     }
+    if skipped:  # only then, so reports (and manifests) of sets without such rows keep their old form
+        report["intentionally_seen_skipped"] = skipped
+    return report
 
 
 def format_report(report: dict, max_pairs: int = 50) -> str:
     if report["passed"]:
         return (f"leakage check passed: {report['n_train_texts']} training texts "
                 f"({', '.join(report['train_sets']) or 'none'}) vs {report['n_held_out_texts']} held-out texts "
-                f"({', '.join(report['held_out_sets']) or 'none'}), no exact or normalized overlap")
+                f"({', '.join(report['held_out_sets']) or 'none'}), no exact or normalized overlap"
+                + _skipped_note(report))
     lines = [f"leakage check failed: {report['n_overlaps']} overlapping pair(s) between training and "
              f"held-out texts:"]
     lines += [f"  {d}" for d in report["overlaps"][:max_pairs]]
     if report["n_overlaps"] > max_pairs:
         lines.append(f"  ... and {report['n_overlaps'] - max_pairs} more")
     return "\n".join(lines)
+
+
+def _skipped_note(report: dict) -> str:
+    skipped = report.get("intentionally_seen_skipped")
+    if not skipped:
+        return ""
+    return ("; skipped, labelled intentionally seen (verbatim probes): "
+            + ", ".join(f"{n} in {name}" for name, n in skipped.items()))
 
 
 def assert_no_leakage(train_sets: Mapping[str, Sequence[Mapping]],
