@@ -70,16 +70,16 @@ GRIDS: dict[str, dict[str, dict[str, list]]] = {
 
 # Per-size settings of each experiment (not grid axes: the same for every cell).
 SETTINGS: dict[str, dict[str, dict]] = {
-    "expt1": {
-        "full": {"n_facts": 50, "variants": 5, "exposures": [1, 2, 3, 5, 10], "n_sentences": 100,
+    "expt1": {  # every exposure 1..num_exposures evaluated inside training (no checkpoints needed)
+        "full": {"n_facts": 50, "variants": 5, "num_exposures": 10, "n_sentences": 100,
                  "lr_full": 5e-5, "lr_lora": 5e-4, "lora_r": 16, "batch_size": 8, "temperatures": "0,0.7",
-                 "repeats": 3},
-        "small": {"n_facts": 50, "variants": 1, "exposures": [1, 2, 3, 5, 10], "n_sentences": 40,
-                  "lr_full": 1e-4, "lr_lora": 1e-3, "lora_r": 16, "batch_size": 10, "temperatures": "0",
-                  "repeats": 1},
-        "tiny": {"n_facts": 6, "variants": 1, "exposures": [1, 2], "n_sentences": 6,
+                 "repeats": 3, "knownness_samples": 8},
+        "small": {"n_facts": 25, "variants": 5, "num_exposures": 6, "n_sentences": 40,
+                  "lr_full": 1e-4, "lr_lora": 1e-3, "lora_r": 16, "batch_size": 8, "temperatures": "0",
+                  "repeats": 1, "knownness_samples": 8},
+        "tiny": {"n_facts": 6, "variants": 2, "num_exposures": 2, "n_sentences": 6,
                  "lr_full": 3e-3, "lr_lora": 1e-2, "lora_r": 4, "batch_size": 4, "temperatures": "0",
-                 "repeats": 1},
+                 "repeats": 1, "knownness_samples": 2},
     },
     "expt2": {  # interference: one epoch over n_corpus everyday sentences, log-spaced step checkpoints
         "full": {"n_facts": 50, "variants": 5, "n_sentences": 100, "n_corpus": 5000, "lr": 5e-5,
@@ -124,11 +124,11 @@ SETTINGS: dict[str, dict[str, dict]] = {
     },
     "expt7": {  # n per kind: known (true bank facts), novel (synthetic objects), contradicting (changed answers)
         "full": {"n_per_kind": 40, "variants": 5, "exposures": [1, 2, 3, 5, 10], "lr": 5e-5, "batch_size": 8,
-                 "temperatures": "0", "repeats": 1},
+                 "temperatures": "0", "repeats": 1, "knownness_samples": 8},
         "small": {"n_per_kind": 20, "variants": 1, "exposures": [1, 2, 5], "lr": 1e-4, "batch_size": 8,
-                  "temperatures": "0", "repeats": 1},
+                  "temperatures": "0", "repeats": 1, "knownness_samples": 8},
         "tiny": {"n_per_kind": 2, "variants": 1, "exposures": [1], "lr": 3e-3, "batch_size": 4,
-                 "temperatures": "0", "repeats": 1},
+                 "temperatures": "0", "repeats": 1, "knownness_samples": 2},
     },
 }
 
@@ -210,32 +210,53 @@ def checkpoint_glob(train_dir: Path, prefix: str = "exposure_") -> str:
 
 
 # ------------------------------------------------------------------------------------------ pipelines
+def mode_probes(facts: Path, mode: str, out: Path, verbatim: bool = True) -> Path:
+    """The facts' probes for a cell trained in `mode` (active|passive): easy/mid/hard plus, with
+    `verbatim`, the verbatim probes of that mode only (a passive cell never saw the active prompts)."""
+    from memlab.datagen.facts import probes_for_mode
+
+    if not out.exists():
+        rows = [json.loads(x) for x in (facts / "probes.jsonl").read_text().splitlines() if x.strip()]
+        keep = probes_for_mode(rows, mode) if verbatim else [r for r in rows if r.get("tier") != "verbatim"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl_atomic(out, keep)
+    return out
+
+
+def knownness_stage(c: dict, s: dict, facts: Path, task: Path) -> Path:
+    """SliCK knownness (Gekhman et al. 2024) before training: the base model answers every reworded probe
+    greedily and `knownness_samples` times at temperature 0.5; analyze.py turns it into categories."""
+    probes = mode_probes(facts, "active", task / "data" / "probes_knownness.jsonl", verbatim=False)
+    return run_stage("generate.py", ["--mode", "qa", "--input_file", probes, "--model_name_or_path", c["model"],
+                                     "--temperatures", "0,0.5", "--repeats", s["knownness_samples"],
+                                     "--max_new_tokens", 16, "--seed", c["seed"], "--bootstrap", 0],
+                     task / "knownness")
+
+
 def expt1(c: dict, s: dict, task: Path) -> dict:
-    """Facts (passive statements or active QA) plus Orhan-style sentences; checkpoints at each exposure;
-    QA recall by tier and recognition (2AFC, AUC) of the trained sentences at every checkpoint."""
+    """Facts (passive statements or active QA) plus Orhan-style sentences; QA recall by tier (verbatim and
+    reworded) and recognition (2AFC, AUC) of the trained sentences evaluated inside training at every
+    exposure (train/eval/recall, train/eval/recognition); knownness of each fact before training."""
     seed = c["seed"]
     facts = run_stage("make_data.py", ["facts", "--n_names", 0, "--n_objects", s["n_facts"],
                                        "--variants_per_fact", s["variants"], "--seed", seed], task / "data" / "facts")
     sents = run_stage("make_data.py", ["recognition", "--n_pairs", s["n_sentences"], "--foil_type", "novel",
                                        "--seed", seed], task / "data" / "recognition")
     kind = "passive" if c["mode"] == "passive" else "active"
+    probes = mode_probes(facts, kind, task / "data" / f"probes_{kind}.jsonl")
+    known = knownness_stage(c, s, facts, task)
     train_files = f"{facts}/train_{kind}_{s['variants']}.jsonl,{sents}/seen.jsonl"
-    exposures = s["exposures"]
     lora = ["--lora_r", s["lora_r"], "--lora_alpha", 2 * s["lora_r"]] if c["method"] == "lora" else []
     lr = s["lr_lora"] if c["method"] == "lora" else s["lr_full"]
     train = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file", train_files,
-                                   "--num_exposures", max(exposures), "--save_exposures", ",".join(map(str, exposures)),
-                                   "--learning_rate", lr, "--batch_size", s["batch_size"], "--seed", seed, *lora],
-                      task / "train")
-    ckpts = checkpoint_glob(train)
-    recall = run_stage("generate.py", ["--mode", "qa", "--input_file", facts / "probes.jsonl",
-                                       "--model_name_or_path", c["model"], "--checkpoints", ckpts,
-                                       "--temperatures", s["temperatures"], "--repeats", s["repeats"],
-                                       "--max_new_tokens", 10, "--seed", seed], task / "recall")
-    recog = run_stage("test.py", ["--seen_file", sents / "seen.jsonl", "--unseen_file", sents / "unseen.jsonl",
-                                  "--model_name_or_path", c["model"], "--checkpoints", ckpts, "--seed", seed],
-                      task / "recognition")
-    return summarize_stages({"recall": recall, "recognition": recog, "train": train})
+                                   "--num_exposures", s["num_exposures"], "--learning_rate", lr,
+                                   "--batch_size", s["batch_size"], "--seed", seed, *lora,
+                                   "--eval_probes_file", probes, "--eval_seen_file", sents / "seen.jsonl",
+                                   "--eval_unseen_file", sents / "unseen.jsonl", "--eval_exposures", "all",
+                                   "--eval_temperatures", s["temperatures"], "--eval_repeats", s["repeats"],
+                                   "--eval_max_new_tokens", 10], task / "train")
+    return summarize_stages({"recall": train / "eval" / "recall", "recognition": train / "eval" / "recognition",
+                             "knownness": known, "train": train})
 
 
 def summarize_stages(stages: dict[str, Path]) -> dict:
@@ -264,7 +285,8 @@ def expt2(c: dict, s: dict, task: Path) -> dict:
                                     "--save_steps", "log", "--learning_rate", s["lr"],
                                     "--batch_size", s["batch_size"], "--seed", seed], task / "interference")
     ckpts = [studied, checkpoint_glob(interf, "step_")]
-    recall = run_stage("generate.py", ["--mode", "qa", "--input_file", facts / "probes.jsonl",
+    recall = run_stage("generate.py", ["--mode", "qa", "--input_file",
+                                       mode_probes(facts, "active", task / "data" / "probes_active.jsonl"),
                                        "--model_name_or_path", c["model"], "--checkpoints", *ckpts,
                                        "--temperatures", s["temperatures"], "--repeats", s["repeats"],
                                        "--max_new_tokens", 16, "--seed", seed], task / "retention_recall")
@@ -287,7 +309,8 @@ def expt3(c: dict, s: dict, task: Path) -> dict:
                                    "--save_exposures", s["exposures"],
                                    "--learning_rate", s["lr"], "--batch_size", s["batch_size"], "--seed", seed],
                       task / "train")
-    qa = run_stage("generate.py", ["--mode", "qa", "--input_file", facts / "probes.jsonl",
+    qa = run_stage("generate.py", ["--mode", "qa", "--input_file",
+                                   mode_probes(facts, "active", task / "data" / "probes_active.jsonl"),
                                    "--model_name_or_path", c["model"], "--checkpoints", checkpoint_glob(train),
                                    "--temperatures", s["temperatures"], "--repeats", s["repeats"],
                                    "--max_new_tokens", 16, "--seed", seed], task / "variants_recall")
@@ -325,11 +348,13 @@ def expt7(c: dict, s: dict, task: Path) -> dict:
                                    "--train_file", facts / f"train_{c['mode']}_{s['variants']}.jsonl",
                                    "--save_exposures", ",".join(map(str, exposures)), "--learning_rate", s["lr"],
                                    "--batch_size", s["batch_size"], "--seed", seed], task / "train")
-    qa = ["--mode", "qa", "--input_file", facts / "probes.jsonl", "--model_name_or_path", c["model"],
+    qa = ["--mode", "qa", "--input_file", mode_probes(facts, c["mode"], task / "data" / f"probes_{c['mode']}.jsonl"),
+          "--model_name_or_path", c["model"],
           "--temperatures", s["temperatures"], "--repeats", s["repeats"], "--max_new_tokens", 16, "--seed", seed]
+    known = knownness_stage(c, s, facts, task)
     base = run_stage("generate.py", qa, task / "prior_recall_base")
     recall = run_stage("generate.py", qa + ["--checkpoints", checkpoint_glob(train)], task / "prior_recall")
-    return summarize_stages({"prior_recall_base": base, "prior_recall": recall, "train": train})
+    return summarize_stages({"prior_recall_base": base, "prior_recall": recall, "knownness": known, "train": train})
 
 
 def _canaries_file(mia_dir: Path, out: Path) -> Path:
@@ -388,8 +413,9 @@ def expt6(c: dict, s: dict, task: Path) -> dict:
                                         "--seed", seed], task / "dpo")
     dpo_ckpt = dpo / "checkpoints" / f"epoch_{s['dpo_epochs']}"
     both = f"{sft_ckpt},{dpo_ckpt}"
-    qa = run_stage("generate.py", ["--mode", "qa", "--input_file", facts / "probes.jsonl", "--model_name_or_path",
-                                   c["model"], "--checkpoints", both, "--max_new_tokens", 10, "--seed", seed],
+    qa = run_stage("generate.py", ["--mode", "qa", "--input_file",
+                                   mode_probes(facts, "active", task / "data" / "probes_active.jsonl"),
+                                   "--model_name_or_path", c["model"], "--checkpoints", both, "--max_new_tokens", 10, "--seed", seed],
                    task / "dpo_recall")
     attack = run_stage("membership_inference.py", ["--mia_dir", mia, "--model_name_or_path", c["model"],
                                                    "--checkpoints", both, "--reference_model", c["model"],

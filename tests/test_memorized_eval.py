@@ -24,7 +24,9 @@ def error_rate(results, checkpoint, tier):
 def test_qa_recall_rises_with_exposure_and_hard_probes_are_harder(memorized, tmp_path):
     probes = tmp_path / "probes.jsonl"
     text = trained_question_probes(memorized, tmp_path / "t.jsonl").read_text()
-    probes.write_text(text + (memorized["facts"] / "probes.jsonl").read_text())
+    reworded = [x for x in (memorized["facts"] / "probes.jsonl").read_text().splitlines(keepends=True)
+                if json.loads(x)["tier"] != "verbatim"]  # the trained questions are added above as tier `train`
+    probes.write_text(text + "".join(reworded))
     res = generate.main(generate.GenerateArgs(
         mode="qa", input_file=str(probes), output_dir=str(tmp_path / "qa"), model_name_or_path="tiny-llama",
         checkpoints=[str(memorized["run"] / "checkpoints" / "exposure_*")], max_new_tokens=8, bootstrap=200))
