@@ -11,6 +11,33 @@ tier x temperature), `tidy_prefix.csv` (expt5: task x checkpoint x prefix length
 task x exposure x fact kind) and `plots/*.png`. Each CSV row carries the task's grid cell (model, seed,
 method, mode, ...) so it can be grouped by any axis. Recall is QA accuracy = 1 - error rate, with the
 bootstrap 95% CI from generate.py.
+
+Recall and recognition are read from TASK/recall, TASK/recognition, or (evaluation inside training)
+TASK/train/eval/recall, TASK/train/eval/recognition (`_stage_dir`).
+
+Per-item and per-fact tables (definitions in memlab/learning.py):
+
+- `per_item.csv`: every finished stage's items.csv stacked, one row per task x stage x checkpoint x item
+  (x temperature x repeat for QA, x prefix x sample for prefix recall). Columns: the cell axes, task,
+  stage (recall, recognition, knownness, variants_recall, retention_recall, retention_recognition,
+  dpo_recall, prior_recall_base, prior_recall, prefix_recall, mia), checkpoint, exposure (from the label
+  exposure_k; 0 for the base-model stages knownness and prior_recall_base; empty for step_* labels), step,
+  item_id, fact_id, tier (QA tier; `recognition` for recognition pairs), temperature, repeat, correct (QA:
+  answer correct 0/1; recognition: 1 when the seen item's loss is below its foil's), loss / foil_loss
+  (recognition: the seen item's and its foil's loss in nats/token; mia: target NLL), loss_delta /
+  foil_loss_delta (recognition, when test.py had a reference), split (mia: member|nonmember), canary_copies,
+  mia_<attack> (each membership_inference.py score), prefix_tokens, exact_match, token_accuracy,
+  id_recalled (prefix recall), knownness (the fact's SliCK category, where TASK/knownness exists) and kind
+  (facts.jsonl's fact kind, where present). Recognition rows are one per pair (fact_id = pair_id).
+- `learning.csv`: one row per task x stage x fact x tier (QA tiers, `all` = the non-verbatim tiers pooled,
+  `verbatim` on its own, `recognition` for recognition pairs) over the exposures where it was evaluated:
+  first_recalled_exposure, exposures_to_criterion (first evaluated exposure from which the fact is recalled
+  at every later evaluated one; empty if never), forgetting_events (recalled -> not recalled transitions),
+  n_evaluated_exposures, last_exposure, knownness, kind, plus the cell axes. Recalled = greedy answers to
+  the tier's probes correct for at least half of them; recognized = seen loss below the foil's.
+- `plots/learning_ecdf.png` (fraction of facts at criterion vs exposures, never-learned facts in the
+  denominator, reference line at 7 exposures), `plots/learning_by_knownness.png` (the same per SliCK
+  category), and in `summary.txt` the median exposures-to-criterion with a bootstrap 95% CI.
 """
 from __future__ import annotations
 
@@ -39,6 +66,20 @@ def _load(path: Path) -> dict | None:
         return None
 
 
+def _stage_dir(task: Path, name: str) -> Path | None:
+    """A finished stage's run directory: TASK/name, else TASK/train/eval/name (evaluation inside
+    training), whichever has results.json; None when neither does."""
+    for d in (task / name, task / "train" / "eval" / name):
+        if (d / "results.json").exists():
+            return d
+    return None
+
+
+def _stage_results(task: Path, name: str) -> dict | None:
+    d = _stage_dir(task, name)
+    return _load(d / "results.json") if d is not None else None
+
+
 def collect(root: Path) -> dict[str, pd.DataFrame]:
     """Tidy tables from every task below `root` (finished stages only; unfinished tasks contribute what
     they have)."""
@@ -49,12 +90,12 @@ def collect(root: Path) -> dict[str, pd.DataFrame]:
         c = _load(cell_file) or {}
         cell = {k: v for k, v in c.items() if k not in ("size", "index")}
         cell["task"] = task.name
-        r = _load(task / "recall" / "results.json")
+        r = _stage_results(task, "recall")
         for row in (r or {}).get("error_rates", []):
             recall.append({**cell, **{k: row.get(k) for k in ("checkpoint", "exposure", "step", "tier", "temperature", "n")},
                            "accuracy": 1 - row["error_rate"], "accuracy_ci_low": 1 - row["error_rate_ci_high"],
                            "accuracy_ci_high": 1 - row["error_rate_ci_low"]})
-        r = _load(task / "recognition" / "results.json")
+        r = _stage_results(task, "recognition")
         for row in (r or {}).get("checkpoints", []):
             recog.append({**cell, **{k: v for k, v in row.items() if k != "path"}})
         r = _load(task / "train" / "results.json")
@@ -130,6 +171,7 @@ def _prior_rows(task: Path, cell: dict) -> list[dict]:
             items["exposure"] = 0
         else:
             items["exposure"] = items.checkpoint.map(lambda c: int(re.search(r"exposure_(\d+)", str(c)).group(1)))
+        items = items[items.tier != "verbatim"]  # as generate.py's `all`: reworded probes only
         items["kind"] = items.fact_id.map(kinds)
         items["original"] = [str(e) == str(original.get(f)) for e, f in zip(items.extracted_answer, items.fact_id)]
         for (exposure, temperature, kind), g in items.groupby(["exposure", "temperature", "kind"]):
@@ -181,6 +223,169 @@ def _dpo_rows(task: Path, cell: dict) -> list[dict]:
                          "tier": row["tier"], "accuracy": 1 - row["error_rate"],
                          "accuracy_ci_low": 1 - row["error_rate_ci_high"], "accuracy_ci_high": 1 - row["error_rate_ci_low"]})
     return rows
+
+
+# ---------------------------------------------------------------------- per-item and per-fact tables
+QA_STAGES = ("recall", "knownness", "variants_recall", "retention_recall", "dpo_recall", "prior_recall_base",
+             "prior_recall")
+RECOGNITION_STAGES = ("recognition", "retention_recognition")
+BASE_STAGES = ("knownness", "prior_recall_base")  # the base model's answers: exposure 0
+LEARNING_QA_STAGES = {"recall": ("recall",), "prior_recall": ("prior_recall_base", "prior_recall")}
+_ID_COLS = {c: str for c in ("id", "fact_id", "pair_id", "source_id", "answer", "extracted_answer")}
+
+
+def _items(task: Path, stage: str) -> pd.DataFrame | None:
+    """A finished stage's items.csv (ids as strings) with exposure and step from the checkpoint label
+    (exposure 0 for the base-model stages); None when the stage is missing or has no items."""
+    from memlab.scoring import checkpoint_position
+
+    d = _stage_dir(task, stage)
+    if d is None or not (d / "items.csv").exists():
+        return None
+    try:
+        df = pd.read_csv(d / "items.csv", dtype=_ID_COLS)
+    except (pd.errors.EmptyDataError, OSError):
+        return None
+    if df.empty or "checkpoint" not in df:
+        return None
+    pos = [checkpoint_position(str(c)) for c in df.checkpoint]
+    df["exposure"] = [0 if stage in BASE_STAGES else p["exposure"] for p in pos]
+    df["step"] = [p["step"] for p in pos]
+    df["exposure"] = df["exposure"].astype("Int64")
+    df["step"] = df["step"].astype("Int64")
+    return df
+
+
+def _task_knownness(task: Path) -> dict:
+    """fact_id -> SliCK category from TASK/knownness (empty when missing or unusable)."""
+    from memlab.learning import knownness
+
+    items = _items(task, "knownness")
+    if items is None:
+        return {}
+    try:
+        return knownness(items).to_dict()
+    except (ValueError, KeyError) as e:
+        print(f"warning: {task.name}: knownness skipped: {e}", file=sys.stderr)
+        return {}
+
+
+def _task_kinds(task: Path) -> dict:
+    f = task / "data" / "facts" / "facts.jsonl"
+    if not f.exists():
+        return {}
+    try:
+        facts = pd.read_json(f, lines=True, dtype={"fact_id": str})
+    except ValueError:
+        return {}
+    if "fact_id" not in facts or "kind" not in facts:
+        return {}
+    return dict(zip(facts.fact_id.astype(str), facts.kind))
+
+
+def _per_item_rows(task: Path, cell: dict, known: dict, kinds: dict) -> list[pd.DataFrame]:
+    """Every finished stage's items of one task in the per_item.csv columns (see the module docstring)."""
+    from memlab.learning import RECOGNITION, pair_recognition
+
+    base = ["stage", "checkpoint", "exposure", "step", "item_id", "fact_id"]
+    frames = []
+    for stage in QA_STAGES:
+        df = _items(task, stage)
+        if df is None:
+            continue
+        cols = [c for c in ("tier", "temperature", "repeat", "correct") if c in df]
+        df = df.assign(stage=stage, item_id=df["id"])
+        frames.append(df[[c for c in base + cols if c in df]])
+    for stage in RECOGNITION_STAGES:
+        df = _items(task, stage)
+        if df is None or not {"pair_id", "split", "loss"} <= set(df.columns):
+            continue
+        p = pair_recognition(df, ["checkpoint", "exposure", "step"])
+        p = p.rename(columns={"pair_id": "fact_id"}).assign(stage=stage, tier=RECOGNITION,
+                                                              correct=p.recognized.astype(int))
+        frames.append(p.drop(columns="recognized"))
+    df = _items(task, "prefix_recall")
+    if df is not None:
+        metrics = [c for c in ("prefix_tokens", "exact_match", "token_accuracy", "id_recalled") if c in df]
+        df = df.assign(stage="prefix_recall", item_id=df["id"])
+        if "sample" in df:
+            df["repeat"] = df["sample"]
+        frames.append(df[[c for c in base + ["repeat"] if c in df] + metrics])
+    df = _items(task, "mia")
+    if df is not None:
+        fixed = {"id", "fact_id", "source_id", "canary", "split", "canary_copies", "checkpoint", "target_nll",
+                 "reference_nll", "n_tokens", "zlib_bytes", "exposure", "step"}
+        attacks = {c: f"mia_{c}" for c in df.columns if c not in fixed}
+        df = df.rename(columns=attacks).assign(stage="mia", item_id=df["id"])
+        if "target_nll" in df:
+            df["loss"] = df["target_nll"]
+        keep = [c for c in base + ["split", "canary_copies", "loss"] if c in df] + list(attacks.values())
+        frames.append(df[keep])
+    out = []
+    for f in frames:
+        if f.empty:
+            continue
+        f = f.copy()
+        if "fact_id" in f:
+            f["knownness"] = f.fact_id.map(known) if known else None
+            f["kind"] = f.fact_id.map(kinds) if kinds else None
+        for k, v in reversed(list(cell.items())):
+            f.insert(0, k, v)
+        out.append(f)
+    return out
+
+
+def _learning_rows(task: Path, cell: dict, known: dict, kinds: dict) -> list[pd.DataFrame]:
+    """learning.csv rows of one task: QA learning events per fact x tier (recall, or expt7's prior_recall
+    with the base model as exposure 0) and recognition events per pair."""
+    from memlab.learning import learning_events, recall_status, recognition_status
+
+    frames = []
+    for name, stages in LEARNING_QA_STAGES.items():
+        parts = [df for df in (_items(task, s) for s in stages) if df is not None]
+        if not parts:
+            continue
+        status = recall_status(pd.concat(parts, ignore_index=True))
+        frames.append(learning_events(status).assign(stage=name))
+    rec = _items(task, "recognition")
+    if rec is not None and {"pair_id", "split", "loss"} <= set(rec.columns):
+        frames.append(learning_events(recognition_status(rec)).assign(stage="recognition"))
+    out = []
+    for f in frames:
+        if f.empty:
+            continue
+        f = f.copy()
+        f["knownness"] = f.fact_id.map(known) if known else None
+        f["kind"] = f.fact_id.map(kinds) if kinds else None
+        f.loc[f.tier == "recognition", ["knownness", "kind"]] = None  # pair ids are not fact ids
+        f.insert(0, "stage", f.pop("stage"))
+        for k, v in reversed(list(cell.items())):
+            f.insert(0, k, v)
+        out.append(f)
+    return out
+
+
+def collect_facts(root: Path) -> dict[str, pd.DataFrame]:
+    """{'per_item': ..., 'learning': ...} from every task below `root` (see the module docstring)."""
+    per_item, learning = [], []
+    for cell_file in sorted(root.rglob("cell.json")):
+        task = cell_file.parent
+        c = _load(cell_file) or {}
+        cell = {k: v for k, v in c.items() if k not in ("size", "index")}
+        cell["task"] = task.name
+        known, kinds = _task_knownness(task), _task_kinds(task)
+        per_item += _per_item_rows(task, cell, known, kinds)
+        learning += _learning_rows(task, cell, known, kinds)
+    if per_item:
+        per_item = [pd.concat(per_item, ignore_index=True)]
+        for c in ("exposure", "step", "repeat", "correct", "canary_copies", "prefix_tokens"):
+            if c in per_item[0]:
+                try:  # integers stay integers after stacking stages without the column (else 0.0)
+                    per_item[0][c] = per_item[0][c].astype("Int64")
+                except (TypeError, ValueError):
+                    pass
+    return {"per_item": per_item[0] if per_item else pd.DataFrame(),
+            "learning": pd.concat(learning, ignore_index=True) if learning else pd.DataFrame()}
 
 
 def _fraction_axis(ax, xlabel: str, ylabel: str, title: str, legend_title: str | None = None) -> None:
@@ -524,6 +729,130 @@ def plot_dpo(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
     return path
 
 
+TIER_ORDER = ("easy", "mid", "hard", "all", "verbatim", "recognition")
+
+
+def _tiers(df: pd.DataFrame) -> list[str]:
+    present = set(df.tier)
+    return [t for t in TIER_ORDER if t in present] + sorted(present - set(TIER_ORDER))
+
+
+def _ecdf_lines(ax, df: pd.DataFrame, keys: list[str], label_prefix: str = "", **kw) -> None:
+    """One step line per `keys` group: fraction of the group's facts at criterion by each exposure."""
+    from memlab.learning import learned_fraction
+
+    last = float(df.last_exposure.max()) if df.last_exposure.notna().any() else 0.0
+    groups = df.groupby(keys, sort=True) if keys else [((), df)]
+    for _, g in groups:
+        finite = sorted({float(v) for v in g.exposures_to_criterion.dropna()})
+        grid = sorted({0.0, last, *finite})
+        n, n_reached = len(g), int(g.exposures_to_criterion.notna().sum())
+        label = (label_prefix + (_series_label(g.iloc[0], keys) if keys else "")).strip(", ") or "all"
+        ax.step(grid, learned_fraction(g.exposures_to_criterion, grid), where="post",
+                label=f"{label} ({n_reached}/{n} learned)", **kw)
+
+
+def _human_line(ax) -> None:
+    from memlab.learning import HUMAN_EXPOSURES
+
+    ax.axvline(HUMAN_EXPOSURES, color="grey", ls=":", lw=1.2,
+               label=f"{HUMAN_EXPOSURES} exposures: the human figure the original\nfact-memorization study starts from")
+
+
+def plot_learning_ecdf(facts: dict[str, pd.DataFrame], out: Path) -> Path | None:
+    """Fraction of facts learned (ECDF of exposures-to-criterion; facts never at criterion stay in the
+    denominator) against exposures: one panel per tier, one line per method (and model/mode where they
+    vary), facts of every seed pooled."""
+    df = facts.get("learning", pd.DataFrame())
+    if df.empty:
+        return None
+    plt = _pyplot()
+    tiers = _tiers(df)
+    ncol = min(3, len(tiers))
+    nrow = -(-len(tiers) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.5 * ncol, 4.3 * nrow), squeeze=False)
+    for ax, tier in zip(axes.flat, tiers):
+        d = df[df.tier == tier]
+        _ecdf_lines(ax, d, [k for k in ("method",) if k in d] + _varying(d, ["model", "mode", "stage"]))
+        _human_line(ax)
+        _fraction_axis(ax, "exposures (epochs over the training set)",
+                       "fraction of facts at criterion" if tier != "recognition" else "fraction of pairs at criterion",
+                       f"tier: {tier}" + (" (seen loss < foil loss)" if tier == "recognition" else ""))
+    for ax in list(axes.flat)[len(tiers):]:
+        ax.set_visible(False)
+    fig.suptitle("Exposures to criterion (recalled at every later evaluated exposure), per tier")
+    fig.tight_layout()
+    path = out / "learning_ecdf.png"
+    _save(fig, path)
+    return path
+
+
+def plot_learning_by_knownness(facts: dict[str, pd.DataFrame], out: Path) -> Path | None:
+    """The learning ECDF per SliCK knownness category of the facts (base model), one panel per QA tier,
+    one line per category (and method where several)."""
+    from memlab.learning import CATEGORIES
+
+    df = facts.get("learning", pd.DataFrame())
+    if df.empty or "knownness" not in df or df.knownness.isna().all():
+        return None
+    df = df[df.knownness.notna() & (df.tier != "recognition")]
+    plt = _pyplot()
+    tiers = _tiers(df)
+    ncol = min(3, len(tiers))
+    nrow = -(-len(tiers) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.5 * ncol, 4.3 * nrow), squeeze=False)
+    colors = dict(zip(CATEGORIES, ("tab:green", "tab:blue", "tab:orange", "tab:red")))
+    styles = ["-", "--", "-.", ":"]
+    for ax, tier in zip(axes.flat, tiers):
+        d = df[df.tier == tier]
+        keys = _varying(d, ["method", "model", "mode", "stage"])
+        for cat in [c for c in CATEGORIES if c in set(d.knownness)]:
+            groups = d[d.knownness == cat].groupby(keys, sort=True) if keys else [((), d[d.knownness == cat])]
+            for i, (_, g) in enumerate(groups):
+                _ecdf_lines(ax, g, [], label_prefix=f"{cat}, " + (_series_label(g.iloc[0], keys) if keys else ""),
+                            color=colors[cat], ls=styles[i % len(styles)])
+        _human_line(ax)
+        _fraction_axis(ax, "exposures (epochs over the training set)", "fraction of facts at criterion",
+                       f"tier: {tier}", legend_title="knownness before training (SliCK)")
+    for ax in list(axes.flat)[len(tiers):]:
+        ax.set_visible(False)
+    fig.suptitle("Exposures to criterion by what the base model knew (HighlyKnown ... Unknown)")
+    fig.tight_layout()
+    path = out / "learning_by_knownness.png"
+    _save(fig, path)
+    return path
+
+
+def learning_summary(facts: dict[str, pd.DataFrame]) -> str:
+    """Median exposures-to-criterion with a bootstrap 95% CI over facts, per method x tier (x model/mode
+    where they vary), and per knownness category x tier; `>N` = not reached by the last evaluated exposure."""
+    from memlab.learning import median_table
+
+    df = facts.get("learning", pd.DataFrame())
+    if df.empty:
+        return ""
+    parts = ["Median exposures to criterion [95% bootstrap CI over facts] (never learned = infinite; "
+             ">N: not reached by exposure N)"]
+    qa = df[df.tier != "recognition"]  # `stage` only when QA stages differ (recognition has its own tier)
+    keys = [k for k in ("method",) if k in df] + _varying(df, ["model", "mode"]) + _varying(qa, ["stage"]) + ["tier"]
+    order = {t: i for i, t in enumerate(_tiers(df))}
+
+    def table(t: pd.DataFrame, by: list[str]) -> str:
+        t = t.sort_values(by, key=lambda s: s.map(order) if s.name == "tier" else s)
+        return t[by + ["n_facts", "n_reached", "text"]].rename(columns={"text": "median [CI]"}).to_string(index=False)
+
+    parts.append(table(median_table(df, keys), keys))
+    if "knownness" in df and df.knownness.notna().any():
+        from memlab.learning import CATEGORIES
+
+        k = df[df.knownness.notna()]
+        kk = ["knownness"] + _varying(k, ["method"]) + ["tier"]
+        t = median_table(k, kk)
+        t["knownness"] = pd.Categorical(t.knownness, [c for c in CATEGORIES if c in set(t.knownness)])
+        parts.append(table(t, kk))
+    return "\n\n".join(parts)
+
+
 def _save(fig, path: Path) -> None:
     """Save a figure atomically (a concurrent analyze.py never leaves a torn PNG)."""
     import io
@@ -555,23 +884,45 @@ def summary_table(tables: dict[str, pd.DataFrame]) -> str:
     return pd.concat(parts, axis=1).round(3).to_string()
 
 
+def _write_csv_if_changed(path: Path, df: pd.DataFrame) -> None:
+    """Atomic CSV write that leaves an identical file untouched (a re-run of a finished sweep, which ends
+    with analyze.py, changes no file outside tidy_*, summary.txt and plots/)."""
+    text = df.to_csv(index=False)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except OSError:
+        pass
+    write_text_atomic(path, text)
+
+
 def main(a: AnalyzeArgs) -> dict:
     cli.collect_errors([(a.runs_root is not None, "RUNS_ROOT is required: python analyze.py runs/expt1")])
     root = Path(a.runs_root)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
     tables = collect(root)
-    if all(df.empty for df in tables.values()):
+    facts = collect_facts(root)
+    if all(df.empty for df in [*tables.values(), *facts.values()]):
         raise DataError(f"{root}: no task results found (no cell.json with finished stages below it)")
     written = []
     for name, df in tables.items():
         if not df.empty:
             write_csv_atomic(root / f"tidy_{name}.csv", df)
             written.append(f"tidy_{name}.csv")
+    for name, df in facts.items():
+        if not df.empty:
+            _write_csv_if_changed(root / f"{name}.csv", df)
+            written.append(f"{name}.csv")
     plots = [p for p in [plot(tables, root / "plots") for plot in
                          (plot_exposures, plot_retention, plot_error_rates, plot_prefix, plot_prior,
                           plot_mia_rank_module, plot_mia_roc, plot_mia_vs_perplexity, plot_dpo)] if p]
+    plots += [p for p in [plot(facts, root / "plots") for plot in (plot_learning_ecdf, plot_learning_by_knownness)]
+              if p]
     table = summary_table(tables)
+    learned = learning_summary(facts)
+    if learned:
+        table = f"{table}\n\n{learned}"
     write_text_atomic(root / "summary.txt", table + "\n")
     print(table)
     print(f"wrote {', '.join(written)} and {len(plots)} plot(s) in {root}")

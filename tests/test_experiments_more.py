@@ -13,7 +13,7 @@ CASES = {  # template: (expt, tidy table, plot, required columns, rows expected 
                            None),
     "expt3_examples_per_fact.sh": ("expt3", "tidy_error_rates.csv", "error_rate_by_variants.png",
                                    ["variants", "seed", "tier", "temperature", "error_rate", "error_rate_ci_low",
-                                    "error_rate_ci_high"], 4 * 2),  # tiers easy/mid/hard/all x temperatures 0, 1
+                                    "error_rate_ci_high"], 5 * 2),  # tiers easy/mid/hard/verbatim/all x temperatures 0, 1
     "expt5_context_length.sh": ("expt5", "tidy_prefix.csv", "recall_vs_prefix_length.png",
                                 ["doc_tokens", "seed", "exposure", "prefix_tokens", "token_accuracy", "exact_match",
                                  "id_recalled"], 2),  # prefix lengths 4, 16 at exposure 1
@@ -52,7 +52,7 @@ def test_expt2_retention(tmp_path):
 
 def test_expt3_examples_per_fact(tmp_path):
     _, res, df = run_cell0("expt3_examples_per_fact.sh", tmp_path)
-    assert set(df.variants) == {1} and set(df.tier) == {"easy", "mid", "hard", "all"}
+    assert set(df.variants) == {1} and set(df.tier) == {"easy", "mid", "hard", "verbatim", "all"}
     assert sorted(df.temperature.unique()) == [0.0, 1.0]
     assert df.error_rate.between(0, 1).all()
     assert res["variants_recall"]["mode"] == "qa"
