@@ -171,7 +171,7 @@ def _prior_rows(task: Path, cell: dict) -> list[dict]:
             items["exposure"] = 0
         else:
             items["exposure"] = items.checkpoint.map(lambda c: int(re.search(r"exposure_(\d+)", str(c)).group(1)))
-        items = items[items.tier != "verbatim"]  # as generate.py's `all`: reworded probes only
+        items = items[items.tier != "verbatim"].copy()  # as generate.py's `all`: reworded probes only
         items["kind"] = items.fact_id.map(kinds)
         items["original"] = [str(e) == str(original.get(f)) for e, f in zip(items.extracted_answer, items.fact_id)]
         for (exposure, temperature, kind), g in items.groupby(["exposure", "temperature", "kind"]):

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import finetune_dpo
 import make_data
 import train
-from memlab import dpo
+from memlab import dpo, training as T
 from memlab.cli import run
 from memlab.generation import GenRequest, generate_requests, qa_prompt_ids, stop_token_ids
 from memlab.io import DataError
@@ -54,6 +54,20 @@ def qa_accuracy(model_dir, pairs) -> float:
     return sum(tok.decode(out[p["id"]], skip_special_tokens=True).strip() == p["chosen"] for p in pairs) / len(pairs)
 
 
+def answer_token_accuracy(model_dir, pairs) -> float:
+    """Greedy QA per answer token: share of the chosen answers' tokens (end of turn included, ~70 for 10
+    pairs) that are the model's argmax given the prompt and the true answer so far."""
+    tok = load_tokenizer(str(model_dir))
+    model, _ = load_model(str(model_dir))
+    model.eval()
+    batch = T.collate([dpo.tokenize_pair(p, tok, 256)["chosen"] for p in pairs], tok.pad_token_id)
+    with torch.no_grad():
+        pred = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].argmax(-1)
+    labels = batch["labels"][:, 1:]
+    scored = labels != T.IGNORE_INDEX
+    return float((pred == labels)[scored].float().mean())
+
+
 def dir_digest(path) -> str:
     h = hashlib.sha256()
     for f in sorted(Path(path).rglob("*")):
@@ -63,7 +77,10 @@ def dir_digest(path) -> str:
 
 
 def dpo_args(**kw) -> finetune_dpo.DPOArgs:
-    base = dict(learning_rate=1e-3, num_epochs=2, batch_size=4, beta=0.1)
+    # lr 2e-4, not 1e-3: at 1e-3 DPO lowered the true answer's log-prob too in 16 of 18 runs (other SFT
+    # seeds/batch sizes, an AVX-512 Xeon; by up to 5.5 nats, answer-token accuracy by up to 0.24), so
+    # "QA kept" held on one machine by luck
+    base = dict(learning_rate=2e-4, num_epochs=2, batch_size=4, beta=0.1)
     base.update(kw)
     return finetune_dpo.DPOArgs(**base)
 
@@ -144,13 +161,27 @@ def dpo_full(sft_full, matching_pairs, tmp_path_factory):
 
 
 def test_dpo_raises_margin_and_keeps_qa_accuracy(dpo_full, sft_full, matching_pairs):
+    """Asserted on teacher-forced quantities with effect-size margins, not on how many of 10 greedy answers
+    are exactly right: the SFT model answers with top-1/top-2 logit gaps of 0.1-0.2, so that count is a coin
+    toss across CPUs (0.2 -> 0.5 on the 2-core EPYC, 0.5 -> 0.4 and 0.4 -> 0.1 on an AVX-512 Xeon). Seen in
+    12 runs with other SFT seeds and batch sizes (Xeon) and the test's own run (EPYC, Xeon 1 and 4 threads):
+    margin +1.4 to +3.0 nats, >= 8 of 10 pairs up; chosen log-prob -0.33 to +1.34 nats; answer-token
+    accuracy -0.03 to +0.11 (SFT: 0.61 to 0.87). A policy driven to garbage loses tens of nats and most tokens."""
     out, res = dpo_full
     pairs = read_jsonl(matching_pairs)
-    assert res["after"]["logp_margin"] > res["before"]["logp_margin"]
-    fresh = pair_logps(out / "checkpoints" / "epoch_2", pairs)  # the saved policy, reloaded
+    policy = out / "checkpoints" / "epoch_2"
+    sft, fresh = pair_logps(sft_full, pairs), pair_logps(policy, pairs)  # the saved policy, reloaded
+    # the preference: the log-prob margin chosen - rejected rises, on most pairs (reward = beta x the rise)
+    assert res["after"]["logp_margin"] > res["before"]["logp_margin"] + 0.5
     assert abs(float((fresh[:, 0] - fresh[:, 1]).mean()) - res["after"]["logp_margin"]) < 1e-2
-    assert res["after"]["reward_margin"] > 0 and res["after"]["reward_accuracy"] >= 0.5
-    assert qa_accuracy(out / "checkpoints" / "epoch_2", pairs) >= qa_accuracy(sft_full, pairs)
+    assert res["after"]["reward_margin"] > 0.05 and res["after"]["reward_accuracy"] >= 0.7
+    # QA kept: the true answer stays as likely as after SFT, and stays the greedy choice token by token
+    acc_sft, acc_dpo = answer_token_accuracy(sft_full, pairs), answer_token_accuracy(policy, pairs)
+    msg = (f"margin {res['before']['logp_margin']:.2f} -> {res['after']['logp_margin']:.2f}, chosen log-prob "
+           f"{float(sft[:, 0].mean()):.2f} -> {float(fresh[:, 0].mean()):.2f}, answer tokens {acc_sft:.3f} -> {acc_dpo:.3f}")
+    print(msg)
+    assert float(fresh[:, 0].mean()) > float(sft[:, 0].mean()) - 1.5, msg
+    assert acc_dpo >= acc_sft - 0.1, msg
 
 
 def test_full_reference_is_the_frozen_sft_model(dpo_full, sft_full, matching_pairs, tiny_llama):
