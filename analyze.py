@@ -869,13 +869,16 @@ def _save(fig, path: Path) -> None:
 
 
 def summary_table(tables: dict[str, pd.DataFrame]) -> str:
-    """Recall (all tiers, greedy) and recognition per condition and exposure, as a text table."""
+    """Greedy QA recall per tier (`recall_all` pools the reworded tiers; `recall_verbatim` repeats the
+    training prompts) and recognition 2AFC, per condition and exposure, as a text table."""
     rec, rg = tables["recall"], tables["recognition"]
     parts = []
     keys = [k for k in ("model", "method", "mode") if k in rec]
     if not rec.empty:
-        t = rec[(rec.tier == "all") & (rec.temperature == 0)].groupby(keys + ["exposure"])["accuracy"].mean()
-        parts.append(t.rename("qa_recall"))
+        greedy = rec[rec.temperature == 0]
+        for tier in ["all"] + [t for t in ("easy", "mid", "hard", "verbatim") if t in set(greedy.tier)]:
+            t = greedy[greedy.tier == tier].groupby(keys + ["exposure"])["accuracy"].mean()
+            parts.append(t.rename(f"recall_{tier}"))
     if not rg.empty:
         parts.append(rg.groupby(keys + ["exposure"])["two_afc"].mean().rename("recognition_2afc"))
     if not parts:

@@ -5,9 +5,11 @@
 #   python scripts/run_task.py expt1 --show --size full   # index -> cell
 # Grid (full, 12 cells): model [smollm2-135m; MEMLAB_MODELS=a,b to change] x seed [0,1,2]
 #   x method [full, lora] x mode [passive: fact statements, active: exam-style QA].
-# Per cell: 50 object facts x 5 variants + 100 Orhan-style sentences; checkpoints after exposures
-#   1,2,3,5,10; QA recall by tier (easy/mid/hard) x temperature, recognition (2AFC, AUC) of the sentences.
-# Plot: runs/expt1/plots/recall_recognition_vs_exposures.png
+# Per cell: 50 object facts x 5 variants + 100 Orhan-style sentences, 10 exposures, every exposure
+#   evaluated inside training (no checkpoints): QA recall by tier (easy/mid/hard reworded, verbatim) x
+#   temperature, recognition (2AFC, AUC) of the sentences; knownness of each fact before training (SliCK).
+# Plots: runs/expt1/plots/recall_recognition_vs_exposures.png, learning_ecdf.png, learning_by_knownness.png
+# Tables: runs/expt1/summary.txt, tidy_recall.csv, per_item.csv, learning.csv
 # Resources below are defaults; SBATCH_* environment variables override them (e.g. SBATCH_GRES=none,
 # SBATCH_TIMELIMIT=8:00:00, SBATCH_ARRAY_INX=0-3, SBATCH_PARTITION=gpu).
 #SBATCH --job-name=memlab-expt1

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from memlab import experiments as E
@@ -76,6 +77,19 @@ def test_template_runs_without_slurm(local_run):
     assert {r["exposure"] for r in res["recognition"]["checkpoints"]} == {1, 2}
     assert (local_run / "expt1" / "plots" / "recall_recognition_vs_exposures.png").stat().st_size > 10_000
     assert (local_run / "expt1" / "tidy_recall.csv").exists()
+    # every exposure evaluated inside training, no checkpoint written; knownness measured before training
+    assert res["train"]["eval"]["points"] == ["exposure_1", "exposure_2"]
+    assert not (task / "train" / "checkpoints").exists() and (task / "train" / "eval" / "recall" / "items.csv").exists()
+    assert {r["tier"] for r in res["recall"]["error_rates"]} == {"easy", "mid", "hard", "verbatim", "all"}
+    known = pd.read_csv(task / "knownness" / "items.csv")
+    assert sorted(known.temperature.unique()) == [0.0, 0.5] and "verbatim" not in set(known.tier)
+    learning = pd.read_csv(local_run / "expt1" / "learning.csv")
+    assert {"easy", "mid", "hard", "all", "verbatim", "recognition"} <= set(learning.tier)
+    assert set(learning.knownness.dropna()) <= {"HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"}
+    assert len(learning[learning.tier == "verbatim"]) == 6  # one row per fact (6 in the tiny grid)
+    per_item = pd.read_csv(local_run / "expt1" / "per_item.csv", low_memory=False)
+    assert {"recall", "recognition", "knownness"} <= set(per_item.stage)
+    assert (local_run / "expt1" / "plots" / "learning_ecdf.png").stat().st_size > 10_000
 
 
 def test_rerunning_a_finished_sweep_starts_no_work(local_run):
