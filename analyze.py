@@ -510,7 +510,7 @@ def plot_error_rates(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
     df = df[df.exposure == last]
     temps = sorted(df.temperature.unique())
     fig, axes = plt.subplots(1, len(temps), figsize=(5.5 * len(temps), 4.5), squeeze=False, sharey=True)
-    tiers = [t for t in ("easy", "mid", "hard", "all") if t in set(df.tier)]
+    tiers = [t for t in ("easy", "mid", "hard", "all", "verbatim") if t in set(df.tier)]
     models = _varying(df, ["model"])
     variants = sorted(df.variants.unique())
     for ax, temp in zip(axes[0], temps):
@@ -694,7 +694,7 @@ def plot_dpo(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     stages = ["SFT (before DPO)", "after DPO"]
     methods = sorted(qa["method"].unique()) if "method" in qa else ["all"]
-    tiers = [t for t in ("easy", "mid", "hard", "all") if t in set(qa.tier)]
+    tiers = [t for t in ("easy", "mid", "hard", "all", "verbatim") if t in set(qa.tier)]
     width = 0.8 / (len(stages) * len(methods))
     for j, (method, stage) in enumerate([(m, st) for m in methods for st in stages]):
         g = qa[(qa.stage == stage) & ((qa.method == method) if "method" in qa else True)]

@@ -36,7 +36,7 @@ from typing import Optional
 
 import torch
 
-from memlab import cli, dpo, training as T
+from memlab import cli, dpo, tracking, training as T
 from memlab.io import append_jsonl, write_csv_atomic, write_json_atomic, write_jsonl_atomic
 from memlab.models import is_adapter_dir, load_tokenizer
 from memlab.rundir import prepare_run_dir, read_metrics, write_results
@@ -73,6 +73,8 @@ class DPOArgs:
     seed: int = 0
     logging_steps: int = 1
     trust_remote_code: bool = False
+    report_to: str = "none"  # none | tensorboard | wandb | all: training curves via accelerate's trackers
+    run_name: Optional[str] = None  # tracker run name; default <parent dir>/<output dir> (the cell name)
 
 
 def validate(a: DPOArgs) -> None:
@@ -93,6 +95,7 @@ def validate(a: DPOArgs) -> None:
          "--rejected_field must be response or extracted_answer"),
         (a.loss in dpo.LOSS_TYPES, f"--loss must be one of {dpo.LOSS_TYPES}, got '{a.loss}'"),
         (a.beta > 0, "--beta must be > 0"),
+        *tracking.checks(a.report_to),
         (a.num_epochs >= 1 and a.batch_size >= 1, "--num_epochs and --batch_size must be >= 1"),
         (all(1 <= k <= a.num_epochs for k in epochs),
          f"--save_epochs {epochs} goes beyond --num_epochs {a.num_epochs}"),
@@ -152,7 +155,8 @@ def main(a: DPOArgs) -> dict:
     validate(a)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # gloo on CPU, as in train.py
     handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
-    acc = Accelerator(mixed_precision={"fp32": "no"}.get(a.precision, a.precision), kwargs_handlers=handlers)
+    acc = Accelerator(mixed_precision={"fp32": "no"}.get(a.precision, a.precision), kwargs_handlers=handlers,
+                      **tracking.accelerator_kwargs(a.report_to, a.output_dir))
     set_seed(a.seed)
     out, world = Path(a.output_dir), acc.num_processes
 
@@ -197,6 +201,7 @@ def main(a: DPOArgs) -> dict:
         write_jsonl_atomic(out / "pairs.jsonl", pairs)
         (out / "metrics.jsonl").unlink(missing_ok=True)
         (out / "results.json").unlink(missing_ok=True)
+    tracking.start(acc, a.report_to, out, a, a.run_name)
 
     # ---- reference log-probs of every pair (= the policy's "before"); optionally the only reference pass
     ref_digest_start = reference.digest()
@@ -252,6 +257,7 @@ def main(a: DPOArgs) -> dict:
                        "pairs_per_s": round(float(stats[7]) * len(window_stats) * world / (time.time() - log_t), 2)}
                 if acc.is_main_process:
                     append_jsonl(out / "metrics.jsonl", row)
+                tracking.log(acc, a.report_to, row, step, "dpo/")
                 bar.set_postfix(loss=row["loss"], margin=row["reward_margin"])
                 window_stats, log_t = [], time.time()
             bar.update(1)

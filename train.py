@@ -34,7 +34,7 @@ from typing import Optional
 
 import torch
 
-from memlab import cli, training as T
+from memlab import cli, tracking, training as T
 from memlab.evaluation import InTrainingEval, eval_label, read_eval_inputs
 from memlab.io import DataError, append_jsonl, write_text_atomic
 from memlab.models import DEFAULT_MODEL, is_adapter_dir, load_model, load_tokenizer, resolve_model_path
@@ -89,6 +89,8 @@ class TrainArgs:
     eval_max_new_tokens: int = 32  # tokens generated per QA answer
     eval_batch_size: int = 16  # sequences per evaluation batch
     eval_bootstrap: int = 1000  # bootstrap resamples for the 95% CIs of the eval summaries
+    report_to: str = "none"  # none | tensorboard | wandb | all: training curves via accelerate's trackers
+    run_name: Optional[str] = None  # tracker run name; default <parent dir>/<output dir> (the cell name)
 
 
 def validate(a: TrainArgs) -> None:
@@ -109,6 +111,7 @@ def validate(a: TrainArgs) -> None:
         (a.batch_size >= 1 and a.gradient_accumulation_steps >= 1, "batch sizes must be >= 1"),
         (not (a.from_scratch and a.init_from), "--from_scratch and --init_from exclude each other"),
         *eval_checks(a),
+        *tracking.checks(a.report_to),
     ])
 
 
@@ -185,7 +188,8 @@ def main(a: TrainArgs) -> dict:
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
     acc = Accelerator(mixed_precision={"fp32": "no"}.get(a.precision, a.precision), kwargs_handlers=handlers,
-                      gradient_accumulation_steps=a.gradient_accumulation_steps)
+                      gradient_accumulation_steps=a.gradient_accumulation_steps,
+                      **tracking.accelerator_kwargs(a.report_to, a.output_dir))
     set_seed(a.seed)
     out = Path(a.output_dir)
     world, ga = acc.num_processes, a.gradient_accumulation_steps
@@ -262,6 +266,7 @@ def main(a: TrainArgs) -> dict:
         keep = [r for r in read_metrics(out / "metrics.jsonl") if r.get("step", 0) <= state.step]
         write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep))
         (out / "results.json").unlink(missing_ok=True)
+    tracking.start(acc, a.report_to, out, a, a.run_name)
     if eval_labels and ds is not None and ds.zero_stage == 3:
         raise DataError("--eval_* (evaluation inside training) does not work with DeepSpeed ZeRO-3 (parameters are "
                         "partitioned); evaluate saved checkpoints with generate.py/test.py instead")
@@ -296,9 +301,9 @@ def main(a: TrainArgs) -> dict:
         if evaluator is None or signalled:
             return
         if state.batch_in_epoch == 0 and state.epoch in eval_exp:
-            evaluator(model, eval_label(exposure=state.epoch))
+            tracking.log(acc, a.report_to, evaluator(model, eval_label(exposure=state.epoch)), state.step, "eval/")
         if state.step in eval_steps_set:
-            evaluator(model, eval_label(step=state.step))
+            tracking.log(acc, a.report_to, evaluator(model, eval_label(step=state.step)), state.step, "eval/")
 
     # ---- train
     import inspect
@@ -345,6 +350,7 @@ def main(a: TrainArgs) -> dict:
                        "padding_fraction": round(1 - float(stats[1]) / float(stats[2]), 4), "tokens_seen": state.tokens_seen}
                 if acc.is_main_process:
                     append_jsonl(out / "metrics.jsonl", row)
+                tracking.log(acc, a.report_to, row, state.step, "train/")
                 bar.set_postfix(exposure=row["exposure"], loss=row["loss"])
                 log_loss, log_tokens, log_padded, log_t = [], 0, 0, time.time()
             bar.update(1)

@@ -207,10 +207,11 @@ class InTrainingEval:
     def done(self, label: str) -> bool:
         return (self.parts / f"{label}.json").exists()
 
-    def __call__(self, model, label: str) -> None:
-        """Evaluate `model` (the training model, possibly DDP-wrapped) at the point `label`."""
+    def __call__(self, model, label: str) -> dict:
+        """Evaluate `model` (the training model, possibly DDP-wrapped) at the point `label`; returns a few
+        headline numbers for trackers (greedy recall per tier, recognition 2AFC); {} when already done."""
         if self.done(label):
-            return
+            return {}
         from memlab.training import rng_state, set_rng_state
 
         t0 = time.time()
@@ -238,6 +239,7 @@ class InTrainingEval:
                 write_jsonl_atomic(self.parts / f"{label}.recognition.jsonl", recog)
             write_json_atomic(self.parts / f"{label}.json", {"label": label, "eval_s": round(seconds, 3)})
         self.acc.wait_for_everyone()
+        return point_headlines(recall, recog)
 
     def finalize(self, labels: Sequence[str]) -> dict:
         """Write eval/recall/ and eval/recognition/ (main process) and return the summary for results.json."""
@@ -273,6 +275,22 @@ class InTrainingEval:
                 write_json_atomic(self.dir / "recognition" / "results.json", res)
             summary["recognition"] = res
         return summary
+
+
+def point_headlines(recall: Sequence[dict], recog: Sequence[dict]) -> dict:
+    """Greedy recall per tier (`all` = every tier but verbatim) and recognition 2AFC of one eval point."""
+    out = {}
+    greedy = [r for r in recall if r["temperature"] == 0]
+    for tier in sorted({r["tier"] for r in greedy}) + ["all"]:
+        xs = [r["correct"] for r in greedy if (r["tier"] == tier if tier != "all" else r["tier"] != VERBATIM_TIER)]
+        if xs:
+            out[f"recall_{tier}"] = float(np.mean(xs))
+    seen = {r["pair_id"]: r["loss"] for r in recog if r["split"] == "seen"}
+    unseen = {r["pair_id"]: r["loss"] for r in recog if r["split"] == "unseen"}
+    pairs = [k for k in seen if k in unseen]
+    if pairs:
+        out["recognition_2afc"] = float(np.mean([seen[k] < unseen[k] for k in pairs]))
+    return out
 
 
 def read_eval_inputs(probes_file: str | None, seen_file: str | None, unseen_file: str | None,

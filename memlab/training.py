@@ -225,7 +225,8 @@ def resolve_lora_targets(model, spec: str) -> list[str] | str:
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
-TRAINING_KEYS_EXEMPT = {"resume", "output_dir", "logging_steps", "debug_signal_at_step", "config"}
+TRAINING_KEYS_EXEMPT = {"resume", "output_dir", "logging_steps", "debug_signal_at_step", "config", "report_to",
+                        "run_name"}
 
 
 def config_fingerprint(args_dict: dict) -> dict:

@@ -158,3 +158,26 @@ def test_bad_eval_files_fail_before_training(data, tmp_path):
         with pytest.raises(train.DataError, match=message):
             train.main(eval_args(data, tmp_path / "bad", eval_probes_file=str(bad)))
         assert not (tmp_path / "bad").exists()  # nothing written: the error comes before training
+
+
+def test_report_to_tensorboard_logs_every_step_and_eval(data, tmp_path):
+    pytest.importorskip("tensorboard")  # pinned in requirements.txt: present in CI
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    res = train.main(eval_args(data, out, num_exposures=2, eval_temperatures="0", eval_seen_file=None,
+                               eval_unseen_file=None, report_to="tensorboard", run_name="cell-0"))
+    logdirs = {p.parent for p in (out / "trackers").rglob("events.out.tfevents.*")}
+    assert logdirs
+    scalars = {}
+    for d in logdirs:
+        acc = EventAccumulator(str(d))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars[tag] = {e.step: e.value for e in acc.Scalars(tag)}
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == res["steps"] == 8
+    assert scalars["train/loss"] == {r["step"]: pytest.approx(r["loss"], rel=1e-6) for r in rows}
+    # in-training evaluation: greedy recall per exposure, logged at the step that ends the exposure
+    assert sorted(scalars["eval/recall_all"]) == [4, 8]
+    assert set(scalars["eval/recall_easy"].values()) <= {i / 8 for i in range(9)}
