@@ -4,9 +4,11 @@ A grid is the product of its axes (in the order written). Array index i maps to 
 the sbatch templates, `bash scripts/<template>.sh` without SLURM, and `scripts/sweep.py` (submitit) all
 go through `cell()` and `run_task()`, so the mapping lives only here (and is tested).
 
-Grid sizes: `full` (the cluster sweep, the default under SLURM), `small` (a workstation run, the default
-without SLURM and `make demo`) and `tiny` (tests: tiny random models, seconds per task).
-`MEMLAB_MODELS=a,b` replaces any grid's model axis (local HF directories or built-in names).
+Grids and settings live in `configs/<expt>.yaml` (loaded with OmegaConf), one preset per size: `full` (the
+cluster sweep, the default under SLURM), `small` (a workstation run, the default without SLURM and `make
+demo`) and `tiny` (tests: tiny random models, seconds per task). Every entry point takes `key=value`
+overrides (`resolve`); `MEMLAB_MODELS=a,b` replaces any grid's model axis (local HF directories or
+built-in names).
 
 Each task writes RUNS_ROOT/<expt>/<cell name>/ with one sub-run per stage (data/, train/, recall/, ...),
 each a normal run directory. A stage whose results.json exists is skipped, so a requeued or re-run task
@@ -28,132 +30,114 @@ from memlab.io import DataError, write_json_atomic, write_jsonl_atomic
 ROOT = Path(__file__).resolve().parents[1]
 EXIT_REQUEUE = 75  # train.py's "checkpointed on a signal, rerun me"
 
-GRIDS: dict[str, dict[str, dict[str, list]]] = {
-    "expt1": {  # exposures: models x seeds x {full, LoRA} x {passive statements, active QA}
-        "full": {"model": ["smollm2-135m"], "seed": [0, 1, 2], "method": ["full", "lora"],
-                 "mode": ["passive", "active"]},
-        "small": {"model": ["smollm2-135m"], "seed": [0], "method": ["full", "lora"], "mode": ["active"]},
-        "tiny": {"model": ["tiny-llama"], "seed": [0], "method": ["full", "lora"], "mode": ["active"]},
-    },
-    "expt2": {  # retention: study facts + sentences, then interference text; models x seeds x study exposures
-        "full": {"model": ["smollm2-135m"], "seed": [0, 1, 2], "study_exposures": [3, 10]},
-        "small": {"model": ["smollm2-135m"], "seed": [0], "study_exposures": [5]},
-        "tiny": {"model": ["tiny-llama"], "seed": [0], "study_exposures": [1]},
-    },
-    "expt3": {  # examples per fact: models x seeds x paraphrased variants per fact
-        "full": {"model": ["smollm2-135m"], "seed": [0, 1, 2], "variants": [5, 10, 25, 50]},
-        "small": {"model": ["smollm2-135m"], "seed": [0], "variants": [1, 5, 10]},
-        "tiny": {"model": ["tiny-llama"], "seed": [0], "variants": [1, 2]},
-    },
-    "expt4": {  # LoRA rank x target modules: membership inference and extraction of canaries
-        "full": {"model": ["smollm2-135m"], "seed": [0], "rank": [4, 16, 64],
-                 "modules": ["q_proj", "k_proj", "v_proj", "o_proj", "q_proj,k_proj"]},
-        "small": {"model": ["smollm2-135m"], "seed": [0], "rank": [4, 16], "modules": ["q_proj", "q_proj,k_proj"]},
-        "tiny": {"model": ["tiny-llama"], "seed": [0], "rank": [4], "modules": ["q_proj,k_proj", "v_proj"]},
-    },
-    "expt6": {  # SFT, then DPO: QA and MIA before and after; models x seeds x {full, LoRA}
-        "full": {"model": ["smollm2-135m"], "seed": [0, 1, 2], "method": ["full", "lora"]},
-        "small": {"model": ["smollm2-135m"], "seed": [0], "method": ["full", "lora"]},
-        "tiny": {"model": ["tiny-llama"], "seed": [0], "method": ["full"]},
-    },
-    "expt5": {  # context length: models x seeds x document length (tokens) of the ID documents
-        "full": {"model": ["smollm2-135m"], "seed": [0, 1, 2], "doc_tokens": [128, 256, 512]},
-        "small": {"model": ["smollm2-135m"], "seed": [0], "doc_tokens": [128, 256]},
-        "tiny": {"model": ["tiny-llama"], "seed": [0], "doc_tokens": [48]},
-    },
-    "expt7": {  # prior knowledge: known, novel and contradicting facts; models x seeds x {passive, active}
-        "full": {"model": ["smollm2-135m"], "seed": [0, 1, 2], "mode": ["passive", "active"]},
-        "small": {"model": ["smollm2-135m"], "seed": [0], "mode": ["active"]},
-        "tiny": {"model": ["tiny-llama"], "seed": [0], "mode": ["active"]},
-    },
-}
-
-# Per-size settings of each experiment (not grid axes: the same for every cell).
-SETTINGS: dict[str, dict[str, dict]] = {
-    "expt1": {  # every exposure 1..num_exposures evaluated inside training (no checkpoints needed)
-        "full": {"n_facts": 50, "variants": 5, "num_exposures": 10, "n_sentences": 100,
-                 "lr_full": 5e-5, "lr_lora": 5e-4, "lora_r": 16, "batch_size": 8, "temperatures": "0,0.7",
-                 "repeats": 3, "knownness_samples": 8},
-        # make demo: sized to run in under 10 minutes on a 2-core CPU (training cost is per token: about
-        # 47 s per exposure of 12 facts x 5 variants for full fine-tuning of SmolLM2-135M); batch 4 gives
-        # 20 optimizer steps per exposure, enough for recall to rise within 4 exposures
-        "small": {"n_facts": 12, "variants": 5, "num_exposures": 4, "n_sentences": 16,
-                  "lr_full": 1e-4, "lr_lora": 1e-3, "lora_r": 16, "batch_size": 4, "temperatures": "0",
-                  "repeats": 1, "knownness_samples": 4},
-        "tiny": {"n_facts": 6, "variants": 2, "num_exposures": 2, "n_sentences": 6,
-                 "lr_full": 3e-3, "lr_lora": 1e-2, "lora_r": 4, "batch_size": 4, "temperatures": "0",
-                 "repeats": 1, "knownness_samples": 2},
-    },
-    "expt2": {  # interference: one epoch over n_corpus everyday sentences, log-spaced step checkpoints
-        "full": {"n_facts": 50, "variants": 5, "n_sentences": 100, "n_corpus": 5000, "lr": 5e-5,
-                 "batch_size": 8, "temperatures": "0", "repeats": 1},
-        "small": {"n_facts": 30, "variants": 1, "n_sentences": 40, "n_corpus": 400, "lr": 1e-4,
-                  "batch_size": 8, "temperatures": "0", "repeats": 1},
-        "tiny": {"n_facts": 3, "variants": 1, "n_sentences": 4, "n_corpus": 12, "lr": 3e-3,
-                 "batch_size": 4, "temperatures": "0", "repeats": 1},
-    },
-    "expt3": {  # every cell: the same facts, `variants` paraphrases each, the same number of epochs
-        "full": {"n_facts": 50, "exposures": 3, "lr": 5e-5, "batch_size": 8, "temperatures": "0,0.7,1.0",
-                 "repeats": 5, "probes_per_tier": 2},
-        "small": {"n_facts": 30, "exposures": 3, "lr": 1e-4, "batch_size": 8, "temperatures": "0,1.0",
-                  "repeats": 2, "probes_per_tier": 1},
-        "tiny": {"n_facts": 2, "exposures": 1, "lr": 3e-3, "batch_size": 4, "temperatures": "0,1.0",
-                 "repeats": 2, "probes_per_tier": 1},
-    },
-    "expt4": {  # canaries: members repeated canary_copies times in the training file
-        "full": {"n_members": 200, "canary_copies": "1,2,4,8,16,32", "canaries_per_copy": 2, "exposures": 3,
-                 "lr": 5e-4, "batch_size": 8, "bootstrap": 1000},
-        "small": {"n_members": 100, "canary_copies": "1,4,16", "canaries_per_copy": 2, "exposures": 2,
-                  "lr": 1e-3, "batch_size": 8, "bootstrap": 500},
-        "tiny": {"n_members": 16, "canary_copies": "4", "canaries_per_copy": 2, "exposures": 2,
-                 "lr": 1e-2, "batch_size": 8, "bootstrap": 100},
-    },
-    "expt6": {
-        "full": {"n_facts": 50, "variants": 5, "n_members": 100, "exposures": 5, "lr_full": 5e-5, "lr_lora": 5e-4,
-                 "lora_r": 16, "batch_size": 8, "beta": 0.1, "dpo_lr": 5e-6, "dpo_lr_lora": 5e-5, "dpo_epochs": 3,
-                 "bootstrap": 1000},
-        "small": {"n_facts": 30, "variants": 1, "n_members": 30, "exposures": 5, "lr_full": 1e-4, "lr_lora": 1e-3,
-                  "lora_r": 16, "batch_size": 8, "beta": 0.1, "dpo_lr": 1e-5, "dpo_lr_lora": 1e-4, "dpo_epochs": 2,
-                  "bootstrap": 500},
-        "tiny": {"n_facts": 6, "variants": 1, "n_members": 8, "exposures": 2, "lr_full": 3e-3, "lr_lora": 1e-2,
-                 "lora_r": 4, "batch_size": 4, "beta": 0.1, "dpo_lr": 1e-3, "dpo_lr_lora": 1e-2, "dpo_epochs": 1,
-                 "bootstrap": 100},
-    },
-    "expt5": {  # prefix lengths must stay below the shortest document (in tokens)
-        "full": {"n_docs": 50, "exposures": [1, 3, 10], "lr": 5e-5, "batch_size": 4,
-                 "prefix_tokens": "8,16,32,64,96"},
-        "small": {"n_docs": 20, "exposures": [1, 5], "lr": 1e-4, "batch_size": 4, "prefix_tokens": "8,16,32,64"},
-        "tiny": {"n_docs": 2, "exposures": [1], "lr": 3e-3, "batch_size": 2, "prefix_tokens": "4,16"},
-    },
-    "expt7": {  # n per kind: known (true bank facts), novel (synthetic objects), contradicting (changed answers)
-        "full": {"n_per_kind": 40, "variants": 5, "exposures": [1, 2, 3, 5, 10], "lr": 5e-5, "batch_size": 8,
-                 "temperatures": "0", "repeats": 1, "knownness_samples": 8},
-        "small": {"n_per_kind": 20, "variants": 1, "exposures": [1, 2, 5], "lr": 1e-4, "batch_size": 8,
-                  "temperatures": "0", "repeats": 1, "knownness_samples": 8},
-        "tiny": {"n_per_kind": 2, "variants": 1, "exposures": [1], "lr": 3e-3, "batch_size": 4,
-                 "temperatures": "0", "repeats": 1, "knownness_samples": 2},
-    },
-}
+CONFIG_DIR = ROOT / "configs"
+SIZES = ("full", "small", "tiny")
 
 
-def grid_axes(expt: str, size: str) -> dict[str, list]:
-    if expt not in GRIDS:
-        raise DataError(f"unknown experiment '{expt}'; choose one of {sorted(GRIDS)}")
-    if size not in GRIDS[expt]:
-        raise DataError(f"{expt}: unknown grid size '{size}'; choose one of {sorted(GRIDS[expt])}")
-    axes = dict(GRIDS[expt][size])
+def experiments() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("expt*.yaml"))
+
+
+def load_config(expt: str):
+    """configs/<expt>.yaml as an OmegaConf object: `grid.<size>` (axes) and `settings.<size>`."""
+    from omegaconf import OmegaConf
+
+    path = CONFIG_DIR / f"{expt}.yaml"
+    if not path.exists():
+        raise DataError(f"unknown experiment '{expt}'; choose one of {experiments()} (configs/*.yaml)")
+    try:
+        return OmegaConf.load(path)
+    except Exception as e:  # OmegaConf/YAML parse errors have many types
+        raise DataError(f"{path}: cannot be read as a config ({e})") from None
+
+
+def _coerce(key: str, raw: str, example, as_list: bool):
+    """One override value with the type of the config's own value (`example`); lists split on commas."""
+    def one(x: str):
+        x = x.strip()
+        try:
+            if isinstance(example, bool):
+                if x.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return x.lower() in ("true", "1")
+            if isinstance(example, int):
+                return int(x)
+            if isinstance(example, float):
+                return float(x)
+        except ValueError:
+            raise DataError(f"override {key}={raw}: '{x}' is not a{'n' if type(example).__name__[0] in 'aeiou' else ''} "
+                            f"{type(example).__name__} (the config's value is {example!r})") from None
+        return x
+    if not as_list:
+        return one(raw)
+    items = [x for x in raw.split(",") if x.strip()]
+    if not items:
+        raise DataError(f"override {key}={raw}: empty list")
+    return [one(x) for x in items]
+
+
+def parse_overrides(overrides) -> dict[str, str]:
+    """['a=1', 'b=x,y'] -> {'a': '1', 'b': 'x,y'} (one clear error for anything else)."""
+    out = {}
+    for o in overrides or ():
+        if "=" not in o or o.startswith("="):
+            raise DataError(f"override '{o}': expected key=value (e.g. seed=0,1,2 or lr_full=1e-5)")
+        k, v = o.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def resolve(expt: str, size: str, overrides=()) -> tuple[str, dict[str, list], dict]:
+    """(size, grid axes, settings) of one experiment after `key=value` overrides.
+
+    `size=tiny` picks the preset. A key naming a grid axis replaces it (a comma list sweeps it; for an axis
+    whose values hold commas themselves, such as LoRA target modules, `+` joins names inside one value:
+    `modules=q_proj,q_proj+k_proj`); a key naming a setting replaces it, typed like the config's value (a
+    list setting takes a comma list; a string keeps its commas, e.g. `temperatures=0,0.7`). MEMLAB_MODELS=a,b
+    replaces the model axis before overrides apply. Unknown keys and mistyped values are one error listing
+    the valid keys."""
+    from omegaconf import OmegaConf
+
+    cfg = load_config(expt)
+    ov = parse_overrides(overrides)
+    size = ov.pop("size", size)
+    if size not in cfg.grid:
+        raise DataError(f"{expt}: unknown grid size '{size}'; choose one of {sorted(cfg.grid)}")
+    axes = OmegaConf.to_container(cfg.grid[size])
+    settings = OmegaConf.to_container(cfg.settings[size])
     if os.environ.get("MEMLAB_MODELS") and "model" in axes:
         axes["model"] = [m for m in os.environ["MEMLAB_MODELS"].split(",") if m]
-    return axes
+    unknown = sorted(set(ov) - set(axes) - set(settings))
+    if unknown:
+        raise DataError(f"{expt}: unknown key(s) {unknown}; valid keys: size, grid axes {list(axes)}, "
+                        f"settings {list(settings)}")
+    for k, raw in ov.items():
+        if k in axes:
+            example = axes[k][0]
+            joined = isinstance(example, str) and any("," in str(v) for v in axes[k])
+            axes[k] = _coerce(k, raw, example, as_list=True)
+            if joined:
+                axes[k] = [v.replace("+", ",") for v in axes[k]]
+        else:
+            example = settings[k]
+            if isinstance(example, list):
+                settings[k] = _coerce(k, raw, example[0] if example else 0, as_list=True)
+            else:
+                settings[k] = _coerce(k, raw, example, as_list=False)
+    return size, axes, settings
 
 
-def grid_cells(expt: str, size: str) -> list[dict]:
-    axes = grid_axes(expt, size)
+def grid_axes(expt: str, size: str, overrides=()) -> dict[str, list]:
+    return resolve(expt, size, overrides)[1]
+
+
+def grid_cells(expt: str, size: str, overrides=()) -> list[dict]:
+    axes = grid_axes(expt, size, overrides)
     return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
 
-def cell(expt: str, size: str, index: int) -> dict:
-    cells = grid_cells(expt, size)
+def cell(expt: str, size: str, index: int, overrides=()) -> dict:
+    cells = grid_cells(expt, size, overrides)
     if not 0 <= index < len(cells):
         raise DataError(f"{expt}/{size}: array index {index} outside the grid of {len(cells)} cells (0-{len(cells) - 1})")
     return cells[index]
@@ -431,16 +415,19 @@ PIPELINES = {"expt1": expt1, "expt2": expt2, "expt3": expt3, "expt4": expt4, "ex
              "expt7": expt7}
 
 
-def run_task(expt: str, index: int, runs_root: str | os.PathLike, size: str) -> Path:
-    """Run (or resume, or skip) one array task; returns its directory."""
-    c = cell(expt, size, index)
+def run_task(expt: str, index: int, runs_root: str | os.PathLike, size: str, overrides=()) -> Path:
+    """Run (or resume, or skip) one array task; returns its directory. The resolved settings are kept in
+    the task's settings.json."""
+    size, _, settings = resolve(expt, size, overrides)
+    c = cell(expt, size, index, overrides)
     task = Path(runs_root) / expt / cell_name(c)
     if (task / "results.json").exists():
         print(f"{task}: results.json exists, nothing to do", flush=True)
         return task
     task.mkdir(parents=True, exist_ok=True)
     write_json_atomic(task / "cell.json", {"expt": expt, "size": size, "index": index, **c})
-    results = PIPELINES[expt](c, SETTINGS[expt][size], task)
+    write_json_atomic(task / "settings.json", {"overrides": list(overrides or ()), **settings})
+    results = PIPELINES[expt](c, settings, task)
     write_json_atomic(task / "results.json", {"expt": expt, "size": size, "index": index, "cell": c, **results})
     return task
 
@@ -449,14 +436,14 @@ class SubmititTask:
     """Picklable callable for submitit: runs one cell; on preemption submitit calls `checkpoint`, which
     requeues the same call (training state is already on disk, so the rerun resumes)."""
 
-    def __init__(self, expt: str, runs_root: str, size: str):
-        self.expt, self.runs_root, self.size = expt, runs_root, size
+    def __init__(self, expt: str, runs_root: str, size: str, overrides=()):
+        self.expt, self.runs_root, self.size, self.overrides = expt, runs_root, size, list(overrides or ())
 
     def __call__(self, index: int) -> str:
         os.chdir(ROOT)
         while True:
             try:
-                return str(run_task(self.expt, index, self.runs_root, self.size))
+                return str(run_task(self.expt, index, self.runs_root, self.size, self.overrides))
             except Preempted:
                 if "SLURM_JOB_ID" in os.environ:
                     raise  # submitit's checkpoint() requeues the job

@@ -1,4 +1,6 @@
-# Shared body of the sbatch templates (sourced, not run). The template sets EXPT and calls memlab_main.
+# Shared body of the sbatch templates (sourced, not run). The template sets EXPT and calls
+# `memlab_main "$@"`: its arguments are key=value overrides of configs/$EXPT.yaml (size=tiny, seed=0,1,2,
+# lr_full=1e-5, ...), passed on to every task (scripts/run_task.py).
 #
 # Under SLURM (SLURM_ARRAY_TASK_ID set): runs the array task's cell of the `full` grid (MEMLAB_GRID
 # overrides), passes SIGUSR1/SIGTERM (sent before the time limit by `#SBATCH --signal=B:USR1@120`) to
@@ -18,7 +20,8 @@ cd "$ROOT" || exit 1
 
 memlab_run_one() {  # $1 = array index; runs the task in the background so traps fire at once
   local child rc
-  "$PY" scripts/run_task.py "$EXPT" --index "$1" --runs_root "$RUNS_ROOT" --size "$SIZE" &
+  local index="$1"; shift
+  "$PY" scripts/run_task.py "$EXPT" --index "$index" --runs_root "$RUNS_ROOT" --size "$SIZE" "$@" &
   child=$!
   trap 'kill -USR1 "$child" 2>/dev/null' USR1
   trap 'kill -TERM "$child" 2>/dev/null' TERM
@@ -41,7 +44,7 @@ memlab_main() {
 --nproc_per_node=${MEMLAB_NUM_PROCESSES:-1} --rdzv_backend=c10d --rdzv_endpoint=$head:29500 --rdzv_id=$SLURM_JOB_ID"
     fi
     echo "memlab $EXPT: array task $SLURM_ARRAY_TASK_ID of grid '$SIZE' on $(hostname)"
-    memlab_run_one "$SLURM_ARRAY_TASK_ID"; rc=$?
+    memlab_run_one "$SLURM_ARRAY_TASK_ID" "$@"; rc=$?
     if [ "$rc" -eq 75 ]; then
       echo "memlab $EXPT: preempted, state saved; requeueing ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
       scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
@@ -49,11 +52,11 @@ memlab_main() {
     fi
   else
     SIZE="${MEMLAB_GRID:-small}"
-    n=$("$PY" scripts/run_task.py "$EXPT" --count --size "$SIZE") || exit 2
+    n=$("$PY" scripts/run_task.py "$EXPT" --count --size "$SIZE" "$@") || exit 2
     tasks="${MEMLAB_TASKS:-$(seq -s ' ' 0 $((n - 1)))}"
     echo "memlab $EXPT: no SLURM; running cells [${tasks}] of the $n in grid '$SIZE' in turn"
     for i in ${tasks//,/ }; do
-      memlab_run_one "$i"; rc=$?
+      memlab_run_one "$i" "$@"; rc=$?
       [ "$rc" -eq 0 ] || break
     done
   fi

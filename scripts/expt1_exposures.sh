@@ -3,6 +3,8 @@
 #   sbatch scripts/expt1_exposures.sh             # the full grid on a SLURM cluster (from the repo root)
 #   bash scripts/expt1_exposures.sh               # no SLURM: the small grid, every cell in turn
 #   python scripts/run_task.py expt1 --show --size full   # index -> cell
+#   sbatch scripts/expt1_exposures.sh model=/models/Llama-3.2-1B lr_full=1e-5 seed=0,1,2   # key=value
+#     overrides of configs/expt1.yaml (grid axes and settings; the same after bash or run_task.py)
 # Grid (full, 12 cells): model [smollm2-135m; MEMLAB_MODELS=a,b to change] x seed [0,1,2]
 #   x method [full, lora] x mode [passive: fact statements, active: exam-style QA].
 # Per cell: 50 object facts x 5 variants + 100 Orhan-style sentences, 10 exposures, every exposure
@@ -25,4 +27,4 @@ ROOT="${MEMLAB_ROOT:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}}"
 [ -f "$ROOT/scripts/common.sh" ] || { echo "error: submit from the memlab checkout or set MEMLAB_ROOT" >&2; exit 2; }
 EXPT=expt1
 source "$ROOT/scripts/common.sh"
-memlab_main
+memlab_main "$@"

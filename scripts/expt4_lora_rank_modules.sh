@@ -24,4 +24,4 @@ ROOT="${MEMLAB_ROOT:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}}"
 [ -f "$ROOT/scripts/common.sh" ] || { echo "error: submit from the memlab checkout or set MEMLAB_ROOT" >&2; exit 2; }
 EXPT=expt4
 source "$ROOT/scripts/common.sh"
-memlab_main
+memlab_main "$@"

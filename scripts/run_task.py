@@ -3,6 +3,10 @@
     python scripts/run_task.py expt1 --index 3 --runs_root runs --size full
     python scripts/run_task.py expt1 --count --size small      # number of cells (array size)
     python scripts/run_task.py expt1 --show --size full        # index -> cell table
+    python scripts/run_task.py expt1 --show seed=0,1,2 method=full mode=active   # overrides: 3 cells
+    python scripts/run_task.py expt1 --index 0 size=tiny num_exposures=3 lr_full=1e-3
+Overrides are `key=value` after the experiment name (configs/<expt>.yaml: `size`, grid axes, settings;
+a comma list sweeps an axis). MEMLAB_MODELS=a,b replaces the model axis.
 
 Exit status: 0 done (or already done), 75 preempted with state saved (requeue and rerun), 2 bad input.
 """
@@ -26,9 +30,14 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="small", help="grid size: full | small | tiny")
     p.add_argument("--count", action="store_true", help="print the number of cells and exit")
     p.add_argument("--show", action="store_true", help="print index -> cell and exit")
-    a = p.parse_args(argv)
+    p.add_argument("overrides", nargs="*", help="key=value overrides of configs/<expt>.yaml (seed=0,1,2 sweeps)")
+    a, extra = p.parse_known_args(argv)
+    a.overrides += [x for x in extra if "=" in x and not x.startswith("-")]
+    unknown = [x for x in extra if x not in a.overrides]
+    if unknown:
+        p.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        cells = grid_cells(a.expt, a.size)
+        cells = grid_cells(a.expt, a.size, a.overrides)
         if a.count:
             print(len(cells))
             return 0
@@ -38,7 +47,7 @@ def main(argv=None) -> int:
             return 0
         if a.index is None:
             raise DataError("--index is required (or --count / --show)")
-        run_task(a.expt, a.index, a.runs_root, a.size)
+        run_task(a.expt, a.index, a.runs_root, a.size, a.overrides)
         return 0
     except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)

@@ -4,6 +4,7 @@ templates (memlab/experiments.py), one array job via `map_array`.
     python scripts/sweep.py expt1 --size full --runs_root /shared/runs        # SLURM when srun is on PATH
     python scripts/sweep.py expt1 --size small --cluster local               # subprocesses on this machine
     python scripts/sweep.py expt1 --indices 0,3 --gres gpu:1 --timeout_min 240 --partition gpu
+    python scripts/sweep.py expt1 --size full seed=0,1,2,3,4 lr_full=1e-5   # key=value overrides
 
 Logs go to RUNS_ROOT/<expt>/submitit/ (a shared folder on a cluster; never /tmp). Preemption: a task's
 `checkpoint()` resubmits it, and the rerun resumes from the newest training checkpoint; finished cells
@@ -37,9 +38,13 @@ def main(argv=None) -> list[str]:
     p.add_argument("--mem_gb", type=int, default=32)
     p.add_argument("--timeout_min", type=int, default=240)
     p.add_argument("--no_wait", action="store_true", help="submit and return the job ids")
-    a = p.parse_args(argv)
+    p.add_argument("overrides", nargs="*", help="key=value overrides of configs/<expt>.yaml (seed=0,1,2 sweeps)")
+    a, extra = p.parse_known_args(argv)
+    a.overrides += [x for x in extra if "=" in x and not x.startswith("-")]
+    if any(x not in a.overrides for x in extra):
+        p.error(f"unrecognized arguments: {' '.join(x for x in extra if x not in a.overrides)}")
 
-    n = len(grid_cells(a.expt, a.size))
+    n = len(grid_cells(a.expt, a.size, a.overrides))
     indices = [int(i) for i in a.indices.split(",") if i.strip()] or list(range(n))
     folder = Path(a.runs_root) / a.expt / "submitit"
     ex = submitit.AutoExecutor(folder=str(folder), cluster=a.cluster)
@@ -54,7 +59,7 @@ def main(argv=None) -> list[str]:
     ex.update_parameters(**params)
     # jobs unpickle memlab.experiments.SubmititTask: make the checkout importable there (sbatch exports the env)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-    jobs = ex.map_array(SubmititTask(a.expt, a.runs_root, a.size), indices)
+    jobs = ex.map_array(SubmititTask(a.expt, a.runs_root, a.size, a.overrides), indices)
     print(f"submitted {len(jobs)} task(s) of {a.expt}/{a.size} to {ex.cluster}: {jobs[0].job_id.split('_')[0]}")
     if a.no_wait:
         return [j.job_id for j in jobs]
