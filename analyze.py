@@ -66,10 +66,21 @@ def _load(path: Path) -> dict | None:
         return None
 
 
+# stages that may instead be evaluated inside a training run: stage -> (training run, eval kind)
+IN_TRAINING = {"recall": ("train", "recall"), "recognition": ("train", "recognition"),
+               "retention_recall": ("interference", "recall"),
+               "retention_recognition": ("interference", "recognition")}
+
+
 def _stage_dir(task: Path, name: str) -> Path | None:
-    """A finished stage's run directory: TASK/name, else TASK/train/eval/name (evaluation inside
-    training), whichever has results.json; None when neither does."""
-    for d in (task / name, task / "train" / "eval" / name):
+    """A finished stage's run directory: TASK/name, else the evaluation inside training that replaces it
+    (TASK/train/eval/recall, TASK/interference/eval/recognition, ...), whichever has results.json; None
+    when neither does."""
+    cands = [task / name]
+    if name in IN_TRAINING:
+        run, kind = IN_TRAINING[name]
+        cands.append(task / run / "eval" / kind)
+    for d in cands:
         if (d / "results.json").exists():
             return d
     return None
@@ -117,13 +128,13 @@ def collect(root: Path) -> dict[str, pd.DataFrame]:
 
 
 def _retention_rows(task: Path, cell: dict) -> list[dict]:
-    """expt2: recall (QA accuracy, all tiers, greedy) and recognition (2AFC) per checkpoint; the study's
-    final checkpoint (exposure_*) is step 0 of interference."""
+    """expt2: recall (QA accuracy, all tiers, greedy) and recognition (2AFC) per evaluation point; the
+    study's final weights (exposure_*: exposure_0 of the interference run) are step 0 of interference."""
     rows = []
     measures = [("retention_recall", "error_rates", "QA recall (accuracy)"),
                 ("retention_recognition", "checkpoints", "recognition (2AFC)")]
     for stage, key, measure in measures:
-        for row in (_load(task / stage / "results.json") or {}).get(key, []):
+        for row in (_stage_results(task, stage) or {}).get(key, []):
             if key == "error_rates":
                 if row["tier"] != "all" or row["temperature"] != 0:
                     continue

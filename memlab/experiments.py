@@ -254,8 +254,8 @@ def summarize_stages(stages: dict[str, Path]) -> dict:
 
 def expt2(c: dict, s: dict, task: Path) -> dict:
     """Retention: study facts (active QA) + sentences for `study_exposures` epochs, then one epoch of an
-    interference corpus from the study's final weights with log-spaced step checkpoints. QA recall and
-    recognition at the end of study (step 0 of interference) and at every step checkpoint."""
+    interference corpus from the study's final weights. QA recall and recognition are evaluated inside the
+    interference run, at its start (the end of study, step 0) and at log-spaced steps (1..10, 20..100, ...)."""
     seed, n = c["seed"], c["study_exposures"]
     facts = run_stage("make_data.py", ["facts", "--n_names", 0, "--n_objects", s["n_facts"],
                                        "--variants_per_fact", s["variants"], "--seed", seed], task / "data" / "facts")
@@ -268,20 +268,18 @@ def expt2(c: dict, s: dict, task: Path) -> dict:
                                    "--learning_rate", s["lr"], "--batch_size", s["batch_size"], "--seed", seed],
                       task / "study")
     studied = study / "checkpoints" / f"exposure_{n}"
+    # interference with evaluation inside training: before it (exposure_0 = the end of study) and at
+    # log-spaced steps; no step checkpoint is written (at 8B, each would be 16 GB)
     interf = run_stage("train.py", ["--model_name_or_path", c["model"], "--init_from", studied,
                                     "--train_file", corpus / "sentences.jsonl", "--num_exposures", 1,
-                                    "--save_steps", "log", "--learning_rate", s["lr"],
-                                    "--batch_size", s["batch_size"], "--seed", seed], task / "interference")
-    ckpts = [studied, checkpoint_glob(interf, "step_")]
-    recall = run_stage("generate.py", ["--mode", "qa", "--input_file",
-                                       mode_probes(facts, "active", task / "data" / "probes_active.jsonl"),
-                                       "--model_name_or_path", c["model"], "--checkpoints", *ckpts,
-                                       "--temperatures", s["temperatures"], "--repeats", s["repeats"],
-                                       "--max_new_tokens", 16, "--seed", seed], task / "retention_recall")
-    recog = run_stage("test.py", ["--seen_file", sents / "seen.jsonl", "--unseen_file", sents / "unseen.jsonl",
-                                  "--model_name_or_path", c["model"], "--checkpoints", *ckpts, "--seed", seed],
-                      task / "retention_recognition")
-    return summarize_stages({"retention_recall": recall, "retention_recognition": recog, "study": study,
+                                    "--learning_rate", s["lr"], "--batch_size", s["batch_size"], "--seed", seed,
+                                    "--eval_probes_file", mode_probes(facts, "active", task / "data" / "probes_active.jsonl"),
+                                    "--eval_seen_file", sents / "seen.jsonl", "--eval_unseen_file", sents / "unseen.jsonl",
+                                    "--eval_exposures", 0, "--eval_steps", "log",
+                                    "--eval_temperatures", s["temperatures"], "--eval_repeats", s["repeats"],
+                                    "--eval_max_new_tokens", 16], task / "interference")
+    return summarize_stages({"retention_recall": interf / "eval" / "recall",
+                             "retention_recognition": interf / "eval" / "recognition", "study": study,
                              "interference": interf})
 
 

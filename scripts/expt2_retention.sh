@@ -6,9 +6,9 @@
 # Grid (full, 6 cells): model [smollm2-135m; MEMLAB_MODELS=a,b to change] x seed [0,1,2]
 #   x study_exposures [3, 10] (epochs of study before interference).
 # Per cell: study 50 object facts x 5 QA variants + 100 Orhan-style sentences; then one epoch over 5000
-#   everyday sentences (make_data.py corpus) from the studied weights (train.py --init_from), with
-#   log-spaced step checkpoints (1..10, 20..100, ...); QA recall (greedy) and recognition (2AFC) at the end
-#   of study and at every step checkpoint.
+#   everyday sentences (make_data.py corpus) from the studied weights (train.py --init_from); QA recall
+#   (greedy) and recognition (2AFC) evaluated inside that run at its start (the end of study) and at
+#   log-spaced steps (1..10, 20..100, ...), without step checkpoints.
 # Plot: runs/expt2/plots/retention_curves.png (table: runs/expt2/tidy_retention.csv)
 # Resources below are defaults; SBATCH_* environment variables override them (e.g. SBATCH_GRES=none,
 # SBATCH_TIMELIMIT=8:00:00, SBATCH_ARRAY_INX=0-3, SBATCH_PARTITION=gpu).

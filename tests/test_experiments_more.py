@@ -40,9 +40,11 @@ def run_cell0(template, root):
 
 def test_expt2_retention(tmp_path):
     task, res, df = run_cell0("expt2_retention.sh", tmp_path)
-    steps = sorted(int(p.name.split("_")[1]) for p in (task / "interference" / "checkpoints").glob("step_*"))
-    assert steps and steps[:2] == [1, 2]  # log-spaced: 1, 2, 3, ...
-    # every measure at step 0 (end of study) and at every step checkpoint of the interference run
+    points = res["interference"]["eval"]["points"]
+    steps = [int(p.split("_")[1]) for p in points if p.startswith("step_")]
+    assert points[0] == "exposure_0" and steps[:2] == [1, 2]  # the end of study, then log-spaced: 1, 2, 3, ...
+    assert not list((task / "interference" / "checkpoints").glob("step_*"))  # evaluated without checkpoints
+    # every measure at step 0 (end of study) and at every evaluated step of the interference run
     for measure in ("QA recall (accuracy)", "recognition (2AFC)"):
         assert sorted(df[df.measure == measure].interference_step) == [0] + steps
     config = json.loads((task / "interference" / "config.json").read_text())
