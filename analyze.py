@@ -448,10 +448,7 @@ def plot_exposures(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
     if "two_afc" in rg:
         axes[1].axhline(0.5, color="grey", ls="--", lw=1)
     fig.suptitle("Recall and recognition vs exposures")
-    fig.tight_layout()
-    path = out / "recall_recognition_vs_exposures.png"
-    _save(fig, path)
-    return path
+    return _save(fig, out / "recall_recognition_vs_exposures.png")
 
 
 def _pyplot():
@@ -504,10 +501,7 @@ def plot_retention(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
                        f"{measure.split(' (')[1].rstrip(')')} (fraction, 95% CI band)",
                        measure)
     fig.suptitle("Retention: recall and recognition of studied items during interference training")
-    fig.tight_layout()
-    path = out / "retention_curves.png"
-    _save(fig, path)
-    return path
+    return _save(fig, out / "retention_curves.png")
 
 
 def plot_error_rates(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
@@ -539,10 +533,7 @@ def plot_error_rates(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
                        f"temperature {temp:g}",
                        legend_title="probe tier")
     fig.suptitle("Error rate by probe tier x temperature x variants per fact (final checkpoint)")
-    fig.tight_layout()
-    path = out / "error_rate_by_variants.png"
-    _save(fig, path)
-    return path
+    return _save(fig, out / "error_rate_by_variants.png")
 
 
 PREFIX_METRICS = [("token_accuracy", "token accuracy"), ("exact_match", "exact match"),
@@ -565,10 +556,7 @@ def plot_prefix(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
         _mean_lines(ax, df.dropna(subset=[m]), "prefix_tokens", m, lo, hi, keys)
         _fraction_axis(ax, "prefix length (tokens given to the model)", f"{name} (fraction, 95% CI band)", name)
     fig.suptitle("Memorization of ID documents vs prefix length (greedy continuation)")
-    fig.tight_layout()
-    path = out / "recall_vs_prefix_length.png"
-    _save(fig, path)
-    return path
+    return _save(fig, out / "recall_vs_prefix_length.png")
 
 
 def plot_prior(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
@@ -601,10 +589,7 @@ def plot_prior(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
                        f"mode={mode}" if mode else "all",
                        legend_title="fact kind")
     fig.suptitle("Prior knowledge: learning known, novel and contradicting facts")
-    fig.tight_layout()
-    path = out / "accuracy_by_fact_kind.png"
-    _save(fig, path)
-    return path
+    return _save(fig, out / "accuracy_by_fact_kind.png")
 
 
 def plot_mia_rank_module(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
@@ -629,10 +614,7 @@ def plot_mia_rank_module(tables: dict[str, pd.DataFrame], out: Path) -> Path | N
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="target modules")
     fig.suptitle("Membership inference AUC by LoRA rank and target modules")
-    fig.tight_layout()
-    path = out / "mia_auc_by_rank_module.png"
-    _save(fig, path)
-    return path
+    return _save(fig, out / "mia_auc_by_rank_module.png")
 
 
 def plot_mia_roc(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
@@ -662,10 +644,7 @@ def plot_mia_roc(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
     ax.set_title("Membership inference ROC, loss attack")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "mia_roc.png"
-    _save(fig, path)
-    return path
+    return _save(fig, out / "mia_roc.png")
 
 
 def plot_mia_vs_perplexity(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
@@ -688,10 +667,7 @@ def plot_mia_vs_perplexity(tables: dict[str, pd.DataFrame], out: Path) -> Path |
     ax.set_title("MIA score against per-item perplexity")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = out / "mia_score_vs_perplexity.png"
-    _save(fig, path)
-    return path
+    return _save(fig, out / "mia_score_vs_perplexity.png")
 
 
 def plot_dpo(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
@@ -734,10 +710,7 @@ def plot_dpo(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
         axes[1].legend(fontsize=8)
     axes[1].set_title("Membership inference before and after DPO")
     fig.suptitle("DPO after SFT")
-    fig.tight_layout()
-    path = out / "dpo_before_after.png"
-    _save(fig, path)
-    return path
+    return _save(fig, out / "dpo_before_after.png")
 
 
 TIER_ORDER = ("easy", "mid", "hard", "all", "verbatim", "recognition")
@@ -792,10 +765,7 @@ def plot_learning_ecdf(facts: dict[str, pd.DataFrame], out: Path) -> Path | None
     for ax in list(axes.flat)[len(tiers):]:
         ax.set_visible(False)
     fig.suptitle("Exposures to criterion (recalled at every later evaluated exposure), per tier")
-    fig.tight_layout()
-    path = out / "learning_ecdf.png"
-    _save(fig, path)
-    return path
+    return _save(fig, out / "learning_ecdf.png")
 
 
 def plot_learning_by_knownness(facts: dict[str, pd.DataFrame], out: Path) -> Path | None:
@@ -828,10 +798,7 @@ def plot_learning_by_knownness(facts: dict[str, pd.DataFrame], out: Path) -> Pat
     for ax in list(axes.flat)[len(tiers):]:
         ax.set_visible(False)
     fig.suptitle("Exposures to criterion by what the base model knew (HighlyKnown ... Unknown)")
-    fig.tight_layout()
-    path = out / "learning_by_knownness.png"
-    _save(fig, path)
-    return path
+    return _save(fig, out / "learning_by_knownness.png")
 
 
 def learning_summary(facts: dict[str, pd.DataFrame]) -> str:
@@ -864,12 +831,13 @@ def learning_summary(facts: dict[str, pd.DataFrame]) -> str:
     return "\n\n".join(parts)
 
 
-def _save(fig, path: Path) -> None:
-    """Save a figure atomically (a concurrent analyze.py never leaves a torn PNG)."""
+def _save(fig, path: Path) -> Path:
+    """Lay out and save a figure atomically (a concurrent analyze.py never leaves a torn PNG); returns path."""
     import io
 
     import matplotlib.pyplot as plt
 
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -877,6 +845,7 @@ def _save(fig, path: Path) -> None:
     tmp = path.with_suffix(".png.tmp")
     tmp.write_bytes(buf.getvalue())
     tmp.replace(path)
+    return path
 
 
 def summary_table(tables: dict[str, pd.DataFrame]) -> str:

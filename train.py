@@ -102,8 +102,7 @@ def validate(a: TrainArgs) -> None:
         (a.num_exposures >= 1, "--num_exposures must be >= 1"),
         (all(1 <= k <= a.num_exposures for k in exps),
          f"--save_exposures {exps} goes beyond --num_exposures {a.num_exposures}"),
-        (a.save_steps == "log" or all(s > 0 for s in cli.parse_list(a.save_steps, int, "save_steps")),
-         "--save_steps must be positive integers or 'log'"),
+        T.steps_spec_check(a.save_steps, "save_steps"),
         (a.lr_scheduler in ("constant", "linear", "cosine"), f"--lr_scheduler {a.lr_scheduler} unknown"),
         (a.precision in ("fp32", "bf16", "fp16"), f"--precision {a.precision} unknown"),
         (a.precision != "fp16" or torch.cuda.is_available(), "--precision fp16 needs a GPU; use fp32 on CPU"),
@@ -127,8 +126,7 @@ def eval_checks(a: TrainArgs) -> list[tuple[bool, str]]:
          "--eval_exposures/--eval_steps need an eval file (--eval_probes_file and/or --eval_seen_file/--eval_unseen_file)"),
         (all(0 <= k <= a.num_exposures for k in exps),
          f"--eval_exposures {exps} goes beyond --num_exposures {a.num_exposures} (0 = before training)"),
-        (a.eval_steps in ("", "log") or all(s > 0 for s in cli.parse_list(a.eval_steps, int, "eval_steps")),
-         "--eval_steps must be positive integers or 'log'"),
+        T.steps_spec_check(a.eval_steps, "eval_steps"),
         (all(t >= 0 for t in temps), "--eval_temperatures must be >= 0"),
         (a.eval_repeats >= 1 and a.eval_max_new_tokens >= 1 and a.eval_batch_size >= 1 and a.eval_bootstrap >= 0,
          "--eval_repeats, --eval_max_new_tokens and --eval_batch_size must be >= 1, --eval_bootstrap >= 0"),
@@ -143,8 +141,7 @@ def eval_points(a: TrainArgs, steps_per_epoch: int, total_steps: int) -> tuple[s
         exps = set(range(1, a.num_exposures + 1))
     else:
         exps = set(cli.parse_list(a.eval_exposures, int, "eval_exposures"))
-    steps = set(T.log_steps(total_steps) if a.eval_steps == "log"
-                else [s for s in cli.parse_list(a.eval_steps, int, "eval_steps") if s <= total_steps])
+    steps = T.steps_from_spec(a.eval_steps, total_steps, "eval_steps")
     order = sorted([(k * steps_per_epoch, 0, eval_label(exposure=k)) for k in exps]
                    + [(n, 1, eval_label(step=n)) for n in steps])
     return exps, steps, [lab for _, _, lab in order]
@@ -225,8 +222,7 @@ def main(a: TrainArgs) -> dict:
     steps_per_epoch = len(epoch_batches(0)) // window
     total_steps = steps_per_epoch * a.num_exposures
     save_exp = set(cli.parse_list(a.save_exposures, int, "save_exposures"))
-    save_steps = set(T.log_steps(total_steps) if a.save_steps == "log"
-                     else [s for s in cli.parse_list(a.save_steps, int, "save_steps") if s <= total_steps])
+    save_steps = T.steps_from_spec(a.save_steps, total_steps, "save_steps")
     eval_exp, eval_steps_set, eval_labels = eval_points(a, steps_per_epoch, total_steps)
 
     if a.gradient_checkpointing:

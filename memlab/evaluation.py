@@ -264,14 +264,14 @@ class InTrainingEval:
                 write_json_atomic(self.dir / "recall" / "results.json", res)
             summary["recall"] = res
         if self.rec_enc is not None:
-            per_ckpt = [recognition_record(lab, "in-training", read(lab, "recognition"), self.n_seen, self.n_pairs,
+            rows = {lab: read(lab, "recognition") for lab in labels}
+            per_ckpt = [recognition_record(lab, "in-training", rows[lab], self.n_seen, self.n_pairs,
                                            self.bootstrap, self.seed) for lab in labels]
             res = {"script": "train.py (in-training evaluation)", "num_processes": self.acc.num_processes,
                    "n_pairs": self.n_pairs, "n_seen": self.n_seen, "n_unseen": len(self.rec_rows) - self.n_seen,
                    "reference_model": None, "checkpoints": per_ckpt}
             if self.acc.is_main_process:
-                write_csv_atomic(self.dir / "recognition" / "items.csv",
-                                 [r for lab in labels for r in read(lab, "recognition")])
+                write_csv_atomic(self.dir / "recognition" / "items.csv", [r for lab in labels for r in rows[lab]])
                 write_json_atomic(self.dir / "recognition" / "results.json", res)
             summary["recognition"] = res
         return summary

@@ -76,6 +76,18 @@ def _coerce(key: str, raw: str, example, as_list: bool):
     return [one(x) for x in items]
 
 
+def parse_args_with_overrides(parser, argv=None):
+    """argparse for the experiment scripts: `key=value` overrides may stand anywhere after the experiment
+    name (also between flags); anything else unknown is argparse's usual error."""
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of configs/<expt>.yaml (seed=0,1,2 sweeps)")
+    a, extra = parser.parse_known_args(argv)
+    a.overrides += [x for x in extra if "=" in x and not x.startswith("-")]
+    unknown = [x for x in extra if x not in a.overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return a
+
+
 def parse_overrides(overrides) -> dict[str, str]:
     """['a=1', 'b=x,y'] -> {'a': '1', 'b': 'x,y'} (one clear error for anything else)."""
     out = {}

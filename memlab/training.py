@@ -192,6 +192,24 @@ def log_steps(total: int) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------------ LoRA
+def steps_spec_check(spec: str, name: str) -> tuple[bool, str]:
+    """validate() entry for a step list flag: positive integers or 'log'."""
+    from memlab.cli import parse_list
+
+    return (spec in ("", "log") or all(s > 0 for s in parse_list(spec, int, name)),
+            f"--{name} must be positive integers or 'log'")
+
+
+def steps_from_spec(spec: str, total: int, name: str) -> set[int]:
+    """The optimizer steps named by a `--save_steps` / `--eval_steps` value ('log' or '10,100') within a run
+    of `total` steps."""
+    from memlab.cli import parse_list
+
+    if spec == "log":
+        return set(log_steps(total))
+    return {s for s in parse_list(spec, int, name) if s <= total}
+
+
 def linear_module_names(model) -> list[str]:
     """Full names of the matmul layers LoRA can target (nn.Linear and GPT-2's Conv1D), minus lm_head."""
     from transformers.pytorch_utils import Conv1D

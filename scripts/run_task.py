@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memlab.experiments import EXIT_REQUEUE, Preempted, cell_name, grid_cells, run_task  # noqa: E402
+from memlab.experiments import (EXIT_REQUEUE, Preempted, cell_name, grid_cells,  # noqa: E402
+                                parse_args_with_overrides, run_task)
 from memlab.io import DataError  # noqa: E402
 
 
@@ -30,12 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="small", help="grid size: full | small | tiny")
     p.add_argument("--count", action="store_true", help="print the number of cells and exit")
     p.add_argument("--show", action="store_true", help="print index -> cell and exit")
-    p.add_argument("overrides", nargs="*", help="key=value overrides of configs/<expt>.yaml (seed=0,1,2 sweeps)")
-    a, extra = p.parse_known_args(argv)
-    a.overrides += [x for x in extra if "=" in x and not x.startswith("-")]
-    unknown = [x for x in extra if x not in a.overrides]
-    if unknown:
-        p.error(f"unrecognized arguments: {' '.join(unknown)}")
+    a = parse_args_with_overrides(p, argv)
     try:
         cells = grid_cells(a.expt, a.size, a.overrides)
         if a.count:

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from memlab.experiments import SubmititTask, grid_cells  # noqa: E402
+from memlab.experiments import SubmititTask, grid_cells, parse_args_with_overrides  # noqa: E402
 
 
 def main(argv=None) -> list[str]:
@@ -38,11 +38,7 @@ def main(argv=None) -> list[str]:
     p.add_argument("--mem_gb", type=int, default=32)
     p.add_argument("--timeout_min", type=int, default=240)
     p.add_argument("--no_wait", action="store_true", help="submit and return the job ids")
-    p.add_argument("overrides", nargs="*", help="key=value overrides of configs/<expt>.yaml (seed=0,1,2 sweeps)")
-    a, extra = p.parse_known_args(argv)
-    a.overrides += [x for x in extra if "=" in x and not x.startswith("-")]
-    if any(x not in a.overrides for x in extra):
-        p.error(f"unrecognized arguments: {' '.join(x for x in extra if x not in a.overrides)}")
+    a = parse_args_with_overrides(p, argv)
 
     n = len(grid_cells(a.expt, a.size, a.overrides))
     indices = [int(i) for i in a.indices.split(",") if i.strip()] or list(range(n))
