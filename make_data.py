@@ -25,6 +25,9 @@ JSONL files plus manifest.json (generator, arguments, seed, counts, package vers
     # the leakage check on a directory (probes/unseen/nonmembers vs every other *.jsonl) or on files
     python make_data.py check --data_dir data/facts
     python make_data.py check --train train.jsonl --held_out probes.jsonl
+    # a held-out CSV with one question column per tier: the same flags as convert --to probes
+    python make_data.py check --train train.jsonl --held_out probes.csv --answer_column Answer \
+        --tier_columns "easy=Question 1,mid=Question 2,hard=Question 3"
 
 Every subcommand also takes --config args.yaml (command-line flags override it). Bad input prints one
 `error: ...` line naming file:line or the field and exits with status 2, leaving no output directory.
@@ -140,6 +143,11 @@ class CheckArgs:
     data_dir: str = arg("", "a make_data output dir: probes/unseen/nonmembers vs every other *.jsonl")
     train: str = arg("", "comma list of training files (instead of --data_dir)")
     held_out: str = arg("", "comma list of held-out files: probes, foils, non-members")
+    answer_column: str = arg("answer", "for a held-out CSV/JSONL with one question column per tier: the answer "
+                                       "column (as in convert --to probes)")
+    tier_columns: str = arg("", "for such a held-out file: tier=column pairs, e.g. easy=q_easy,mid=q_mid,hard=q_hard; "
+                                "its question columns are checked (a held-out file with no question/text/prompt "
+                                "field and no --tier_columns is an error)")
 
 
 def _writable(output_dir: str) -> tuple[bool, str]:
@@ -291,7 +299,8 @@ def run_check(a: CheckArgs) -> Path | None:
         train, held = parse_list(a.train, str, "train"), parse_list(a.held_out, str, "held_out")
     collect_errors([(bool(train), "no training files (--train, or *.jsonl in --data_dir)"),
                     (bool(held), "no held-out files (--held_out, or probes/unseen/nonmembers*.jsonl in --data_dir)")])
-    print(leakage.format_report(leakage.check_files(train, held)))
+    tiers = convert.parse_tier_columns(a.tier_columns)
+    print(leakage.format_report(leakage.check_files(train, held, a.answer_column, tiers)))
     return Path(a.data_dir) if a.data_dir else None
 
 

@@ -297,6 +297,7 @@ def read_eval_inputs(probes_file: str | None, seen_file: str | None, unseen_file
                      text_column: str | None = None) -> tuple[list[dict] | None, tuple | None]:
     """Probes and recognition pairs for in-training evaluation, read (and checked) before training starts.
     Duplicate ids within a file, probes without a matchable answer and unpaired files are errors."""
-    probes = read_probes(probes_file) if probes_file else None
+    probes = read_probes(probes_file, flags_hint="to make_data.py convert --to probes and give --eval_probes_file "
+                         "the probes.jsonl it writes") if probes_file else None
     pairs = load_pairs(seen_file, unseen_file, text_column) if seen_file else None
     return probes, pairs

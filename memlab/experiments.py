@@ -88,6 +88,18 @@ def parse_args_with_overrides(parser, argv=None):
     return a
 
 
+def split_force(overrides) -> tuple[list[str], bool]:
+    """(the overrides without `force=...`, whether force=true was given): `force` is not a config key but
+    the permission to replace a sweep's recorded config (see `guard_root`)."""
+    rest, force = [], False
+    for o in overrides or ():
+        if o.split("=", 1)[0].strip() == "force":
+            force = _coerce("force", o.split("=", 1)[1] if "=" in o else "", True, as_list=False)
+        else:
+            rest.append(o)
+    return rest, force
+
+
 def parse_overrides(overrides) -> dict[str, str]:
     """['a=1', 'b=x,y'] -> {'a': '1', 'b': 'x,y'} (one clear error for anything else)."""
     out = {}
@@ -111,8 +123,9 @@ def resolve(expt: str, size: str, overrides=()) -> tuple[str, dict[str, list], d
     from omegaconf import OmegaConf
 
     cfg = load_config(expt)
-    ov = parse_overrides(overrides)
+    ov = parse_overrides(split_force(overrides)[0])  # force=true is a permission, not a key (run_task)
     size = ov.pop("size", size)
+
     if size not in cfg.grid:
         raise DataError(f"{expt}: unknown grid size '{size}'; choose one of {sorted(cfg.grid)}")
     axes = OmegaConf.to_container(cfg.grid[size])
@@ -122,7 +135,7 @@ def resolve(expt: str, size: str, overrides=()) -> tuple[str, dict[str, list], d
     unknown = sorted(set(ov) - set(axes) - set(settings))
     if unknown:
         raise DataError(f"{expt}: unknown key(s) {unknown}; valid keys: size, grid axes {list(axes)}, "
-                        f"settings {list(settings)}")
+                        f"settings {list(settings)}; and force=true")
     for k, raw in ov.items():
         if k in axes:
             example = axes[k][0]
@@ -151,13 +164,115 @@ def grid_cells(expt: str, size: str, overrides=()) -> list[dict]:
 def cell(expt: str, size: str, index: int, overrides=()) -> dict:
     cells = grid_cells(expt, size, overrides)
     if not 0 <= index < len(cells):
-        raise DataError(f"{expt}/{size}: array index {index} outside the grid of {len(cells)} cells (0-{len(cells) - 1})")
+        raise DataError(f"{expt}/{size}: array index {index} outside the grid of {len(cells)} cells (0-{len(cells) - 1}); "
+                        f"`python scripts/submit.py {expt} key=value ...` sizes the array from the grid")
     return cells[index]
 
 
 def cell_name(c: dict) -> str:
     """Directory name of a cell: `model=smollm2-135m_seed=0_method=full_mode=active` (paths shortened)."""
     return "_".join(f"{k}={Path(str(v)).name.replace(',', '+')}" for k, v in c.items())
+
+
+# ------------------------------------------------------------------------------ the recorded config
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'key: old -> new' for every key whose value differs (missing keys shown as <unset>)."""
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k, "<unset>"), new.get(k, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def guard_root(expt: str, runs_root, size: str, axes: dict, settings: dict, overrides=(), force: bool = False,
+               write: bool = True) -> Path:
+    """Record the resolved config at the sweep root (RUNS_ROOT/<expt>/config.yaml) or refuse a changed one.
+
+    A sweep root holds cells run with one set of settings (what analyze.py pools); its grid may grow (more
+    seeds, another model: cells are keyed by their values, so new cells never touch old ones, and the
+    recorded grid is the union). A different `size` or any different setting is refused, naming every key
+    that differs, unless `force` (then the new config is recorded and each cell whose own settings.json
+    differs is emptied before it runs: `run_task`). `write=False` only checks (submit.py --dry_run)."""
+    from omegaconf import OmegaConf
+
+    path = Path(runs_root) / expt / "config.yaml"
+    grid = {k: list(v) for k, v in axes.items()}
+    if path.exists():
+        try:
+            old = OmegaConf.to_container(OmegaConf.load(path))
+            if not isinstance(old, dict):
+                raise ValueError("not a mapping")
+        except Exception as e:
+            raise DataError(f"{path}: unreadable recorded config ({e}); move it away or use a new runs root") from None
+        diff = _differences({"size": old.get("size"), "settings": old.get("settings", {})},
+                            {"size": size, "settings": settings})
+        if diff and not force:
+            raise DataError(f"{path.parent} was run with another config; differing keys: {'; '.join(diff)}. "
+                            f"Use a new runs root, or force=true (--force) to record this config and re-run the "
+                            f"cells whose settings differ")
+        if not diff:  # same settings: the grid grows
+            for k, vals in (old.get("grid") or {}).items():
+                grid[k] = list(vals) + [v for v in grid.get(k, []) if v not in vals] if k in grid else list(vals)
+    if write:
+        from memlab.io import write_text_atomic
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cfg = {"expt": expt, "size": size, "grid": grid, "settings": settings,
+               "overrides": [o for o in overrides or ()]}
+        text = "# resolved config of this sweep root (memlab/experiments.py guard_root)\n" + OmegaConf.to_yaml(
+            OmegaConf.create(cfg))
+        if not path.exists() or path.read_text() != text:  # an unchanged re-run touches nothing
+            write_text_atomic(path, text)
+    return path
+
+
+def _check_cell_settings(task: Path, settings: dict, force: bool) -> None:
+    """A cell run earlier with other settings is refused, or emptied with `force` (never merged)."""
+    recorded = task / "settings.json"
+    if not recorded.exists():
+        return
+    try:
+        old = json.loads(recorded.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{recorded}: unreadable ({e})") from None
+    old.pop("overrides", None)
+    diff = _differences(old, settings)
+    if not diff:
+        return
+    if not force:
+        raise DataError(f"{task} was run with other settings ({'; '.join(diff)}); use a new runs root or force=true")
+    import shutil
+
+    print(f"{task}: settings differ ({'; '.join(diff)}); force=true: emptying the cell", flush=True)
+    shutil.rmtree(task)
+
+
+def coverage(expt: str, size: str, spec: str, overrides=()) -> str:
+    """One log line: which cells an array MIN-MAX:STEP (SLURM_ARRAY_TASK_MIN/MAX/STEP) leaves uncovered,
+    and which of its indices fall past the grid."""
+    cells = grid_cells(expt, size, overrides)
+    spec, _, count = spec.partition("#")
+    lo_hi, _, step = spec.partition(":")
+    lo, _, hi = lo_hi.partition("-")
+    try:
+        covered = set(range(int(lo), int(hi or lo) + 1, int(step or 1)))
+    except ValueError:
+        raise DataError(f"--coverage: expected MIN-MAX:STEP[#COUNT], got '{spec}'") from None
+    missing = [i for i in range(len(cells)) if i not in covered]
+    past = sorted(i for i in covered if i >= len(cells))
+    parts = [f"memlab {expt}: array {spec} over the {len(cells)} cells of grid '{size}'"]
+    if count and count.isdigit() and int(count) != len(covered):  # e.g. --array=0,3,7: only MIN/MAX known
+        parts.append(f"an irregular array of {count} tasks: cells between its indices may be uncovered too")
+    if missing:
+        parts.append(f"cells no index covers ({len(missing)}): " + ", ".join(f"{i} {cell_name(cells[i])}" for i in missing))
+    if past:
+        parts.append(f"indices past the grid (they will fail): {past[0]}-{past[-1]}")
+    if not missing and not past:
+        parts.append("every cell covered")
+    return "; ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------- stages
@@ -425,12 +540,17 @@ PIPELINES = {"expt1": expt1, "expt2": expt2, "expt3": expt3, "expt4": expt4, "ex
              "expt7": expt7}
 
 
-def run_task(expt: str, index: int, runs_root: str | os.PathLike, size: str, overrides=()) -> Path:
-    """Run (or resume, or skip) one array task; returns its directory. The resolved settings are kept in
-    the task's settings.json."""
-    size, _, settings = resolve(expt, size, overrides)
+def run_task(expt: str, index: int, runs_root: str | os.PathLike, size: str, overrides=(), force: bool = False) -> Path:
+    """Run (or resume, or skip) one array task; returns its directory. The resolved config is recorded at the
+    sweep root (config.yaml; a changed one is refused unless `force`, see `guard_root`) and the cell's own
+    in its cell.json and settings.json."""
+    overrides, forced = split_force(overrides)
+    force = force or forced
+    size, axes, settings = resolve(expt, size, overrides)
     c = cell(expt, size, index, overrides)
+    guard_root(expt, runs_root, size, axes, settings, overrides, force)
     task = Path(runs_root) / expt / cell_name(c)
+    _check_cell_settings(task, settings, force)
     if (task / "results.json").exists():
         print(f"{task}: results.json exists, nothing to do", flush=True)
         return task

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from memlab.io import DataError, ensure_ids, read_records, require_fields
+from memlab.io import DataError, ensure_ids, read_records, require_answer_column, require_fields
 from memlab.metrics import answer_is_matchable
 from memlab.scoring import accepts_logits_to_keep, distributed_map, pad_batch, render_chat
 
@@ -158,13 +158,15 @@ def parse_tier_columns(spec: str) -> dict[str, str]:
     return out
 
 
-def read_probes(path, answer_column: str = "answer", tier_columns: str = "", question_column: str = "question"
-                ) -> list[dict]:
+def read_probes(path, answer_column: str = "answer", tier_columns: str = "", question_column: str = "question",
+                flags_hint: str = "") -> list[dict]:
     """QA probes `{"id", "fact_id", "question", "answer", "tier"}` from JSONL, or from a CSV (or JSONL)
     with one row per fact and one question column per tier (tier_columns 'easy=q1,mid=q2,hard=q3'), which
     expands to one probe per tier with id '<row id>-<tier>'. A missing fact_id defaults to the row id and
-    a missing tier to 'all'. Every answer must be one the extraction rule can match."""
+    a missing tier to 'all'. Every answer must be one the extraction rule can match. A file without the
+    answer column fails naming its columns and the flags to pass (`flags_hint`: where, when not this script)."""
     rows = read_records(path)
+    require_answer_column(rows, path, answer_column, flags_hint)  # before ensure_ids adds an 'id' column
     ensure_ids(rows, path)
     tiers = parse_tier_columns(tier_columns)
     require_fields(rows, [answer_column], path)

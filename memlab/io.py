@@ -79,6 +79,32 @@ def resolve_text_column(rows: Sequence[dict], path, text_column: str | None = No
     raise DataError(f"{path}:{rows[0].get('_line', 1)}: no string column to use as text; columns are {columns}")
 
 
+def record_columns(rows: Iterable[dict]) -> list[str]:
+    """Every field name of `rows` in first-seen order, bookkeeping keys (`_line`) left out."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update((k, None) for k in row if not k.startswith("_"))
+    return list(seen)
+
+
+PROBE_COLUMN_FLAGS = ("--answer_column COLUMN and --tier_columns easy=COL,mid=COL,hard=COL "
+                      "(one question column per tier)")
+
+
+def probe_columns_error(path, rows: Sequence[dict], problem: str, then: str = "") -> DataError:
+    """The one error for a probes file whose layout is not ours: names the file, what is wrong, the columns
+    found and the flags that map them (`then` says what to do with the flags where they belong elsewhere)."""
+    return DataError(f"{path}: {problem}; columns are {record_columns(rows)}; pass {PROBE_COLUMN_FLAGS}"
+                     + (f" {then}" if then else ""))
+
+
+def require_answer_column(rows: Sequence[dict], path, answer_column: str = "answer", then: str = "") -> None:
+    """Fail with `probe_columns_error` when no row has `answer_column` (a CSV with its own column names);
+    a row missing only its value is left to `require_fields`, which names the line."""
+    if not any(answer_column in row for row in rows):
+        raise probe_columns_error(path, rows, f"no '{answer_column}' column", then)
+
+
 def require_fields(rows: Iterable[dict], fields: Sequence[str], path) -> None:
     """Fail on the first row missing a field (or holding an empty value), naming file:line and field."""
     for row in rows:

@@ -5,7 +5,9 @@
 # Under SLURM (SLURM_ARRAY_TASK_ID set): runs the array task's cell of the `full` grid (MEMLAB_GRID
 # overrides), passes SIGUSR1/SIGTERM (sent before the time limit by `#SBATCH --signal=B:USR1@120`) to
 # the training step, which checkpoints and exits 75; the task then requeues itself and resumes from the
-# newest checkpoint when it runs again. Without SLURM: runs every cell of the `small` grid in turn.
+# newest checkpoint when it runs again; the array's first task logs the cells no index covers, and an
+# index past the grid is an error (`python scripts/submit.py EXPT key=value ...` sizes the array from the
+# grid). Without SLURM: runs every cell of the `small` grid in turn.
 # Either way it ends with analyze.py over the experiment's runs. Environment knobs:
 #   MEMLAB_RUNS_ROOT (default <repo>/runs), MEMLAB_GRID (full|small|tiny), MEMLAB_MODELS (a,b: model axis),
 #   MEMLAB_TASKS (without SLURM: which cells, e.g. '0 3'),
@@ -44,6 +46,10 @@ memlab_main() {
 --nproc_per_node=${MEMLAB_NUM_PROCESSES:-1} --rdzv_backend=c10d --rdzv_endpoint=$head:29500 --rdzv_id=$SLURM_JOB_ID"
     fi
     echo "memlab $EXPT: array task $SLURM_ARRAY_TASK_ID of grid '$SIZE' on $(hostname)"
+    if [ "$SLURM_ARRAY_TASK_ID" = "${SLURM_ARRAY_TASK_MIN:-}" ]; then  # the first task says what the array misses
+      "$PY" scripts/run_task.py "$EXPT" --size "$SIZE" "$@" \
+        --coverage "${SLURM_ARRAY_TASK_MIN}-${SLURM_ARRAY_TASK_MAX:-$SLURM_ARRAY_TASK_MIN}:${SLURM_ARRAY_TASK_STEP:-1}#${SLURM_ARRAY_TASK_COUNT:-}"
+    fi
     memlab_run_one "$SLURM_ARRAY_TASK_ID" "$@"; rc=$?
     if [ "$rc" -eq 75 ]; then
       echo "memlab $EXPT: preempted, state saved; requeueing ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"

@@ -5,8 +5,11 @@
     python scripts/run_task.py expt1 --show --size full        # index -> cell table
     python scripts/run_task.py expt1 --show seed=0,1,2 method=full mode=active   # overrides: 3 cells
     python scripts/run_task.py expt1 --index 0 size=tiny num_exposures=3 lr_full=1e-3
+    python scripts/run_task.py expt1 --coverage 0-5:1 --size full  # which cells an array 0-5 leaves out
 Overrides are `key=value` after the experiment name (configs/<expt>.yaml: `size`, grid axes, settings;
-a comma list sweeps an axis). MEMLAB_MODELS=a,b replaces the model axis.
+a comma list sweeps an axis). MEMLAB_MODELS=a,b replaces the model axis. The resolved config is recorded in
+RUNS_ROOT/<expt>/config.yaml; a run with other settings into the same root is refused, naming the keys that
+differ, unless `force=true` (or --force): then cells whose settings differ are emptied and re-run.
 
 Exit status: 0 done (or already done), 75 preempted with state saved (requeue and rerun), 2 bad input.
 """
@@ -18,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memlab.experiments import (EXIT_REQUEUE, Preempted, cell_name, grid_cells,  # noqa: E402
+from memlab.experiments import (EXIT_REQUEUE, Preempted, cell_name, coverage, grid_cells,  # noqa: E402
                                 parse_args_with_overrides, run_task)
 from memlab.io import DataError  # noqa: E402
 
@@ -31,9 +34,15 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="small", help="grid size: full | small | tiny")
     p.add_argument("--count", action="store_true", help="print the number of cells and exit")
     p.add_argument("--show", action="store_true", help="print index -> cell and exit")
+    p.add_argument("--coverage", default="", help="MIN-MAX:STEP of a SLURM array: log the cells it leaves out")
+    p.add_argument("--force", action="store_true", help="record a changed config and re-run differing cells "
+                                                        "(same as force=true)")
     a = parse_args_with_overrides(p, argv)
     try:
         cells = grid_cells(a.expt, a.size, a.overrides)
+        if a.coverage:
+            print(coverage(a.expt, a.size, a.coverage, a.overrides))
+            return 0
         if a.count:
             print(len(cells))
             return 0
@@ -43,7 +52,7 @@ def main(argv=None) -> int:
             return 0
         if a.index is None:
             raise DataError("--index is required (or --count / --show)")
-        run_task(a.expt, a.index, a.runs_root, a.size, a.overrides)
+        run_task(a.expt, a.index, a.runs_root, a.size, a.overrides, a.force)
         return 0
     except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)

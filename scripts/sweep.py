@@ -5,10 +5,12 @@ templates (memlab/experiments.py), one array job via `map_array`.
     python scripts/sweep.py expt1 --size small --cluster local               # subprocesses on this machine
     python scripts/sweep.py expt1 --indices 0,3 --gres gpu:1 --timeout_min 240 --partition gpu
     python scripts/sweep.py expt1 --size full seed=0,1,2,3,4 lr_full=1e-5   # key=value overrides
+    python scripts/sweep.py expt1 --size full seed=0,1 --dry_run             # index -> cell, nothing submitted
 
 Logs go to RUNS_ROOT/<expt>/submitit/ (a shared folder on a cluster; never /tmp). Preemption: a task's
 `checkpoint()` resubmits it, and the rerun resumes from the newest training checkpoint; finished cells
-are skipped, so resubmitting a finished sweep starts no work.
+are skipped, so resubmitting a finished sweep starts no work. The resolved config is recorded (and a changed
+one refused, unless --force) at RUNS_ROOT/<expt>/config.yaml before anything is submitted.
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from memlab.experiments import SubmititTask, grid_cells, parse_args_with_overrides  # noqa: E402
+from memlab.experiments import (SubmititTask, cell_name, grid_cells, guard_root,  # noqa: E402
+                                parse_args_with_overrides, resolve, split_force)
+from memlab.io import DataError  # noqa: E402
 
 
 def main(argv=None) -> list[str]:
@@ -38,10 +42,19 @@ def main(argv=None) -> list[str]:
     p.add_argument("--mem_gb", type=int, default=32)
     p.add_argument("--timeout_min", type=int, default=240)
     p.add_argument("--no_wait", action="store_true", help="submit and return the job ids")
+    p.add_argument("--force", action="store_true", help="record a changed config and re-run the cells whose settings "
+                                                        "differ (same as force=true)")
+    p.add_argument("--dry_run", action="store_true", help="print index -> cell of the tasks and submit nothing")
     a = parse_args_with_overrides(p, argv)
 
-    n = len(grid_cells(a.expt, a.size, a.overrides))
-    indices = [int(i) for i in a.indices.split(",") if i.strip()] or list(range(n))
+    rest, forced = split_force(a.overrides)
+    size, axes, settings = resolve(a.expt, a.size, rest)
+    cells = grid_cells(a.expt, a.size, rest)
+    indices = [int(i) for i in a.indices.split(",") if i.strip()] or list(range(len(cells)))
+    if a.dry_run:
+        return [f"{i} {cell_name(cells[i])}" for i in indices]
+    # the recorded config is checked (and written) before anything is submitted
+    guard_root(a.expt, a.runs_root, size, axes, settings, rest, a.force or forced)
     folder = Path(a.runs_root) / a.expt / "submitit"
     ex = submitit.AutoExecutor(folder=str(folder), cluster=a.cluster)
     params = {"timeout_min": a.timeout_min, "cpus_per_task": a.cpus_per_task, "name": f"memlab-{a.expt}"}
@@ -55,7 +68,8 @@ def main(argv=None) -> list[str]:
     ex.update_parameters(**params)
     # jobs unpickle memlab.experiments.SubmititTask: make the checkout importable there (sbatch exports the env)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-    jobs = ex.map_array(SubmititTask(a.expt, a.runs_root, a.size, a.overrides), indices)
+    jobs = ex.map_array(SubmititTask(a.expt, a.runs_root, a.size, rest + (["force=true"] if a.force or forced else [])),
+                        indices)
     print(f"submitted {len(jobs)} task(s) of {a.expt}/{a.size} to {ex.cluster}: {jobs[0].job_id.split('_')[0]}")
     if a.no_wait:
         return [j.job_id for j in jobs]
@@ -67,5 +81,9 @@ def main(argv=None) -> list[str]:
 
 
 if __name__ == "__main__":
-    for r in main():
-        print(r)
+    try:
+        for r in main():
+            print(r)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -72,6 +72,62 @@ def test_entry_points_give_the_same_cells():
     p = subprocess.run([sys.executable, "scripts/run_task.py", "expt1", "--show", "lr=1"], cwd=ROOT,
                        capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.startswith("error: expt1: unknown key(s) ['lr']")
+    # submit.py --dry_run sizes the array from the same cells and passes the same overrides on
+    env = {**os.environ, "MEMLAB_GRID": "small"}
+    p = subprocess.run([sys.executable, "scripts/submit.py", "expt1", "--dry_run", *ov], cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["sbatch", "--array=0-2", "scripts/expt1_exposures.sh", *ov]
+    p = subprocess.run([sys.executable, "scripts/submit.py", "expt1", "--dry_run", "seed=x"], cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "'x' is not an int" in p.stderr and "sbatch" not in p.stdout
+    # sweep.py (submitit) maps the same indices to the same cells
+    p = subprocess.run([sys.executable, "scripts/sweep.py", "expt1", "--dry_run", *ov], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == [f"{i} {E.cell_name(c)}" for i, c in enumerate(E.grid_cells("expt1", "small", ov))]
+
+
+def test_recorded_config_guards_the_sweep_root(tmp_path):
+    def guard(overrides, force=False):
+        size, axes, settings = E.resolve("expt1", "tiny", overrides)
+        return E.guard_root("expt1", tmp_path, size, axes, settings, overrides, force)
+
+    path = guard(["seed=0"])
+    assert path == tmp_path / "expt1" / "config.yaml"
+    guard(["seed=0"])  # unchanged: fine
+    guard(["seed=1,2"])  # the grid grows (new cells only); the record keeps the union
+    from omegaconf import OmegaConf
+
+    rec = OmegaConf.to_container(OmegaConf.load(path))
+    assert rec["grid"]["seed"] == [0, 1, 2] and rec["settings"]["lr_full"] == 0.003 and rec["size"] == "tiny"
+    with pytest.raises(DataError, match=r"differing keys: settings\.lr_full: 0\.003 -> 1e-05; "
+                                        r"settings\.num_exposures: 2 -> 3\. Use a new runs root, or force=true"):
+        guard(["lr_full=1e-5", "num_exposures=3"])
+    with pytest.raises(DataError, match="size: 'tiny' -> 'small'"):
+        E.guard_root("expt1", tmp_path, *E.resolve("expt1", "small"))
+    guard(["lr_full=1e-5"], force=True)  # recorded
+    assert OmegaConf.load(path).settings.lr_full == 1e-5
+    # a cell run with other settings is refused, or emptied with force (never merged)
+    task = tmp_path / "expt1" / "cell"
+    task.mkdir()
+    (task / "settings.json").write_text(json.dumps({"overrides": [], **E.resolve("expt1", "tiny")[2]}))
+    (task / "results.json").write_text("{}")
+    _, _, new = E.resolve("expt1", "tiny", ["lr_full=1e-5"])
+    with pytest.raises(DataError, match=r"was run with other settings \(lr_full: 0\.003 -> 1e-05\)"):
+        E._check_cell_settings(task, new, force=False)
+    E._check_cell_settings(task, E.resolve("expt1", "tiny")[2], force=False)  # the same settings: kept
+    assert (task / "results.json").exists()
+    E._check_cell_settings(task, new, force=True)
+    assert not task.exists()
+
+
+def test_array_coverage_line():
+    line = E.coverage("expt1", "tiny", "1-2:1#2")
+    assert "cells no index covers (1): 0 model=tiny-llama_seed=0_method=full_mode=active" in line
+    assert "indices past the grid (they will fail): 2-2" in line
+    assert E.coverage("expt1", "full", "0-11:1#12").endswith("every cell covered")
+    assert "irregular array of 3 tasks" in E.coverage("expt1", "full", "0-11:1#3")
 
 
 def test_template_without_slurm_passes_overrides_on(tmp_path):

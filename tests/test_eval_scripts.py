@@ -209,7 +209,7 @@ def test_generate_qa_csv_tiers_and_temperatures(tmp_path, sharp_models):
 
 
 def test_generate_qa_bad_input(tmp_path):
-    cases = [([{"id": "p", "question": "Q?", "tier": "easy"}], "missing field 'answer'"),
+    cases = [([{"id": "p", "question": "Q?", "tier": "easy"}], "no 'answer' column; columns are"),
              ([{"id": "p", "question": "Q?", "answer": "?!", "tier": "easy"}], "cannot be matched"),
              ([{"id": "p", "question": "Q?", "answer": "", "tier": "easy"}], "missing field 'answer'")]
     for i, (rows, msg) in enumerate(cases):

@@ -134,17 +134,37 @@ def slurm(tmp_path_factory):
 
 
 def test_sbatch_array_on_local_slurm_then_submitit(slurm, tmp_path):
+    """submit.py sizes the array from the grid after overrides; a changed config into the same root is
+    refused before anything is submitted; a hand-made --array that does not match logs the uncovered cells
+    and fails on the index past the grid; submitit's map_array finds the same (finished) cells."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env.update(TINY_ENV, **slurm, MEMLAB_RUNS_ROOT=str(tmp_path / "runs"))
-    cmd = ["sbatch", "--wait", "--array=0-1", "--cpus-per-task=1", "--mem=1000", "--gres=gpu:1",
-           f"--output={tmp_path}/%A_%a.out", "scripts/expt1_exposures.sh"]
+    ov = ["seed=0,1", "method=full"]  # 2 cells of the tiny grid (seed x method x mode = 2 x 1 x 1)
+    opts = f"--wait --cpus-per-task=1 --mem=1000 --gres=gpu:1 --output={tmp_path}/%A_%a.out"
+    cmd = [sys.executable, "scripts/submit.py", "expt1", *ov, f"--sbatch={opts}"]
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     logs = "".join(f.read_text() for f in sorted(tmp_path.glob("*.out")))
     assert p.returncode == 0, p.stderr + logs[-3000:]
+    assert p.stdout.split()[:2] == ["sbatch", "--array=0-1"]
     tasks = task_dirs(tmp_path / "runs" / "expt1")
     assert len(tasks) == 2 and all((t / "results.json").exists() for t in tasks), logs[-3000:]
+    assert {json.loads((t / "cell.json").read_text())["seed"] for t in tasks} == {0, 1}
     assert (tmp_path / "runs/expt1/plots/recall_recognition_vs_exposures.png").exists()
-    assert "array task 1 of grid 'tiny'" in logs
+    assert "array task 1 of grid 'tiny'" in logs and "every cell covered" in logs
+    assert (tmp_path / "runs" / "expt1" / "config.yaml").exists()
+
+    p = subprocess.run([sys.executable, "scripts/submit.py", "expt1", *ov, "num_exposures=1", f"--sbatch={opts}"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "settings.num_exposures: 2 -> 1" in p.stderr and "sbatch" not in p.stdout
+
+    for f in tmp_path.glob("*.out"):
+        f.unlink()
+    cmd = ["sbatch", "--wait", "--array=1-2", *opts.split()[1:], "scripts/expt1_exposures.sh", *ov]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    logs = "".join(f.read_text() for f in sorted(tmp_path.glob("*.out")))
+    assert p.returncode != 0, logs[-3000:]  # index 2 fails
+    assert "cells no index covers (1): 0 model=tiny-llama_seed=0_method=full_mode=active" in logs, logs[-3000:]
+    assert "array index 2 outside the grid of 2 cells" in logs
 
     # submitit's map_array against the same cluster: the cells are finished, so the jobs return at once
     import pdb
@@ -158,7 +178,7 @@ def test_sbatch_array_on_local_slurm_then_submitit(slurm, tmp_path):
     pdb.post_mortem = lambda *a, **k: None
     try:
         out = sweep.main(["expt1", "--size", "tiny", "--runs_root", str(tmp_path / "runs"), "--cluster", "slurm",
-                          "--gres", "gpu:1", "--cpus_per_task", "1", "--mem_gb", "1", "--timeout_min", "10"])
+                          "--gres", "gpu:1", "--cpus_per_task", "1", "--mem_gb", "1", "--timeout_min", "10", *ov])
     finally:
         os.environ.clear()
         os.environ.update(old_env)

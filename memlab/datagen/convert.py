@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Mapping
 
 from memlab.datagen.facts import TIERS, VERBATIM_TIER
-from memlab.io import DataError, ensure_ids, read_records, read_texts, require_fields, strip_private
+from memlab.io import (DataError, ensure_ids, read_records, read_texts, require_answer_column, require_fields,
+                       strip_private)
 
 ROLES = ("system", "user", "assistant")
 
@@ -72,6 +73,7 @@ def parse_tier_columns(spec: str) -> dict[str, str]:
 def convert_probes(path, answer_column: str = "answer", tier_columns: Mapping[str, str] | None = None,
                    fact_id_column: str | None = None) -> list[dict]:
     rows = read_records(path)
+    require_answer_column(rows, path, answer_column)
     columns = [k for k in rows[0] if not k.startswith("_")]
     tier_columns = dict(tier_columns or {})
     bad_tiers = [t for t in tier_columns if t not in TIERS]

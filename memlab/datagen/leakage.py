@@ -5,7 +5,9 @@ turned into spaces, whitespace collapsed). Training texts are every plain `text`
 `content` (so a probe equal to a training user turn is caught), and `prompt`/`completion`/`chosen`/
 `rejected`/`question` fields; held-out texts are `question`, `text` and `prompt` fields. A held-out row
 labelled `"intentionally_seen": true` (or of tier `verbatim`), which repeats a training prompt on
-purpose, is skipped by that label and counted in the report.
+purpose, is skipped by that label and counted in the report. A held-out file in neither layout (say a
+CSV with one question column per tier) is read as probes given the convert flags, else refused; its text
+column is never guessed.
 
 Pure functions on rows, so `membership_inference.py` can reuse `check_leakage` for members vs
 non-members. Cost: O(total texts) with one hash lookup per held-out text.
@@ -18,7 +20,7 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from memlab.io import DataError, read_records, resolve_text_column
+from memlab.io import DataError, probe_columns_error, read_records, resolve_text_column
 
 TRAIN_FIELDS = ("text", "prompt", "completion", "chosen", "rejected", "question")
 HELD_OUT_FIELDS = ("question", "text", "prompt")
@@ -184,7 +186,27 @@ def rows_for_check(path) -> list[dict]:
     return [{"id": r.get("id", f"{path.stem}-{r['_line']}"), "text": r.get(col)} for r in rows]
 
 
-def check_files(train_paths: Sequence, held_out_paths: Sequence) -> dict:
-    """`assert_no_leakage` on files (names as given), raising DataError listing every overlapping pair."""
+def held_out_rows_for_check(path, answer_column: str = "answer", tier_columns: Mapping[str, str] | None = None
+                            ) -> list[dict]:
+    """Rows of a held-out file, never guessing its text column: a file of probes (`question`) or plain
+    texts (`text`, `prompt`) as it is; a CSV/JSONL with one question column per tier, given `tier_columns`
+    (and `answer_column`), as the probes `make_data.py convert --to probes` makes of it; anything else is
+    a DataError naming the file, its columns and the flags to pass."""
+    rows = read_records(path)
+    recognised = any(set(HELD_OUT_FIELDS) & set(r) for r in rows)
+    if tier_columns and (not recognised or all(any(c in r for r in rows) for c in tier_columns.values())):
+        from memlab.datagen.convert import convert_probes  # not at the top: convert -> facts -> common -> leakage
+
+        return convert_probes(path, answer_column, tier_columns)
+    if not recognised:
+        raise probe_columns_error(path, rows, "no 'question', 'text' or 'prompt' column to check (neither "
+                                  "probes nor plain texts)", "to check it as probes")
+    return rows
+
+
+def check_files(train_paths: Sequence, held_out_paths: Sequence, answer_column: str = "answer",
+                tier_columns: Mapping[str, str] | None = None) -> dict:
+    """`assert_no_leakage` on files (names as given), raising DataError listing every overlapping pair.
+    Training files are read by `rows_for_check`, held-out files by `held_out_rows_for_check`."""
     return assert_no_leakage({str(p): rows_for_check(p) for p in train_paths},
-                             {str(p): rows_for_check(p) for p in held_out_paths})
+                             {str(p): held_out_rows_for_check(p, answer_column, tier_columns) for p in held_out_paths})
