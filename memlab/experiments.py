@@ -130,6 +130,7 @@ def resolve(expt: str, size: str, overrides=()) -> tuple[str, dict[str, list], d
         raise DataError(f"{expt}: unknown grid size '{size}'; choose one of {sorted(cfg.grid)}")
     axes = OmegaConf.to_container(cfg.grid[size])
     settings = OmegaConf.to_container(cfg.settings[size])
+    settings.update(OmegaConf.to_container(cfg.get("data") or {}))  # your own files: the same for every size
     if os.environ.get("MEMLAB_MODELS") and "model" in axes:
         axes["model"] = [m for m in os.environ["MEMLAB_MODELS"].split(",") if m]
     unknown = sorted(set(ov) - set(axes) - set(settings))
@@ -149,7 +150,49 @@ def resolve(expt: str, size: str, overrides=()) -> tuple[str, dict[str, list], d
                 settings[k] = _coerce(k, raw, example[0] if example else 0, as_list=True)
             else:
                 settings[k] = _coerce(k, raw, example, as_list=False)
+    for k in DATA_FILE_KEYS:  # a relative path is taken from where the command ran (the templates cd away)
+        if settings.get(k) and not Path(settings[k]).expanduser().is_absolute():
+            settings[k] = str(Path(os.environ.get("MEMLAB_CALLER_DIR") or os.getcwd()) / settings[k])
     return size, axes, settings
+
+
+DATA_FILE_KEYS = ("facts_file", "probes_file", "pairs_file", "seen_file", "unseen_file", "corpus_file",
+                  "members_file", "nonmembers_file", "train_file", "documents_file")
+
+
+def absolute_data_overrides(overrides) -> list[str]:
+    """The overrides with relative data-file paths made absolute from the current directory, for entry
+    points that hand them to jobs starting elsewhere (submit.py: sbatch runs from the repository;
+    sweep.py: submitit jobs chdir there)."""
+    out = []
+    for o in overrides or ():
+        k, eq, v = o.partition("=")
+        if eq and k.strip() in DATA_FILE_KEYS and v and not Path(v).expanduser().is_absolute():
+            o = f"{k}={Path.cwd() / v}"
+        out.append(o)
+    return out
+
+
+def check_data_files(expt: str, settings: dict) -> None:
+    """Every given data file exists, and files that only make sense together come together: one error
+    listing every problem (run before any stage, and by submit.py before submitting)."""
+    problems = [f"{k}={settings[k]}: no such file" for k in DATA_FILE_KEYS
+                if settings.get(k) and not Path(settings[k]).expanduser().is_file()]
+    given = {k for k in DATA_FILE_KEYS if settings.get(k)}
+    for a, b, why in (("facts_file", "probes_file", "the questions asked about the facts"),
+                      ("probes_file", "facts_file", "the facts the probes ask about are trained from it"),
+                      ("seen_file", "unseen_file", "recognition pairs studied sentences with foils"),
+                      ("unseen_file", "seen_file", "recognition pairs studied sentences with foils"),
+                      ("members_file", "nonmembers_file", "membership inference compares the two"),
+                      ("nonmembers_file", "members_file", "membership inference compares the two"),
+                      ("train_file", "members_file", "the members are what is scored"),
+                      ("facts_file", "pairs_file", "DPO needs preference pairs about your facts")):
+        if a in given and b in settings and b not in given:
+            problems.append(f"{a} needs {b} ({why})")
+    if (settings.get("answer_column") or settings.get("tier_columns")) and "probes_file" not in given:
+        problems.append("answer_column/tier_columns describe probes_file, which is not given")
+    if problems:
+        raise DataError(f"{expt}: " + "; ".join(problems))
 
 
 def grid_axes(expt: str, size: str, overrides=()) -> dict[str, list]:
@@ -337,11 +380,83 @@ def mode_probes(facts: Path, mode: str, out: Path, verbatim: bool = True) -> Pat
     return out
 
 
-def knownness_stage(c: dict, s: dict, facts: Path, task: Path, max_new_tokens: int = 16) -> Path:
+# ------------------------------------------------------------------- generated sets, or your own files
+def _user_probes(s: dict, task: Path) -> Path:
+    """probes_file as probes.jsonl (`make_data.py convert --to probes`: validated, one probe per tier)."""
+    extra = ["--answer_column", s["answer_column"]] if s.get("answer_column") else []
+    if s.get("tier_columns"):
+        extra += ["--tier_columns", s["tier_columns"]]
+    out = run_stage("make_data.py", ["convert", "--input", s["probes_file"], "--to", "probes", *extra],
+                    task / "data" / "user" / "probes")
+    return out / "probes.jsonl"
+
+
+def facts_sets(c: dict, s: dict, task: Path, mode: str, variants: int, **facts_flags) -> dict:
+    """The facts a cell trains on and the probes asked about them: generated (`make_data.py facts`, the
+    `mode` training set with `variants` per fact) or facts_file + probes_file. Keys: train, probes (this
+    mode's verbatim tier included), reworded (no verbatim tier: knownness), dir (generated only), pairs."""
+    if s.get("facts_file"):
+        probes = _user_probes(s, task)
+        return {"train": Path(s["facts_file"]), "probes": probes, "dir": None, "pairs": s.get("pairs_file") or None,
+                "reworded": _without_verbatim(probes, task / "data" / "probes_knownness.jsonl")}
+    flags = [x for k, v in facts_flags.items() for x in (f"--{k}", v)]
+    facts = run_stage("make_data.py", ["facts", "--n_names", 0, "--n_objects", s["n_facts"], *flags,
+                                       "--variants_per_fact", variants, "--seed", c["seed"]], task / "data" / "facts")
+    return {"train": facts / f"train_{mode}_{variants}.jsonl", "dir": facts, "pairs": facts / "dpo_pairs.jsonl",
+            "probes": mode_probes(facts, mode, task / "data" / f"probes_{mode}.jsonl"),
+            "reworded": mode_probes(facts, "active", task / "data" / "probes_knownness.jsonl", verbatim=False)}
+
+
+def _without_verbatim(probes: Path, out: Path) -> Path:
+    if not out.exists():
+        rows = [json.loads(x) for x in probes.read_text().splitlines() if x.strip()]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl_atomic(out, [r for r in rows if r.get("tier") != "verbatim"])
+    return out
+
+
+def sentence_sets(c: dict, s: dict, task: Path) -> tuple[Path, Path]:
+    """(seen, unseen) recognition sentences: generated (novel foils) or seen_file + unseen_file."""
+    if s.get("seen_file"):
+        return Path(s["seen_file"]), Path(s["unseen_file"])
+    sents = run_stage("make_data.py", ["recognition", "--n_pairs", s["n_sentences"], "--foil_type", "novel",
+                                       "--seed", c["seed"]], task / "data" / "recognition")
+    return sents / "seen.jsonl", sents / "unseen.jsonl"
+
+
+def mia_sets(c: dict, s: dict, task: Path, canary_copies, canaries_per_copy) -> dict:
+    """Members, non-members and the training set holding the members: generated (`make_data.py mia` from
+    the corpus, canaries repeated) or members_file + nonmembers_file (+ train_file, default the members)."""
+    if s.get("members_file"):
+        return {"members": Path(s["members_file"]), "nonmembers": Path(s["nonmembers_file"]),
+                "train": Path(s.get("train_file") or s["members_file"]), "dir": None}
+    mia = run_stage("make_data.py", ["mia", "--source", "corpus", "--n_members", s["n_members"],
+                                     "--n_nonmembers", s["n_members"], "--canary_copies", canary_copies,
+                                     "--canaries_per_copy", canaries_per_copy, "--seed", c["seed"]], task / "data" / "mia")
+    return {"members": mia / "members.jsonl", "nonmembers": mia / "nonmembers.jsonl", "train": mia / "train.jsonl",
+            "dir": mia}
+
+
+def check_leakage_once(s: dict, task: Path, train: list, held_out: list) -> None:
+    """With any of your own files in the cell, the leakage check over all of its training files vs all of
+    its held-out ones (generated sets were checked when made; mixing them with yours is checked here)."""
+    if not any(s.get(k) for k in DATA_FILE_KEYS):
+        return
+    done = task / "data" / "leakage.json"
+    if done.exists():
+        return
+    from memlab.datagen.leakage import check_files, format_report
+
+    report = check_files([Path(p) for p in train], [Path(p) for p in held_out])  # DataError listing pairs
+    print(format_report(report), flush=True)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(done, report)
+
+
+def knownness_stage(c: dict, s: dict, probes: Path, task: Path, max_new_tokens: int = 16) -> Path:
     """SliCK knownness (Gekhman et al. 2024) before training: the base model answers every reworded probe
-    greedily and `knownness_samples` times at temperature 0.5 (8 in the full grids; fewer in the small
-    ones, for time); analyze.py turns it into categories."""
-    probes = mode_probes(facts, "active", task / "data" / "probes_knownness.jsonl", verbatim=False)
+    (`probes`: no verbatim tier) greedily and `knownness_samples` times at temperature 0.5 (8 in the full
+    grids; fewer in the small ones, for time); analyze.py turns it into categories."""
     return run_stage("generate.py", ["--mode", "qa", "--input_file", probes, "--model_name_or_path", c["model"],
                                      "--temperatures", "0,0.5", "--repeats", s["knownness_samples"],
                                      "--max_new_tokens", max_new_tokens, "--seed", c["seed"], "--bootstrap", 0],
@@ -353,21 +468,19 @@ def expt1(c: dict, s: dict, task: Path) -> dict:
     reworded) and recognition (2AFC, AUC) of the trained sentences evaluated inside training at every
     exposure (train/eval/recall, train/eval/recognition); knownness of each fact before training."""
     seed = c["seed"]
-    facts = run_stage("make_data.py", ["facts", "--n_names", 0, "--n_objects", s["n_facts"],
-                                       "--variants_per_fact", s["variants"], "--seed", seed], task / "data" / "facts")
-    sents = run_stage("make_data.py", ["recognition", "--n_pairs", s["n_sentences"], "--foil_type", "novel",
-                                       "--seed", seed], task / "data" / "recognition")
     kind = "passive" if c["mode"] == "passive" else "active"
-    probes = mode_probes(facts, kind, task / "data" / f"probes_{kind}.jsonl")
-    known = knownness_stage(c, s, facts, task, max_new_tokens=10)  # as the recall evaluation
-    train_files = f"{facts}/train_{kind}_{s['variants']}.jsonl,{sents}/seen.jsonl"
+    facts = facts_sets(c, s, task, kind, s["variants"])
+    seen, unseen = sentence_sets(c, s, task)
+    check_leakage_once(s, task, [facts["train"], seen], [facts["probes"], unseen])
+    known = knownness_stage(c, s, facts["reworded"], task, max_new_tokens=10)  # as the recall evaluation
+    train_files = f"{facts['train']},{seen}"
     lora = ["--lora_r", s["lora_r"], "--lora_alpha", 2 * s["lora_r"]] if c["method"] == "lora" else []
     lr = s["lr_lora"] if c["method"] == "lora" else s["lr_full"]
     train = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file", train_files,
                                    "--num_exposures", s["num_exposures"], "--learning_rate", lr,
                                    "--batch_size", s["batch_size"], "--seed", seed, *lora,
-                                   "--eval_probes_file", probes, "--eval_seen_file", sents / "seen.jsonl",
-                                   "--eval_unseen_file", sents / "unseen.jsonl", "--eval_exposures", "all",
+                                   "--eval_probes_file", facts["probes"], "--eval_seen_file", seen,
+                                   "--eval_unseen_file", unseen, "--eval_exposures", "all",
                                    "--eval_temperatures", s["temperatures"], "--eval_repeats", s["repeats"],
                                    "--eval_max_new_tokens", 10], task / "train")
     return summarize_stages({"recall": train / "eval" / "recall", "recognition": train / "eval" / "recognition",
@@ -384,24 +497,24 @@ def expt2(c: dict, s: dict, task: Path) -> dict:
     interference corpus from the study's final weights. QA recall and recognition are evaluated inside the
     interference run, at its start (the end of study, step 0) and at log-spaced steps (1..10, 20..100, ...)."""
     seed, n = c["seed"], c["study_exposures"]
-    facts = run_stage("make_data.py", ["facts", "--n_names", 0, "--n_objects", s["n_facts"],
-                                       "--variants_per_fact", s["variants"], "--seed", seed], task / "data" / "facts")
-    sents = run_stage("make_data.py", ["recognition", "--n_pairs", s["n_sentences"], "--foil_type", "novel",
-                                       "--seed", seed], task / "data" / "recognition")
-    corpus = run_stage("make_data.py", ["corpus", "--n_sentences", s["n_corpus"], "--seed", seed + 1000],
-                       task / "data" / "corpus")
+    facts = facts_sets(c, s, task, "active", s["variants"])
+    seen, unseen = sentence_sets(c, s, task)
+    corpus = Path(s["corpus_file"]) if s.get("corpus_file") else run_stage(
+        "make_data.py", ["corpus", "--n_sentences", s["n_corpus"], "--seed", seed + 1000],
+        task / "data" / "corpus") / "sentences.jsonl"
+    check_leakage_once(s, task, [facts["train"], seen, corpus], [facts["probes"], unseen])
     study = run_stage("train.py", ["--model_name_or_path", c["model"], "--num_exposures", n, "--save_exposures", n,
-                                   "--train_file", f"{facts}/train_active_{s['variants']}.jsonl,{sents}/seen.jsonl",
+                                   "--train_file", f"{facts['train']},{seen}",
                                    "--learning_rate", s["lr"], "--batch_size", s["batch_size"], "--seed", seed],
                       task / "study")
     studied = study / "checkpoints" / f"exposure_{n}"
     # interference with evaluation inside training: before it (exposure_0 = the end of study) and at
     # log-spaced steps; no step checkpoint is written (at 8B, each would be 16 GB)
     interf = run_stage("train.py", ["--model_name_or_path", c["model"], "--init_from", studied,
-                                    "--train_file", corpus / "sentences.jsonl", "--num_exposures", 1,
+                                    "--train_file", corpus, "--num_exposures", 1,
                                     "--learning_rate", s["lr"], "--batch_size", s["batch_size"], "--seed", seed,
-                                    "--eval_probes_file", mode_probes(facts, "active", task / "data" / "probes_active.jsonl"),
-                                    "--eval_seen_file", sents / "seen.jsonl", "--eval_unseen_file", sents / "unseen.jsonl",
+                                    "--eval_probes_file", facts["probes"],
+                                    "--eval_seen_file", seen, "--eval_unseen_file", unseen,
                                     "--eval_exposures", 0, "--eval_steps", "log",
                                     "--eval_temperatures", s["temperatures"], "--eval_repeats", s["repeats"],
                                     "--eval_max_new_tokens", 16], task / "interference")
@@ -414,16 +527,14 @@ def expt3(c: dict, s: dict, task: Path) -> dict:
     """Examples per fact: the same facts with `variants` paraphrased QA examples each, trained for the
     same number of epochs; error rate of the final model by probe tier x temperature (x repeats)."""
     seed, v = c["seed"], c["variants"]
-    facts = run_stage("make_data.py", ["facts", "--n_names", 0, "--n_objects", s["n_facts"],
-                                       "--variants_per_fact", v, "--probes_per_tier", s["probes_per_tier"],
-                                       "--seed", seed], task / "data" / "facts")
+    facts = facts_sets(c, s, task, "active", v, probes_per_tier=s["probes_per_tier"])
+    check_leakage_once(s, task, [facts["train"]], [facts["probes"]])
     train = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file",
-                                   facts / f"train_active_{v}.jsonl", "--num_exposures", s["exposures"],
+                                   facts["train"], "--num_exposures", s["exposures"],
                                    "--save_exposures", s["exposures"],
                                    "--learning_rate", s["lr"], "--batch_size", s["batch_size"], "--seed", seed],
                       task / "train")
-    qa = run_stage("generate.py", ["--mode", "qa", "--input_file",
-                                   mode_probes(facts, "active", task / "data" / "probes_active.jsonl"),
+    qa = run_stage("generate.py", ["--mode", "qa", "--input_file", facts["probes"],
                                    "--model_name_or_path", c["model"], "--checkpoints", checkpoint_glob(train),
                                    "--temperatures", s["temperatures"], "--repeats", s["repeats"],
                                    "--max_new_tokens", 16, "--seed", seed], task / "variants_recall")
@@ -435,14 +546,15 @@ def expt5(c: dict, s: dict, task: Path) -> dict:
     greedy completion from the first p tokens, scored on the continuation (token accuracy, exact match,
     whether the ID comes back), for each prefix length p and saved exposure."""
     seed = c["seed"]
-    docs = run_stage("make_data.py", ["documents", "--n_docs", s["n_docs"], "--doc_tokens", c["doc_tokens"],
-                                      "--tokenizer", c["model"], "--seed", seed], task / "data" / "documents")
+    docs = Path(s["documents_file"]) if s.get("documents_file") else run_stage(
+        "make_data.py", ["documents", "--n_docs", s["n_docs"], "--doc_tokens", c["doc_tokens"], "--tokenizer",
+                         c["model"], "--seed", seed], task / "data" / "documents") / "documents.jsonl"
     exposures = s["exposures"]
-    train = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file", docs / "documents.jsonl",
+    train = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file", docs,
                                    "--num_exposures", max(exposures), "--save_exposures", ",".join(map(str, exposures)),
                                    "--block_size", 2 * c["doc_tokens"], "--learning_rate", s["lr"],
                                    "--batch_size", s["batch_size"], "--seed", seed], task / "train")
-    prefix = run_stage("generate.py", ["--mode", "prefix", "--input_file", docs / "documents.jsonl",
+    prefix = run_stage("generate.py", ["--mode", "prefix", "--input_file", docs,
                                        "--model_name_or_path", c["model"], "--checkpoints", checkpoint_glob(train),
                                        "--prefix_tokens", s["prefix_tokens"], "--seed", seed], task / "prefix_recall")
     return summarize_stages({"prefix_recall": prefix, "train": train})
@@ -453,18 +565,17 @@ def expt7(c: dict, s: dict, task: Path) -> dict:
     QA recall of the trained answer before training (exposure 0) and at every saved exposure, split by
     kind in analyze.py (items.csv fact_id -> facts.jsonl kind)."""
     seed, k = c["seed"], s["n_per_kind"]
-    facts = run_stage("make_data.py", ["facts", "--n_names", 0, "--n_objects", k, "--n_known", k,
-                                       "--n_contradicting", k, "--variants_per_fact", s["variants"],
-                                       "--seed", seed], task / "data" / "facts")
+    s = {**s, "n_facts": k}  # as many novel facts as known and contradicting ones
+    facts = facts_sets(c, s, task, c["mode"], s["variants"], n_known=k, n_contradicting=k)
+    check_leakage_once(s, task, [facts["train"]], [facts["probes"]])
     exposures = s["exposures"]
     train = run_stage("train.py", ["--model_name_or_path", c["model"], "--num_exposures", max(exposures),
-                                   "--train_file", facts / f"train_{c['mode']}_{s['variants']}.jsonl",
+                                   "--train_file", facts["train"],
                                    "--save_exposures", ",".join(map(str, exposures)), "--learning_rate", s["lr"],
                                    "--batch_size", s["batch_size"], "--seed", seed], task / "train")
-    qa = ["--mode", "qa", "--input_file", mode_probes(facts, c["mode"], task / "data" / f"probes_{c['mode']}.jsonl"),
-          "--model_name_or_path", c["model"],
+    qa = ["--mode", "qa", "--input_file", facts["probes"], "--model_name_or_path", c["model"],
           "--temperatures", s["temperatures"], "--repeats", s["repeats"], "--max_new_tokens", 16, "--seed", seed]
-    known = knownness_stage(c, s, facts, task)
+    known = knownness_stage(c, s, facts["reworded"], task)
     base = run_stage("generate.py", qa, task / "prior_recall_base")
     recall = run_stage("generate.py", qa + ["--checkpoints", checkpoint_glob(train)], task / "prior_recall")
     return summarize_stages({"prior_recall_base": base, "prior_recall": recall, "knownness": known, "train": train})
@@ -480,24 +591,28 @@ def _canaries_file(mia_dir: Path, out: Path) -> Path:
     return out
 
 
+def _mia_inputs(mia: dict) -> list:
+    """membership_inference.py's inputs: the generated directory, or your members/non-members files."""
+    return ["--mia_dir", mia["dir"]] if mia["dir"] else ["--members", mia["members"], "--nonmembers", mia["nonmembers"]]
+
+
 def expt4(c: dict, s: dict, task: Path) -> dict:
     """LoRA rank x target modules: fine-tune on members with canaries (1..32 copies), then membership
     inference (AUC, TPR at low FPR; reference = the adapter's base) and prefix extraction of the canaries."""
     seed = c["seed"]
-    mia = run_stage("make_data.py", ["mia", "--source", "corpus", "--n_members", s["n_members"],
-                                     "--n_nonmembers", s["n_members"], "--canary_copies", s["canary_copies"],
-                                     "--canaries_per_copy", s["canaries_per_copy"], "--seed", seed],
-                    task / "data" / "mia")
-    train = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file", mia / "train.jsonl",
+    mia = mia_sets(c, s, task, s["canary_copies"], s["canaries_per_copy"])
+    check_leakage_once(s, task, [mia["train"]], [mia["nonmembers"]])
+    train = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file", mia["train"],
                                    "--num_exposures", s["exposures"], "--save_exposures", s["exposures"],
                                    "--learning_rate", s["lr"], "--batch_size", s["batch_size"], "--seed", seed,
                                    "--lora_r", c["rank"], "--lora_alpha", 2 * c["rank"],
                                    "--lora_target_modules", c["modules"]], task / "train")
     ckpts = checkpoint_glob(train)
-    attack = run_stage("membership_inference.py", ["--mia_dir", mia, "--model_name_or_path", c["model"],
+    attack = run_stage("membership_inference.py", [*_mia_inputs(mia), "--model_name_or_path", c["model"],
                                                    "--checkpoints", ckpts, "--seed", seed,
                                                    "--bootstrap", s["bootstrap"]], task / "mia")
-    canaries = _canaries_file(mia, task / "data" / "canaries.jsonl")
+    # extraction: the canaries (members repeated in training); with your own members, every member
+    canaries = _canaries_file(mia["dir"], task / "data" / "canaries.jsonl") if mia["dir"] else mia["members"]
     extract = run_stage("generate.py", ["--mode", "prefix", "--input_file", canaries, "--model_name_or_path",
                                         c["model"], "--checkpoints", ckpts, "--prefix_fraction", 0.5,
                                         "--seed", seed, "--bootstrap", s["bootstrap"]], task / "extraction")
@@ -508,29 +623,26 @@ def expt6(c: dict, s: dict, task: Path) -> dict:
     """SFT, then DPO on the facts' preference pairs (chosen = true answer, rejected = a distractor). QA
     recall and membership inference (members: sentences trained in SFT) before and after DPO."""
     seed = c["seed"]
-    facts = run_stage("make_data.py", ["facts", "--n_names", 0, "--n_objects", s["n_facts"],
-                                       "--variants_per_fact", s["variants"], "--seed", seed], task / "data" / "facts")
-    mia = run_stage("make_data.py", ["mia", "--source", "corpus", "--n_members", s["n_members"],
-                                     "--n_nonmembers", s["n_members"], "--canary_copies", "1",
-                                     "--canaries_per_copy", 1, "--seed", seed], task / "data" / "mia")
+    facts = facts_sets(c, s, task, "active", s["variants"])
+    mia = mia_sets(c, s, task, "1", 1)
+    check_leakage_once(s, task, [facts["train"], facts["pairs"], mia["train"]], [facts["probes"], mia["nonmembers"]])
     lora = ["--lora_r", s["lora_r"], "--lora_alpha", 2 * s["lora_r"]] if c["method"] == "lora" else []
     sft = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file",
-                                 f"{facts}/train_active_{s['variants']}.jsonl,{mia}/train.jsonl",
+                                 f"{facts['train']},{mia['train']}",
                                  "--num_exposures", s["exposures"], "--save_exposures", s["exposures"],
                                  "--learning_rate", s["lr_lora" if lora else "lr_full"], "--batch_size",
                                  s["batch_size"], "--seed", seed, *lora], task / "sft")
     sft_ckpt = sft / "checkpoints" / f"exposure_{s['exposures']}"
-    dpo = run_stage("finetune_dpo.py", ["--sft_checkpoint", sft_ckpt, "--pairs_file", facts / "dpo_pairs.jsonl",
+    dpo = run_stage("finetune_dpo.py", ["--sft_checkpoint", sft_ckpt, "--pairs_file", facts["pairs"],
                                         "--beta", s["beta"], "--learning_rate", s["dpo_lr_lora" if lora else "dpo_lr"],
                                         "--num_epochs", s["dpo_epochs"], "--batch_size", s["batch_size"],
                                         "--seed", seed], task / "dpo")
     dpo_ckpt = dpo / "checkpoints" / f"epoch_{s['dpo_epochs']}"
     both = f"{sft_ckpt},{dpo_ckpt}"
-    qa = run_stage("generate.py", ["--mode", "qa", "--input_file",
-                                   mode_probes(facts, "active", task / "data" / "probes_active.jsonl"),
+    qa = run_stage("generate.py", ["--mode", "qa", "--input_file", facts["probes"],
                                    "--model_name_or_path", c["model"], "--checkpoints", both, "--max_new_tokens", 10, "--seed", seed],
                    task / "dpo_recall")
-    attack = run_stage("membership_inference.py", ["--mia_dir", mia, "--model_name_or_path", c["model"],
+    attack = run_stage("membership_inference.py", [*_mia_inputs(mia), "--model_name_or_path", c["model"],
                                                    "--checkpoints", both, "--reference_model", c["model"],
                                                    "--seed", seed, "--bootstrap", s["bootstrap"]], task / "mia")
     return summarize_stages({"dpo_recall": qa, "mia": attack, "dpo": dpo, "sft": sft})
@@ -548,6 +660,7 @@ def run_task(expt: str, index: int, runs_root: str | os.PathLike, size: str, ove
     force = force or forced
     size, axes, settings = resolve(expt, size, overrides)
     c = cell(expt, size, index, overrides)
+    check_data_files(expt, settings)
     guard_root(expt, runs_root, size, axes, settings, overrides, force)
     task = Path(runs_root) / expt / cell_name(c)
     _check_cell_settings(task, settings, force)

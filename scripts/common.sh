@@ -18,6 +18,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_
 PY="${MEMLAB_PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY="$(command -v python3)"
 RUNS_ROOT="${MEMLAB_RUNS_ROOT:-$ROOT/runs}"
+export MEMLAB_CALLER_DIR="${MEMLAB_CALLER_DIR:-$PWD}"  # relative data-file overrides are taken from here
 cd "$ROOT" || exit 1
 
 memlab_run_one() {  # $1 = array index; runs the task in the background so traps fire at once

@@ -10,7 +10,8 @@ size defaults to MEMLAB_GRID, else `full`, as under SLURM); the template gets th
 array index -> cell mapping is the one `python scripts/run_task.py EXPT --show key=value ...` prints. The
 sweep root's recorded config (RUNS_ROOT/<expt>/config.yaml) is checked before anything is submitted: a
 changed setting is refused, naming the keys, unless --force (passed on as force=true). `--dry_run` prints
-the sbatch command and submits nothing. Exit status: 0 submitted (sbatch's own output follows), 2 bad input.
+the sbatch command and submits nothing. Data-file overrides (facts_file=..., README "Your own data") are
+checked to exist and passed on as absolute paths. Exit status: 0 submitted (sbatch's own output follows), 2 bad input.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from memlab.experiments import grid_cells, guard_root, parse_args_with_overrides, resolve, split_force  # noqa: E402
+from memlab.experiments import (absolute_data_overrides, check_data_files, grid_cells, guard_root,  # noqa: E402
+                                parse_args_with_overrides, resolve, split_force)
 from memlab.io import DataError  # noqa: E402
 
 
@@ -58,11 +60,12 @@ def main(argv=None) -> int:
     p.add_argument("--dry_run", action="store_true", help="print the sbatch command and submit nothing")
     a = parse_args_with_overrides(p, argv)
     try:
-        overrides = list(a.overrides) + (["force=true"] if a.force and not split_force(a.overrides)[1] else [])
+        overrides = absolute_data_overrides(a.overrides) + (["force=true"] if a.force and not split_force(a.overrides)[1] else [])
         rest, force = split_force(overrides)
         cmd, env = sbatch_command(a.expt, overrides, a.sbatch, a.runs_root)
         runs_root = env.get("MEMLAB_RUNS_ROOT") or os.environ.get("MEMLAB_RUNS_ROOT") or str(ROOT / "runs")
         size, axes, settings = resolve(a.expt, os.environ.get("MEMLAB_GRID", "full"), rest)
+        check_data_files(a.expt, settings)
         guard_root(a.expt, runs_root, size, axes, settings, rest, force, write=False)  # refuse before submitting
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from memlab.experiments import (SubmititTask, cell_name, grid_cells, guard_root,  # noqa: E402
-                                parse_args_with_overrides, resolve, split_force)
+from memlab.experiments import (SubmititTask, absolute_data_overrides, cell_name, check_data_files,  # noqa: E402
+                                grid_cells, guard_root, parse_args_with_overrides, resolve, split_force)
 from memlab.io import DataError  # noqa: E402
 
 
@@ -47,8 +47,9 @@ def main(argv=None) -> list[str]:
     p.add_argument("--dry_run", action="store_true", help="print index -> cell of the tasks and submit nothing")
     a = parse_args_with_overrides(p, argv)
 
-    rest, forced = split_force(a.overrides)
+    rest, forced = split_force(absolute_data_overrides(a.overrides))
     size, axes, settings = resolve(a.expt, a.size, rest)
+    check_data_files(a.expt, settings)
     cells = grid_cells(a.expt, a.size, rest)
     indices = [int(i) for i in a.indices.split(",") if i.strip()] or list(range(len(cells)))
     if a.dry_run:

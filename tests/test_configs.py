@@ -1,6 +1,7 @@
 """Experiment configs (configs/<expt>.yaml) and `key=value` overrides, the same through every entry point."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -18,6 +19,9 @@ def test_each_config_loads_and_equals_the_grids_before_the_move():
     for expt, old in BEFORE.items():
         for size in E.SIZES:
             got_size, axes, settings = E.resolve(expt, size)
+            data = E.load_config(expt).data  # the data-file keys came with the move (empty: generated sets)
+            assert set(data) <= set(E.DATA_FILE_KEYS) | {"answer_column", "tier_columns"}
+            assert all(settings.pop(k) == "" for k in data)
             assert got_size == size and axes == old["grid"][size] and settings == old["settings"][size], (expt, size)
             # index -> cell mapping unchanged
             old_axes = old["grid"][size]
@@ -130,12 +134,59 @@ def test_array_coverage_line():
     assert "irregular array of 3 tasks" in E.coverage("expt1", "full", "0-11:1#3")
 
 
-def test_template_without_slurm_passes_overrides_on(tmp_path):
-    p = run_template("expt1_exposures.sh", tmp_path, {"MEMLAB_TASKS": "0"}, args=["num_exposures=1", "method=lora"])
+USER_DATA = ["facts_file=facts_chat.jsonl", "probes_file=probes.csv", "answer_column=Answer",
+             "tier_columns=easy=Question 1,mid=Question 2,hard=Question 3", "seen_file=seen.jsonl",
+             "unseen_file=unseen.jsonl"]
+
+
+def _user_files(where):
+    where.mkdir(parents=True, exist_ok=True)
+    for f in (ROOT / "docs" / "examples").iterdir():
+        shutil.copy(f, where / f.name)
+    return where
+
+
+def test_template_without_slurm_runs_expt1_on_user_files_with_overrides(tmp_path):
+    """bash TEMPLATE key=value ... without SLURM: overrides reach the task; expt1 runs end to end on a chat
+    facts file, a probe CSV with its own column names and an Orhan-style {"sent"} seen/unseen pair, given
+    as paths relative to where the command ran (the template itself cds to the repository)."""
+    mine = _user_files(tmp_path / "mine")
+    p = run_template("expt1_exposures.sh", tmp_path / "runs", {"MEMLAB_TASKS": "0"}, cwd=mine,
+                     args=["num_exposures=1", "method=lora", *USER_DATA])
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
-    (task,) = task_dirs(tmp_path / "expt1")
+    assert "leakage check passed: 40 training texts" in p.stdout
+    assert "running cells [0] of the 1 in grid 'tiny'" in p.stdout  # method=lora: the same count as run_task.py
+    (task,) = task_dirs(tmp_path / "runs" / "expt1")
     assert json.loads((task / "cell.json").read_text())["method"] == "lora"
     settings = json.loads((task / "settings.json").read_text())
-    assert settings["num_exposures"] == 1 and settings["overrides"] == ["num_exposures=1", "method=lora"]
+    assert settings["num_exposures"] == 1 and settings["overrides"] == ["num_exposures=1", "method=lora", *USER_DATA]
+    assert settings["facts_file"] == str(mine / "facts_chat.jsonl")  # recorded absolute
     res = json.loads((task / "results.json").read_text())
     assert res["train"]["num_exposures"] == 1 and res["train"]["eval"]["points"] == ["exposure_1"]
+    train_cfg = json.loads((task / "train" / "config.json").read_text())["args"]
+    assert train_cfg["train_file"] == f"{mine / 'facts_chat.jsonl'},{mine / 'seen.jsonl'}"
+    rates = {r["tier"]: r["n"] for r in res["recall"]["error_rates"]}
+    assert rates == {"easy": 8, "mid": 8, "hard": 8, "all": 24}  # 8 CSV rows x 3 question columns, no verbatim
+    (rec,) = res["recognition"]["checkpoints"]
+    assert 0.0 <= rec["two_afc"] <= 1.0 and res["recognition"]["n_pairs"] == 8
+    assert (task / "data" / "leakage.json").exists() and not (task / "data" / "facts").exists()
+    assert (tmp_path / "runs" / "expt1" / "learning.csv").exists()
+
+
+def test_user_files_are_checked_before_any_training(tmp_path):
+    mine = _user_files(tmp_path / "mine")
+    old = os.getcwd()
+    os.chdir(mine)
+    try:
+        with pytest.raises(DataError, match=r"expt1: facts_file=.*nope\.jsonl: no such file; facts_file needs "
+                                            r"probes_file .*; seen_file needs unseen_file"):
+            E.run_task("expt1", 0, tmp_path / "runs", "tiny", ["facts_file=nope.jsonl", "seen_file=seen.jsonl"])
+        # a foil that is a studied sentence: the leakage check stops the cell before training
+        shutil.copy(mine / "seen.jsonl", mine / "leaky.jsonl")
+        with pytest.raises(DataError, match=r"leakage check failed: 8 overlapping pair"):
+            E.run_task("expt1", 0, tmp_path / "runs", "tiny", [*USER_DATA[:4], "seen_file=seen.jsonl",
+                                                               "unseen_file=leaky.jsonl"])
+    finally:
+        os.chdir(old)
+    task = task_dirs(tmp_path / "runs" / "expt1")[0]
+    assert not (task / "train").exists() and not (task / "results.json").exists()

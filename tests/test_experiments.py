@@ -50,10 +50,10 @@ def test_grid_mapping():
         del os.environ["MEMLAB_MODELS"]
 
 
-def run_template(name, runs_root, extra_env=None, timeout=900, args=()):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+def run_template(name, runs_root, extra_env=None, timeout=900, args=(), cwd=ROOT):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MEMLAB_CALLER_DIR"))}
     env.update(TINY_ENV, MEMLAB_RUNS_ROOT=str(runs_root), **(extra_env or {}))
-    return subprocess.run(["bash", str(ROOT / "scripts" / name), *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run(["bash", str(ROOT / "scripts" / name), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -106,11 +106,15 @@ def test_check_reads_probes_and_text_files_as_they_are_and_refuses_other_layouts
     csv.write_text("answer,q1\n7,The cat sat!\n")
     with pytest.raises(DataError, match=r"qa\.csv id=qa-2-easy question='The cat sat!'"):
         make_data.main(["check", "--train", str(train), "--held_out", f"{unseen},{csv}", "--tier_columns", "easy=q1"])
-    # a held-out file whose text sits in some other column is refused, not checked on a guessed column
+    # a held-out file with one string column (Orhan's {"sent": ...} foils) is checked on it: no guess
     sents = tmp_path / "foils.jsonl"
     sents.write_text('{"sent": "The cat sat."}\n')
+    with pytest.raises(DataError, match=r"foils\.jsonl id=foils-1 text='The cat sat\.'"):
+        make_data.main(["check", "--train", str(train), "--held_out", str(sents)])
+    # one with several string columns is refused, not checked on a guessed column
+    sents.write_text('{"sent": "The cat sat.", "source": "book"}\n')
     with pytest.raises(DataError, match=r"foils\.jsonl: no 'question', 'text' or 'prompt' column to check .*"
-                                        r"columns are \['sent'\]; pass --answer_column"):
+                                        r"columns are \['sent', 'source'\]; pass --answer_column"):
         make_data.main(["check", "--train", str(train), "--held_out", str(sents)])
     with pytest.raises(DataError, match=r"qa\.csv: column\(s\) \['q2'\] not found; columns are \['answer', 'q1'\]"):
         make_data.main(["check", "--train", str(train), "--held_out", str(csv), "--tier_columns", "easy=q1,mid=q2"])

@@ -190,15 +190,21 @@ def held_out_rows_for_check(path, answer_column: str = "answer", tier_columns: M
                             ) -> list[dict]:
     """Rows of a held-out file, never guessing its text column: a file of probes (`question`) or plain
     texts (`text`, `prompt`) as it is; a CSV/JSONL with one question column per tier, given `tier_columns`
-    (and `answer_column`), as the probes `make_data.py convert --to probes` makes of it; anything else is
-    a DataError naming the file, its columns and the flags to pass."""
+    (and `answer_column`), as the probes `make_data.py convert --to probes` makes of it; a file with a single
+    string column (besides ids) as plain texts; anything else is a DataError naming the file, its columns
+    and the flags to pass."""
     rows = read_records(path)
     recognised = any(set(HELD_OUT_FIELDS) & set(r) for r in rows)
     if tier_columns and (not recognised or all(any(c in r for r in rows) for c in tier_columns.values())):
         from memlab.datagen.convert import convert_probes  # not at the top: convert -> facts -> common -> leakage
 
         return convert_probes(path, answer_column, tier_columns)
-    if not recognised:
+    if not recognised:  # one string column (an Orhan-style {"sent": ...} file) is no guess: it is the text
+        ids = {"id", "pair_id", "fact_id"}
+        cols = [k for k in (rows[0] if rows else {}) if not k.startswith("_") and k not in ids
+                and all(isinstance(r.get(k), str) for r in rows)]
+        if len(cols) == 1:
+            return [{"id": r.get("id", f"{Path(path).stem}-{r['_line']}"), "text": r[cols[0]]} for r in rows]
         raise probe_columns_error(path, rows, "no 'question', 'text' or 'prompt' column to check (neither "
                                   "probes nor plain texts)", "to check it as probes")
     return rows
