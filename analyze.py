@@ -4,6 +4,11 @@
     python analyze.py runs                  # every experiment below runs/
 
 Reads every task directory (one with cell.json) below RUNS_ROOT and the results.json of its stages.
+Reads strictly (`Inputs`): a cell.json, stage results.json, items.csv or facts.jsonl that is present but
+truncated, malformed or of the wrong layout (a list where an object belongs, keys analyze.py reads missing)
+is one `error:` line naming the file, exit 2, nothing written. `--skip_broken` instead leaves that task (broken
+cell.json) or stage out, with a warning per file on stderr and a `skipped ...` line at the top of summary.txt.
+A stage without results.json (not run, not finished) is left out as always.
 Writes into RUNS_ROOT/ (atomically): `tidy_recall.csv` (one row per task x checkpoint x tier x temperature),
 `tidy_recognition.csv` (task x checkpoint), `tidy_train.csv` (task x exposure: training loss),
 `tidy_retention.csv` (expt2: task x measure x steps of interference), `tidy_error_rates.csv` (expt3: task x
@@ -41,12 +46,13 @@ Per-item and per-fact tables (definitions in memlab/learning.py):
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import pandas as pd
 
@@ -57,13 +63,215 @@ from memlab.io import DataError, write_csv_atomic, write_text_atomic
 @dataclass
 class AnalyzeArgs:
     runs_root: Optional[str] = None  # a sweep root (runs/expt1) or a root of several experiments (runs/)
+    skip_broken: bool = field(default=False, metadata={"help": "leave out the cells and stages whose cell.json, "
+                              "results.json, items.csv or facts.jsonl is present but unreadable (truncated, "
+                              "malformed, wrong layout) instead of failing; each is listed on stderr and in "
+                              "summary.txt"})
 
 
-def _load(path: Path) -> dict | None:
+# ------------------------------------------------------------------------------------------ strict reads
+class BrokenInput(DataError):
+    """A present but unusable input file: `path` and what is wrong with it (`problem`)."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+def _kind(obj) -> str:
+    """A JSON value's type in JSON words (for 'expected an object, got a list')."""
+    if isinstance(obj, list):
+        return "an empty list ([])" if not obj else "a list"
+    if obj is None:
+        return "null"
+    return {dict: "an object", str: "a string", bool: "a boolean"}.get(type(obj), "a number")
+
+
+def _read_text(path: Path) -> str:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BrokenInput(path, f"not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    except OSError as e:
+        raise BrokenInput(path, f"unreadable ({e.strerror or e})") from None
+
+
+def read_json_object(path: Path, required: Sequence[str] = ()) -> dict:
+    """A JSON file holding one object with the `required` keys; anything else raises BrokenInput naming
+    the file and what is wrong (empty, truncated, malformed, not an object, missing keys)."""
+    text = _read_text(path)
+    if not text.strip():
+        raise BrokenInput(path, "empty file (expected a JSON object)")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        cut = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")
+        raise BrokenInput(path, f"{'truncated' if cut else 'malformed'} JSON ({e.msg} at line {e.lineno} "
+                                f"column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise BrokenInput(path, f"expected a JSON object, got {_kind(obj)}")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise BrokenInput(path, f"missing key(s) {missing}; keys are {list(obj)}")
+    return obj
+
+
+def _check_records(path: Path, obj: dict, key: str, fields: Sequence[str]) -> None:
+    """obj[key] must be a list of objects that each have `fields`."""
+    rows = obj[key]
+    if not isinstance(rows, list):
+        raise BrokenInput(path, f"'{key}': expected a list, got {_kind(rows)}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise BrokenInput(path, f"{key}[{i}]: expected an object, got {_kind(row)}")
+        missing = [f for f in fields if f not in row]
+        if missing:
+            raise BrokenInput(path, f"{key}[{i}]: missing key(s) {missing}")
+
+
+_ID_COLS = {c: str for c in ("id", "fact_id", "pair_id", "source_id", "answer", "extracted_answer")}
+QA_FIELDS = ("checkpoint", "tier", "temperature", "error_rate", "error_rate_ci_low", "error_rate_ci_high")
+# stage -> (the list in its results.json that analyze.py reads, the keys each record must have); stages not
+# listed only need to be a JSON object (their items.csv is what is read)
+RESULT_RECORDS = {"recall": ("error_rates", QA_FIELDS), "variants_recall": ("error_rates", QA_FIELDS),
+                  "retention_recall": ("error_rates", QA_FIELDS), "dpo_recall": ("error_rates", QA_FIELDS),
+                  "recognition": ("checkpoints", ("checkpoint", "two_afc")),
+                  "retention_recognition": ("checkpoints", ("checkpoint", "two_afc", "two_afc_ci_low",
+                                                            "two_afc_ci_high")),
+                  "prefix_recall": ("by_prefix", ("checkpoint", "prefix")),
+                  "mia": ("checkpoints", ("checkpoint", "attacks"))}
+
+
+def read_stage_results(path: Path, stage: str) -> dict:
+    """A stage's results.json, checked for what analyze.py reads from it."""
+    if stage == "train":
+        obj = read_json_object(path, ["loss_per_exposure"])
+        losses = obj["loss_per_exposure"]
+        if not isinstance(losses, dict):
+            raise BrokenInput(path, f"'loss_per_exposure': expected an object, got {_kind(losses)}")
+        bad = [k for k in losses if not str(k).isdigit()]
+        if bad:
+            raise BrokenInput(path, f"'loss_per_exposure': keys must be exposure numbers, got {bad[:3]}")
+        return obj
+    if stage not in RESULT_RECORDS:
+        return read_json_object(path)
+    key, fields = RESULT_RECORDS[stage]
+    obj = read_json_object(path, [key])
+    _check_records(path, obj, key, fields)
+    if stage == "mia":
+        for i, ck in enumerate(obj[key]):
+            attacks = ck["attacks"]
+            if not isinstance(attacks, dict):
+                raise BrokenInput(path, f"checkpoints[{i}].attacks: expected an object, got {_kind(attacks)}")
+            for name, res in attacks.items():
+                if not isinstance(res, dict) or not isinstance(res.get("all"), dict):
+                    raise BrokenInput(path, f"checkpoints[{i}].attacks.{name}: expected an object with 'all'")
+    return obj
+
+
+def read_items_csv(path: Path, dtype: dict | None = None) -> pd.DataFrame:
+    """A stage's items.csv (empty frame for a stage without items); a missing, truncated or malformed file,
+    or one without the `checkpoint` column, raises BrokenInput."""
+    if not path.exists():
+        raise BrokenInput(path, "missing (its stage's results.json is there, so the stage finished)")
+    text = _read_text(path)
+    if not text.strip():
+        return pd.DataFrame()  # what a run with no items writes
+    if not text.endswith("\n"):  # every writer ends the last row with a line end
+        raise BrokenInput(path, f"truncated CSV (line {text.count(chr(10)) + 1} ends without a line end)")
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype=dtype)
+    except (pd.errors.ParserError, ValueError) as e:
+        raise BrokenInput(path, f"malformed CSV ({' '.join(str(e).split())})") from None
+    if not df.empty and "checkpoint" not in df:
+        raise BrokenInput(path, f"no 'checkpoint' column; columns are {list(df.columns)}")
+    return df
+
+
+def read_facts(path: Path) -> list[dict]:
+    """facts.jsonl rows, each an object with fact_id and kind."""
+    text = _read_text(path)
+    lines = text.splitlines()
+    rows = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            cut = i == len(lines) and not text.endswith("\n")
+            raise BrokenInput(path, f"line {i}: {'truncated' if cut else 'malformed'} JSON ({e.msg} at column "
+                                    f"{e.colno})") from None
+        if not isinstance(obj, dict):
+            raise BrokenInput(path, f"line {i}: expected a JSON object, got {_kind(obj)}")
+        missing = [k for k in ("fact_id", "kind") if obj.get(k) in (None, "")]
+        if missing:
+            raise BrokenInput(path, f"line {i}: missing key(s) {missing}")
+        rows.append(obj)
+    if not rows:
+        raise BrokenInput(path, "empty file (no facts)")
+    return rows
+
+
+class Inputs:
+    """Every file analyze.py reads goes through here. Strict by default: a present but broken file raises
+    BrokenInput (one `error:` line, exit 2). With `skip_broken`, the file is recorded in `skipped` (path ->
+    what is wrong and what was left out) and the read returns None, so its cell or stage is left out."""
+
+    def __init__(self, skip_broken: bool = False):
+        self.skip_broken = skip_broken
+        self.skipped: dict[Path, str] = {}
+
+    def read(self, path: Path, reader, *args, left_out: str):
+        if path in self.skipped:
+            return None
+        try:
+            return reader(path, *args)
+        except BrokenInput as e:
+            if not self.skip_broken:
+                raise
+            self.skipped[path] = f"{e.problem} ({left_out} left out)"
+            return None
+
+    def cell(self, cell_file: Path) -> dict | None:
+        """The task's grid cell (None: cell.json broken and skipped, so the task is left out)."""
+        c = self.read(cell_file, read_json_object, left_out="task")
+        if c is None:
+            return None
+        cell = {k: v for k, v in c.items() if k not in ("size", "index")}
+        cell["task"] = cell_file.parent.name
+        return cell
+
+    def stage(self, task: Path, name: str) -> dict | None:
+        """A finished stage's results.json (None: not finished, or broken and skipped)."""
+        d = task / "train" if name == "train" else _stage_dir(task, name)
+        if d is None or not (d / "results.json").exists():
+            return None
+        return self.read(d / "results.json", read_stage_results, name, left_out=f"stage {name}")
+
+    def items(self, task: Path, name: str, dtype: dict | None = _ID_COLS) -> pd.DataFrame | None:
+        """A finished stage's items.csv (None: stage not finished, or a broken file skipped). A finished
+        stage (results.json present) without items.csv is broken: every evaluation writes items.csv first."""
+        if self.stage(task, name) is None:
+            return None
+        return self.read(_stage_dir(task, name) / "items.csv", read_items_csv, dtype,
+                         left_out=f"items of stage {name}")
+
+    def facts(self, task: Path) -> list[dict] | None:
+        """TASK/data/facts/facts.jsonl (None: none there, or a broken file skipped)."""
+        path = task / "data" / "facts" / "facts.jsonl"
+        if not path.exists():
+            return None
+        return self.read(path, read_facts, left_out="fact kinds of the task")
+
+    def report(self, root: Path) -> list[str]:
+        """One line per skipped file: path (relative to `root`): what is wrong (what was left out)."""
+        def rel(p: Path) -> str:
+            try:
+                return str(p.relative_to(root))
+            except ValueError:
+                return str(p)
+        return [f"{rel(p)}: {why}" for p, why in sorted(self.skipped.items())]
 
 
 # stages that may instead be evaluated inside a training run: stage -> (training run, eval kind)
@@ -86,55 +294,51 @@ def _stage_dir(task: Path, name: str) -> Path | None:
     return None
 
 
-def _stage_results(task: Path, name: str) -> dict | None:
-    d = _stage_dir(task, name)
-    return _load(d / "results.json") if d is not None else None
-
-
-def collect(root: Path) -> dict[str, pd.DataFrame]:
+def collect(root: Path, inputs: Inputs | None = None) -> dict[str, pd.DataFrame]:
     """Tidy tables from every task below `root` (finished stages only; unfinished tasks contribute what
-    they have)."""
+    they have). A present but broken input raises BrokenInput, or is left out with `inputs.skip_broken`."""
+    inputs = inputs or Inputs()
     recall, recog, train, retention, error_rates, prefix, prior = [], [], [], [], [], [], []
     mia, mia_items, dpo = [], [], []
     for cell_file in sorted(root.rglob("cell.json")):
         task = cell_file.parent
-        c = _load(cell_file) or {}
-        cell = {k: v for k, v in c.items() if k not in ("size", "index")}
-        cell["task"] = task.name
-        r = _stage_results(task, "recall")
+        cell = inputs.cell(cell_file)
+        if cell is None:
+            continue
+        r = inputs.stage(task, "recall")
         for row in (r or {}).get("error_rates", []):
             recall.append({**cell, **{k: row.get(k) for k in ("checkpoint", "exposure", "step", "tier", "temperature", "n")},
                            "accuracy": 1 - row["error_rate"], "accuracy_ci_low": 1 - row["error_rate_ci_high"],
                            "accuracy_ci_high": 1 - row["error_rate_ci_low"]})
-        r = _stage_results(task, "recognition")
+        r = inputs.stage(task, "recognition")
         for row in (r or {}).get("checkpoints", []):
             recog.append({**cell, **{k: v for k, v in row.items() if k != "path"}})
-        r = _load(task / "train" / "results.json")
+        r = inputs.stage(task, "train")
         for k, loss in ((r or {}).get("loss_per_exposure") or {}).items():
             train.append({**cell, "exposure": int(k), "train_loss": loss})
-        retention += _retention_rows(task, cell)
-        r = _load(task / "variants_recall" / "results.json")
+        retention += _retention_rows(task, cell, inputs)
+        r = inputs.stage(task, "variants_recall")
         for row in (r or {}).get("error_rates", []):
             error_rates.append({**cell, **{k: v for k, v in row.items() if k not in ("path", "n_rows")}})
-        prefix += _prefix_rows(task, cell)
-        prior += _prior_rows(task, cell)
-        mia += _mia_rows(task, cell)
-        mia_items += _mia_item_rows(task, cell)
-        dpo += _dpo_rows(task, cell)
+        prefix += _prefix_rows(task, cell, inputs)
+        prior += _prior_rows(task, cell, inputs)
+        mia += _mia_rows(task, cell, inputs)
+        mia_items += _mia_item_rows(task, cell, inputs)
+        dpo += _dpo_rows(task, cell, inputs)
     return {"mia": pd.DataFrame(mia), "mia_items": pd.DataFrame(mia_items), "dpo": pd.DataFrame(dpo),
             "recall": pd.DataFrame(recall), "recognition": pd.DataFrame(recog), "train": pd.DataFrame(train),
             "retention": pd.DataFrame(retention), "error_rates": pd.DataFrame(error_rates),
             "prefix": pd.DataFrame(prefix), "prior": pd.DataFrame(prior)}
 
 
-def _retention_rows(task: Path, cell: dict) -> list[dict]:
+def _retention_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
     """expt2: recall (QA accuracy, all tiers, greedy) and recognition (2AFC) per evaluation point; the
     study's final weights (exposure_*: exposure_0 of the interference run) are step 0 of interference."""
     rows = []
     measures = [("retention_recall", "error_rates", "QA recall (accuracy)"),
                 ("retention_recognition", "checkpoints", "recognition (2AFC)")]
     for stage, key, measure in measures:
-        for row in (_stage_results(task, stage) or {}).get(key, []):
+        for row in (inputs.stage(task, stage) or {}).get(key, []):
             if key == "error_rates":
                 if row["tier"] != "all" or row["temperature"] != 0:
                     continue
@@ -147,9 +351,9 @@ def _retention_rows(task: Path, cell: dict) -> list[dict]:
     return rows
 
 
-def _prefix_rows(task: Path, cell: dict) -> list[dict]:
+def _prefix_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
     """expt5: generate.py --mode prefix results, one row per checkpoint x prefix length."""
-    r = _load(task / "prefix_recall" / "results.json") or {}
+    r = inputs.stage(task, "prefix_recall") or {}
     rows = []
     for row in r.get("by_prefix", []):
         prefix = str(row.get("prefix"))
@@ -160,24 +364,23 @@ def _prefix_rows(task: Path, cell: dict) -> list[dict]:
     return rows
 
 
-def _prior_rows(task: Path, cell: dict) -> list[dict]:
+def _prior_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
     """expt7: QA accuracy per exposure (0 = the base model) x fact kind. items.csv rows are joined with
     facts.jsonl on fact_id for the kind; the 95% CI resamples facts (a fact's probes and repeats move
     together). For contradicting facts, `original_rate` is the share of answers that give the original
     (true-world) answer instead of the trained one."""
     from memlab.metrics import bootstrap_ci
 
-    facts_file = task / "data" / "facts" / "facts.jsonl"
-    if not facts_file.exists():
+    facts = inputs.facts(task)
+    if facts is None:
         return []
-    facts = pd.read_json(facts_file, lines=True)
-    kinds = dict(zip(facts.fact_id, facts.kind))
-    original = dict(zip(facts.fact_id, facts.get("original_answer", pd.Series([None] * len(facts)))))
+    kinds = {str(f["fact_id"]): f["kind"] for f in facts}
+    original = {str(f["fact_id"]): f.get("original_answer") for f in facts}
     rows = []
     for stage in ("prior_recall_base", "prior_recall"):
-        if not (task / stage / "results.json").exists():
+        items = inputs.items(task, stage)
+        if items is None or items.empty:
             continue
-        items = pd.read_csv(task / stage / "items.csv", dtype={"extracted_answer": str, "answer": str})
         if stage == "prior_recall_base":
             items["exposure"] = 0
         else:
@@ -200,10 +403,10 @@ def _stage_of(label: str) -> str:
     return "after DPO" if str(label).startswith("epoch_") else "SFT (before DPO)"
 
 
-def _mia_rows(task: Path, cell: dict) -> list[dict]:
+def _mia_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
     """One row per checkpoint x attack x group ('all' or members with c canary copies vs non-members)."""
     rows = []
-    for ck in (_load(task / "mia" / "results.json") or {}).get("checkpoints", []):
+    for ck in (inputs.stage(task, "mia") or {}).get("checkpoints", []):
         for attack, res in ck.get("attacks", {}).items():
             groups = [("all", res["all"])] + [(str(c), g) for c, g in res.get("by_canary_copies", {}).items()]
             for group, g in groups:
@@ -213,22 +416,21 @@ def _mia_rows(task: Path, cell: dict) -> list[dict]:
     return rows
 
 
-def _mia_item_rows(task: Path, cell: dict) -> list[dict]:
-    """Per-item MIA scores (for ROC curves and score vs perplexity)."""
-    path = task / "mia" / "items.csv"
-    if not path.exists():
+def _mia_item_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
+    """Per-item MIA scores (for ROC curves and score vs perplexity) of a finished mia stage."""
+    df = inputs.items(task, "mia", dtype=None)
+    if df is None or df.empty:
         return []
-    df = pd.read_csv(path)
     for k, v in cell.items():
         df[k] = v
     df["stage"] = df["checkpoint"].map(_stage_of)
     return df.to_dict("records")
 
 
-def _dpo_rows(task: Path, cell: dict) -> list[dict]:
+def _dpo_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
     """expt6: QA accuracy per tier for the SFT and the DPO checkpoint."""
     rows = []
-    for row in (_load(task / "dpo_recall" / "results.json") or {}).get("error_rates", []):
+    for row in (inputs.stage(task, "dpo_recall") or {}).get("error_rates", []):
         if row.get("temperature", 0) == 0:
             rows.append({**cell, "checkpoint": row["checkpoint"], "stage": _stage_of(row["checkpoint"]),
                          "tier": row["tier"], "accuracy": 1 - row["error_rate"],
@@ -242,22 +444,15 @@ QA_STAGES = ("recall", "knownness", "variants_recall", "retention_recall", "dpo_
 RECOGNITION_STAGES = ("recognition", "retention_recognition")
 BASE_STAGES = ("knownness", "prior_recall_base")  # the base model's answers: exposure 0
 LEARNING_QA_STAGES = {"recall": ("recall",), "prior_recall": ("prior_recall_base", "prior_recall")}
-_ID_COLS = {c: str for c in ("id", "fact_id", "pair_id", "source_id", "answer", "extracted_answer")}
 
 
-def _items(task: Path, stage: str) -> pd.DataFrame | None:
+def _items(task: Path, stage: str, inputs: Inputs) -> pd.DataFrame | None:
     """A finished stage's items.csv (ids as strings) with exposure and step from the checkpoint label
     (exposure 0 for the base-model stages); None when the stage is missing or has no items."""
     from memlab.scoring import checkpoint_position
 
-    d = _stage_dir(task, stage)
-    if d is None or not (d / "items.csv").exists():
-        return None
-    try:
-        df = pd.read_csv(d / "items.csv", dtype=_ID_COLS)
-    except (pd.errors.EmptyDataError, OSError):
-        return None
-    if df.empty or "checkpoint" not in df:
+    df = inputs.items(task, stage)
+    if df is None or df.empty:
         return None
     pos = [checkpoint_position(str(c)) for c in df.checkpoint]
     df["exposure"] = [0 if stage in BASE_STAGES else p["exposure"] for p in pos]
@@ -267,11 +462,11 @@ def _items(task: Path, stage: str) -> pd.DataFrame | None:
     return df
 
 
-def _task_knownness(task: Path) -> dict:
+def _task_knownness(task: Path, inputs: Inputs) -> dict:
     """fact_id -> SliCK category from TASK/knownness (empty when missing or unusable)."""
     from memlab.learning import knownness
 
-    items = _items(task, "knownness")
+    items = _items(task, "knownness", inputs)
     if items is None:
         return {}
     try:
@@ -281,48 +476,41 @@ def _task_knownness(task: Path) -> dict:
         return {}
 
 
-def _task_kinds(task: Path) -> dict:
-    f = task / "data" / "facts" / "facts.jsonl"
-    if not f.exists():
-        return {}
-    try:
-        facts = pd.read_json(f, lines=True, dtype={"fact_id": str})
-    except ValueError:
-        return {}
-    if "fact_id" not in facts or "kind" not in facts:
-        return {}
-    return dict(zip(facts.fact_id.astype(str), facts.kind))
+def _task_kinds(task: Path, inputs: Inputs) -> dict:
+    """fact_id -> fact kind from TASK/data/facts/facts.jsonl (empty when there is none)."""
+    facts = inputs.facts(task)
+    return {str(f["fact_id"]): f["kind"] for f in facts or []}
 
 
-def _per_item_rows(task: Path, cell: dict, known: dict, kinds: dict) -> list[pd.DataFrame]:
+def _per_item_rows(task: Path, cell: dict, known: dict, kinds: dict, inputs: Inputs) -> list[pd.DataFrame]:
     """Every finished stage's items of one task in the per_item.csv columns (see the module docstring)."""
     from memlab.learning import RECOGNITION, pair_recognition
 
     base = ["stage", "checkpoint", "exposure", "step", "item_id", "fact_id"]
     frames = []
     for stage in QA_STAGES:
-        df = _items(task, stage)
+        df = _items(task, stage, inputs)
         if df is None:
             continue
         cols = [c for c in ("tier", "temperature", "repeat", "correct") if c in df]
         df = df.assign(stage=stage, item_id=df["id"])
         frames.append(df[[c for c in base + cols if c in df]])
     for stage in RECOGNITION_STAGES:
-        df = _items(task, stage)
+        df = _items(task, stage, inputs)
         if df is None or not {"pair_id", "split", "loss"} <= set(df.columns):
             continue
         p = pair_recognition(df, ["checkpoint", "exposure", "step"])
         p = p.rename(columns={"pair_id": "fact_id"}).assign(stage=stage, tier=RECOGNITION,
                                                               correct=p.recognized.astype(int))
         frames.append(p.drop(columns="recognized"))
-    df = _items(task, "prefix_recall")
+    df = _items(task, "prefix_recall", inputs)
     if df is not None:
         metrics = [c for c in ("prefix_tokens", "exact_match", "token_accuracy", "id_recalled") if c in df]
         df = df.assign(stage="prefix_recall", item_id=df["id"])
         if "sample" in df:
             df["repeat"] = df["sample"]
         frames.append(df[[c for c in base + ["repeat"] if c in df] + metrics])
-    df = _items(task, "mia")
+    df = _items(task, "mia", inputs)
     if df is not None:
         fixed = {"id", "fact_id", "source_id", "canary", "split", "canary_copies", "checkpoint", "target_nll",
                  "reference_nll", "n_tokens", "zlib_bytes", "exposure", "step"}
@@ -346,19 +534,19 @@ def _per_item_rows(task: Path, cell: dict, known: dict, kinds: dict) -> list[pd.
     return out
 
 
-def _learning_rows(task: Path, cell: dict, known: dict, kinds: dict) -> list[pd.DataFrame]:
+def _learning_rows(task: Path, cell: dict, known: dict, kinds: dict, inputs: Inputs) -> list[pd.DataFrame]:
     """learning.csv rows of one task: QA learning events per fact x tier (recall, or expt7's prior_recall
     with the base model as exposure 0) and recognition events per pair."""
     from memlab.learning import learning_events, recall_status, recognition_status
 
     frames = []
     for name, stages in LEARNING_QA_STAGES.items():
-        parts = [df for df in (_items(task, s) for s in stages) if df is not None]
+        parts = [df for df in (_items(task, s, inputs) for s in stages) if df is not None]
         if not parts:
             continue
         status = recall_status(pd.concat(parts, ignore_index=True))
         frames.append(learning_events(status).assign(stage=name))
-    rec = _items(task, "recognition")
+    rec = _items(task, "recognition", inputs)
     if rec is not None and {"pair_id", "split", "loss"} <= set(rec.columns):
         frames.append(learning_events(recognition_status(rec)).assign(stage="recognition"))
     out = []
@@ -376,17 +564,18 @@ def _learning_rows(task: Path, cell: dict, known: dict, kinds: dict) -> list[pd.
     return out
 
 
-def collect_facts(root: Path) -> dict[str, pd.DataFrame]:
+def collect_facts(root: Path, inputs: Inputs | None = None) -> dict[str, pd.DataFrame]:
     """{'per_item': ..., 'learning': ...} from every task below `root` (see the module docstring)."""
+    inputs = inputs or Inputs()
     per_item, learning = [], []
     for cell_file in sorted(root.rglob("cell.json")):
         task = cell_file.parent
-        c = _load(cell_file) or {}
-        cell = {k: v for k, v in c.items() if k not in ("size", "index")}
-        cell["task"] = task.name
-        known, kinds = _task_knownness(task), _task_kinds(task)
-        per_item += _per_item_rows(task, cell, known, kinds)
-        learning += _learning_rows(task, cell, known, kinds)
+        cell = inputs.cell(cell_file)
+        if cell is None:
+            continue
+        known, kinds = _task_knownness(task, inputs), _task_kinds(task, inputs)
+        per_item += _per_item_rows(task, cell, known, kinds, inputs)
+        learning += _learning_rows(task, cell, known, kinds, inputs)
     if per_item:
         per_item = [pd.concat(per_item, ignore_index=True)]
         for c in ("exposure", "step", "repeat", "correct", "canary_copies", "prefix_tokens"):
@@ -884,10 +1073,18 @@ def main(a: AnalyzeArgs) -> dict:
     root = Path(a.runs_root)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
-    tables = collect(root)
-    facts = collect_facts(root)
+    inputs = Inputs(skip_broken=a.skip_broken)
+    try:
+        tables = collect(root, inputs)
+        facts = collect_facts(root, inputs)
+    except BrokenInput as e:
+        raise DataError(f"{e} (pass --skip_broken to leave it out)") from None
+    skipped = inputs.report(root)
+    for line in skipped:
+        print(f"warning: --skip_broken: skipped {line}", file=sys.stderr)
     if all(df.empty for df in [*tables.values(), *facts.values()]):
-        raise DataError(f"{root}: no task results found (no cell.json with finished stages below it)")
+        raise DataError(f"{root}: no task results found (no cell.json with finished stages below it"
+                        + (f"; {len(skipped)} broken file(s) skipped)" if skipped else ")"))
     written = []
     for name, df in tables.items():
         if not df.empty:
@@ -906,6 +1103,8 @@ def main(a: AnalyzeArgs) -> dict:
     learned = learning_summary(facts)
     if learned:
         table = f"{table}\n\n{learned}"
+    if skipped:  # first, so nobody reads the tables without knowing what is missing from them
+        table = f"skipped {len(skipped)} broken input file(s) (--skip_broken): {'; '.join(skipped)}\n\n{table}"
     write_text_atomic(root / "summary.txt", table + "\n")
     print(table)
     print(f"wrote {', '.join(written)} and {len(plots)} plot(s) in {root}")

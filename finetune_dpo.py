@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -39,7 +39,7 @@ import torch
 from memlab import cli, dpo, tracking, training as T
 from memlab.io import append_jsonl, write_csv_atomic, write_json_atomic, write_jsonl_atomic
 from memlab.models import is_adapter_dir, load_tokenizer
-from memlab.rundir import prepare_run_dir, read_metrics, write_results
+from memlab.rundir import empty_dir, guard_output_dir, prepare_run_dir, read_metrics, write_results
 from memlab.scoring import accepts_logits_to_keep, distributed_map
 
 
@@ -47,6 +47,8 @@ from memlab.scoring import accepts_logits_to_keep, distributed_map
 class DPOArgs:
     sft_checkpoint: Optional[str] = None  # train.py checkpoint: full model dir or LoRA adapter dir
     output_dir: Optional[str] = None  # run directory
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "empty an --output_dir that holds anything "
+                                       "else than this script's run with the same configuration, then write"})
     pairs_file: Optional[str] = None  # DPO pairs JSONL {id, fact_id, prompt, chosen, rejected}
     pairs_from_generate: Optional[str] = None  # on-policy: generate.py --mode qa items.csv (wrong answers)
     facts: Optional[str] = None  # with --pairs_from_generate: facts.jsonl or probes giving the true answers
@@ -102,6 +104,9 @@ def validate(a: DPOArgs) -> None:
         (a.lr_scheduler in ("constant", "linear", "cosine"), f"--lr_scheduler {a.lr_scheduler} unknown"),
         (a.precision in ("fp32", "bf16"), f"--precision must be fp32 or bf16, got '{a.precision}'"),
         (a.lora_r >= 0, "--lora_r must be >= 0"),
+        *cli.numeric_checks(a, positive=("learning_rate", "beta", "block_size", "logging_steps"),
+                            non_negative=("weight_decay", "warmup_steps", "max_grad_norm", "lora_alpha", "seed"),
+                            fraction=("lora_dropout",)),
         (adapter_r is None or a.lora_r in (0, adapter_r),
          f"--lora_r {a.lora_r}: the SFT checkpoint is a LoRA adapter of rank {adapter_r}, which DPO continues"),
     ])
@@ -135,13 +140,15 @@ def save_checkpoint(acc, model, tok, path: Path, state: dict) -> None:
     state_dict = acc.get_state_dict(model)
     if acc.is_main_process:
         tmp = path.with_name(f".{path.name}.tmp")
-        (tmp / "trainer_state").mkdir(parents=True, exist_ok=True)
         unwrapped = acc.unwrap_model(model)
-        kw = {"selected_adapters": ["default"]} if hasattr(unwrapped, "peft_config") else {}
-        unwrapped.save_pretrained(tmp, state_dict=state_dict, **kw)
-        tok.save_pretrained(tmp)
-        write_json_atomic(tmp / "trainer_state" / "state.json", state)
-        T.replace_dir(tmp, path)
+        # disk full: the partial checkpoint is removed and one error says how much space was needed
+        with T.checkpoint_write_guard(tmp, path, T.checkpoint_bytes(unwrapped, state_dict)[0]):
+            (tmp / "trainer_state").mkdir(parents=True, exist_ok=True)
+            kw = {"selected_adapters": ["default"]} if hasattr(unwrapped, "peft_config") else {}
+            unwrapped.save_pretrained(tmp, state_dict=state_dict, **kw)
+            tok.save_pretrained(tmp)
+            write_json_atomic(tmp / "trainer_state" / "state.json", state)
+            T.replace_dir(tmp, path)
     acc.wait_for_everyone()
 
 
@@ -153,6 +160,9 @@ def main(a: DPOArgs) -> dict:
 
     t0 = time.time()
     validate(a)
+    # the output-directory rule, before any model loads; the same configuration re-runs into the emptied directory
+    if guard_output_dir(a.output_dir, "finetune_dpo.py", a, a.overwrite_output_dir) == "same":
+        empty_dir(Path(a.output_dir))
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # gloo on CPU, as in train.py
     handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
     acc = Accelerator(mixed_precision={"fp32": "no"}.get(a.precision, a.precision), kwargs_handlers=handlers,

@@ -30,7 +30,7 @@ results.json (per checkpoint × prefix, or × tier × temperature, with bootstra
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from memlab import evaluation, metrics
@@ -39,7 +39,7 @@ from memlab.generation import (GenRequest, SentenceEmbedder, generate_requests, 
                                stop_token_ids)
 from memlab.io import read_texts, write_csv_atomic
 from memlab.models import DEFAULT_MODEL
-from memlab.rundir import prepare_run_dir, write_results
+from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
 from memlab.scoring import (ModelPool, checkpoint_position, checkpoints_field, has_chat_template,
                             load_eval_tokenizer, targets_and_labels)
 
@@ -51,6 +51,8 @@ class GenerateArgs:
     mode: Optional[str] = None  # prefix | qa
     input_file: Optional[str] = None  # prefix: plain text items; qa: probes (.jsonl, or .csv with --tier_columns)
     output_dir: Optional[str] = None
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "empty an --output_dir that holds anything "
+                                       "else than this script's run with the same configuration, then write"})
     model_name_or_path: str = DEFAULT_MODEL  # base model (and the tokenizer for every checkpoint)
     checkpoints: Optional[list[str]] = checkpoints_field()
     max_new_tokens: Optional[int] = None  # cap on generated tokens; default: none (prefix) / 32 (qa)
@@ -83,7 +85,7 @@ def validate(a: GenerateArgs) -> None:
         (bool(a.output_dir), "--output_dir is required"),
         (a.batch_size >= 1, f"--batch_size must be >= 1, got {a.batch_size}"),
         (a.bootstrap >= 0, f"--bootstrap must be >= 0, got {a.bootstrap}"),
-        (a.max_new_tokens is None or a.max_new_tokens >= 1, f"--max_new_tokens must be >= 1"),
+        (a.max_new_tokens is None or a.max_new_tokens >= 1, "--max_new_tokens must be >= 1"),
         (a.prefix_fraction is None or 0 < a.prefix_fraction < 1,
          f"--prefix_fraction must be in (0, 1), got {a.prefix_fraction}"),
         (a.prefix_fraction is not None or (prefixes and min(prefixes) >= 1),
@@ -93,7 +95,7 @@ def validate(a: GenerateArgs) -> None:
         (a.num_samples == 1 or a.temperature > 0,
          "--num_samples > 1 needs --temperature > 0 (greedy gives the same continuation every time)"),
         (a.similarity in (None, "embed"), f"--similarity must be 'embed', got {a.similarity}"),
-        (a.dtype in ("float32", "bfloat16", "float16"), f"--dtype must be float32, bfloat16 or float16"),
+        (a.dtype in ("float32", "bfloat16", "float16"), "--dtype must be float32, bfloat16 or float16"),
     ])
 
 
@@ -155,6 +157,7 @@ def summarize(a, rows: list[dict], labels: list[str], paths: list, extra: dict) 
 
 def main(args: GenerateArgs) -> dict:
     validate(args)
+    guard_output_dir(args.output_dir, "generate.py", args, args.overwrite_output_dir)  # before any model loads
     from accelerate import Accelerator
     from transformers import set_seed
 
@@ -166,13 +169,13 @@ def main(args: GenerateArgs) -> dict:
     targets, labels = targets_and_labels(args.model_name_or_path, args.checkpoints)
     acc = Accelerator()
     set_seed(args.seed)
-    if acc.is_main_process:
-        prepare_run_dir(args.output_dir, args, "generate.py", extra={"num_processes": acc.num_processes})
     tok = load_eval_tokenizer(args.model_name_or_path, targets)
     extra = {}
-    if args.mode == "prefix":
+    if args.mode == "prefix":  # before the run dir: a prefix longer than every text is an error, not empty results
         tasks, extra["skipped"] = prefix_tasks(items, tok, parse_list(args.prefix_tokens, int, "prefix_tokens"),
-                                               args.prefix_fraction, args.max_new_tokens or 0)
+                                               args.prefix_fraction, args.max_new_tokens or 0, args.input_file)
+    if acc.is_main_process:
+        prepare_run_dir(args.output_dir, args, "generate.py", extra={"num_processes": acc.num_processes})
     pool = ModelPool(dtype=args.dtype, device=acc.device, fallback_base=args.model_name_or_path)
     rows = []
     for target, label in zip(targets, labels):

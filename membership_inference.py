@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -46,7 +46,7 @@ from memlab import mia
 from memlab.cli import collect_errors, parse_list, run
 from memlab.io import DataError, read_texts, write_csv_atomic
 from memlab.models import DEFAULT_MODEL, resolve_model_path
-from memlab.rundir import prepare_run_dir, write_results
+from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
 from memlab.scoring import (ModelPool, check_tokenizer_match, checkpoint_position, checkpoints_field,
                             encode_items, load_eval_tokenizer, score_items, targets_and_labels)
 
@@ -57,6 +57,8 @@ class MiaArgs:
     nonmembers: Optional[str] = None  # non-member texts from the same distribution
     mia_dir: Optional[str] = None  # a `make_data.py mia` output: members.jsonl + nonmembers.jsonl
     output_dir: Optional[str] = None
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "empty an --output_dir that holds anything "
+                                       "else than this script's run with the same configuration, then write"})
     model_name_or_path: str = DEFAULT_MODEL  # target model, and the tokenizer every item is encoded with
     checkpoints: Optional[list[str]] = checkpoints_field()
     reference_model: Optional[str] = None  # default: adapter base / run initialisation (see above); 'none'
@@ -141,6 +143,7 @@ def resolve_references(args: MiaArgs, targets: list, tok) -> list[tuple[Optional
 
 def main(args: MiaArgs) -> dict:
     ks = validate(args)
+    guard_output_dir(args.output_dir, "membership_inference.py", args, args.overwrite_output_dir)  # before any model loads
     from accelerate import Accelerator
     from transformers import set_seed
 

@@ -25,14 +25,14 @@ results.json (written last).
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from memlab import evaluation
 from memlab.cli import collect_errors, run
-from memlab.io import write_csv_atomic
+from memlab.io import DataError, write_csv_atomic
 from memlab.models import DEFAULT_MODEL
-from memlab.rundir import prepare_run_dir, write_results
+from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
 from memlab.scoring import ModelPool, checkpoints_field, load_eval_tokenizer, score_items, targets_and_labels
 
 
@@ -41,6 +41,8 @@ class RecognitionArgs:
     seen_file: Optional[str] = None  # texts the model was trained on (.jsonl/.csv/.txt)
     unseen_file: Optional[str] = None  # matched texts it was not trained on
     output_dir: Optional[str] = None
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "empty an --output_dir that holds anything "
+                                       "else than this script's run with the same configuration, then write"})
     model_name_or_path: str = DEFAULT_MODEL  # base model (and the tokenizer every item is encoded with)
     checkpoints: Optional[list[str]] = checkpoints_field()
     reference_model: Optional[str] = None  # adds loss_delta = loss - loss under this model (e.g. the base)
@@ -64,12 +66,27 @@ def validate(args: RecognitionArgs) -> None:
     ])
 
 
+def check_seen_unseen_disjoint(seen, unseen, seen_file, unseen_file) -> None:
+    """The leakage check (exact and normalized text match, as membership_inference.py runs on members vs
+    non-members) between seen and unseen texts: a text in both cannot tell recognition from chance, so any
+    overlap is an error listing the pairs."""
+    from memlab.datagen.leakage import check_leakage, format_report
+
+    report = check_leakage({str(seen_file): [{"id": r["id"], "text": r["text"]} for r in seen]},
+                           {str(unseen_file): [{"id": r["id"], "text": r["text"]} for r in unseen]})
+    if not report["passed"]:
+        raise DataError("--seen_file and --unseen_file share texts (a text in both has no true label); "
+                        + format_report(report))
+
+
 def main(args: RecognitionArgs) -> dict:
     validate(args)
+    guard_output_dir(args.output_dir, "test.py", args, args.overwrite_output_dir)  # before any model loads
     from accelerate import Accelerator
     from transformers import set_seed
 
     seen, unseen, n_pairs = evaluation.load_pairs(args.seen_file, args.unseen_file, args.text_column)
+    check_seen_unseen_disjoint(seen, unseen, args.seen_file, args.unseen_file)  # before any model loads
     targets, labels = targets_and_labels(args.model_name_or_path, args.checkpoints)
     acc = Accelerator()
     set_seed(args.seed)

@@ -15,9 +15,15 @@ One exposure = one epoch over the study set (reshuffled each epoch with the seed
     accelerate launch --config_file accelerate_config.yaml --use_deepspeed \
         --deepspeed_config_file ds_config.json train.py ...
 
-Preemption: SIGTERM or SIGUSR1 saves a resumable state to OUTPUT_DIR/resume/ and exits with status 75
-(EX_TEMPFAIL: "retry me"); rerun with --resume to continue from the newest checkpoint; the final
-weights equal those of an uninterrupted run. `--resume` on a run with no checkpoint starts fresh.
+Preemption: SIGTERM, SIGUSR1 or Ctrl-C (SIGINT; a second one stops at once) saves a resumable state to
+OUTPUT_DIR/resume/ and exits with status 75 (EX_TEMPFAIL: "retry me"); rerun with --resume to continue
+from the newest checkpoint; the final weights equal those of an uninterrupted run. `--resume` on a run
+with no checkpoint starts fresh; `--resume` after a training or eval file changed (config.json keeps
+each file's sha256) is refused, naming the file.
+
+Output directory: a new or empty one is used; this script's own run with the same configuration is
+resumed (--resume) or re-run from scratch (emptied first); anything else (another configuration, another
+script's run, a model directory, your files) is refused, unless --overwrite_output_dir empties it first.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -36,9 +42,10 @@ import torch
 
 from memlab import cli, tracking, training as T
 from memlab.evaluation import InTrainingEval, eval_label, read_eval_inputs
-from memlab.io import DataError, append_jsonl, write_text_atomic
+from memlab.io import DataError, append_jsonl, split_paths, write_text_atomic
 from memlab.models import DEFAULT_MODEL, is_adapter_dir, load_model, load_tokenizer, resolve_model_path
-from memlab.rundir import prepare_run_dir, read_metrics, write_results
+from memlab.rundir import (check_data_unchanged, empty_dir, file_digest, guard_output_dir, prepare_run_dir,
+                           read_metrics, write_results)
 
 EXIT_REQUEUE = 75  # checkpointed on a signal; rerun with --resume
 
@@ -47,6 +54,8 @@ EXIT_REQUEUE = 75  # checkpointed on a signal; rerun with --resume
 class TrainArgs:
     train_file: Optional[str] = None  # JSONL/CSV/TXT (comma-separated for several): plain, chat or prompt/completion
     output_dir: Optional[str] = None  # run directory (config.json, metrics.jsonl, results.json, checkpoints/)
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "empty an --output_dir that holds anything "
+                                       "else than this script's run with the same configuration, then write"})
     model_name_or_path: str = DEFAULT_MODEL  # built-in name or local HF model dir
     text_column: Optional[str] = None  # plain text column; default `text`, else the first string column
     loss_on: Optional[str] = None  # completion|all; default completion for chat/prompt-completion, all for plain
@@ -111,6 +120,10 @@ def validate(a: TrainArgs) -> None:
         (not (a.from_scratch and a.init_from), "--from_scratch and --init_from exclude each other"),
         *eval_checks(a),
         *tracking.checks(a.report_to),
+        *cli.numeric_checks(a, positive=("learning_rate", "block_size", "logging_steps"),
+                            non_negative=("weight_decay", "warmup_steps", "max_grad_norm", "lora_r", "lora_alpha",
+                                          "seed", "debug_signal_at_step"),
+                            fraction=("lora_dropout",)),
     ])
 
 
@@ -181,6 +194,10 @@ def main(a: TrainArgs) -> dict:
     from transformers import get_scheduler
 
     validate(a)
+    # the output-directory rule, before any model loads; the same configuration without --resume re-runs from
+    # scratch into the emptied directory (never merged with the old checkpoints)
+    if guard_output_dir(a.output_dir, "train.py", a, a.overwrite_output_dir) == "same" and not a.resume:
+        empty_dir(Path(a.output_dir))
     # gloo on CPU when distributed (DeepSpeed otherwise miscounts the world; see the README's infra notes)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
@@ -194,7 +211,8 @@ def main(a: TrainArgs) -> dict:
     # ---- data: one item per sequence, labels masked per --loss_on
     tok = load_tokenizer(a.init_from or a.model_name_or_path, a.trust_remote_code)
     examples, kinds = [], []
-    for path in cli.parse_list(a.train_file, str, "train_file"):  # several files may mix kinds
+    train_paths = split_paths(a.train_file, "train_file")  # a comma inside an existing file name stays
+    for path in train_paths:  # several files may mix kinds
         items, kind = T.load_items(path, a.text_column)
         if kind == "chat":
             T.ensure_chat_template(tok, a.chat_template, path)
@@ -205,6 +223,10 @@ def main(a: TrainArgs) -> dict:
         kinds.append(f"{kind}:{loss_on}")
     # eval inputs are read (and checked) before any model is loaded
     eval_probes, eval_pairs = read_eval_inputs(a.eval_probes_file, a.eval_seen_file, a.eval_unseen_file)
+    data_files = train_paths + [f for f in (a.eval_probes_file, a.eval_seen_file, a.eval_unseen_file) if f]
+    fingerprints = {str(f): file_digest(f) for f in data_files} if acc.is_main_process else {}
+    if a.resume and acc.is_main_process:
+        check_data_unchanged(out, fingerprints)
     model = build_model(a, tok)
     max_len = getattr(model.config, "max_position_embeddings", None)
     if max_len and a.block_size > max_len:
@@ -257,7 +279,7 @@ def main(a: TrainArgs) -> dict:
             scheduler.load_state_dict(opt_state["scheduler"])
         state = T.TrainState(**{k: saved[k] for k in T.TrainState().to_json()})
     if acc.is_main_process:
-        prepare_run_dir(out, a, "train.py", {"num_processes": world, "data_kinds": kinds,
+        prepare_run_dir(out, a, "train.py", {"num_processes": world, "data_kinds": kinds, "data_fingerprints": fingerprints,
                                              "distributed_type": str(acc.distributed_type)})
         keep = [r for r in read_metrics(out / "metrics.jsonl") if r.get("step", 0) <= state.step]
         write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep))
@@ -287,8 +309,10 @@ def main(a: TrainArgs) -> dict:
 
     stop = {"flag": False}
     def on_signal(signum, frame):
+        if signum == signal.SIGINT and stop["flag"]:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once (the first one's state save may be lost)
         stop["flag"] = True
-    for s in (signal.SIGTERM, signal.SIGUSR1):
+    for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):  # Ctrl-C saves resume state like a preemption
         signal.signal(s, on_signal)
 
     def evaluate_here(signalled: bool = False) -> None:

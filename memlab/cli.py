@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -32,6 +33,21 @@ def parse_args(dataclass_type, argv: Sequence[str] | None = None, prog: str | No
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(dataclass_type, prog=prog)
     parser.add_argument("--config", default=None, help="YAML file of arguments; command-line flags override it")
+    from_yaml: dict = {}
+
+    def error(message: str):
+        """argparse's error as one DataError line (no usage dump), naming the YAML file when the bad value
+        came from --config rather than the command line."""
+        m = re.match(r"argument (--[\w-]+)(?:/--[\w-]+)*: (.*)", message)
+        if m:
+            name = m.group(1).lstrip("-").replace("-", "_")
+            given = any(a == m.group(1) or a.startswith(m.group(1) + "=") for a in argv)
+            if name in from_yaml and not given:
+                raise DataError(f"{config_path}: {name}: {m.group(2)} (value {from_yaml[name]!r})")
+            raise DataError(f"{m.group(1)}: {m.group(2)}")
+        raise DataError(message)
+
+    parser.error = error
     config_path = None
     if "--config" in argv:
         i = argv.index("--config")
@@ -45,9 +61,19 @@ def parse_args(dataclass_type, argv: Sequence[str] | None = None, prog: str | No
         if not p.exists():
             raise DataError(f"--config: {p}: file not found")
         try:
-            values = yaml.safe_load(p.read_text()) or {}
+            values = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             raise DataError(f"{p}: invalid YAML ({e})") from None
+        except UnicodeDecodeError as e:
+            raise DataError(f"{p}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+        values = {} if values is None else values
+        if not isinstance(values, dict):
+            raise DataError(f"{p}: expected a mapping of argument: value (e.g. 'learning_rate: 1e-4'), got a "
+                            f"{type(values).__name__}")
+        bad_nested = sorted(k for k, v in values.items() if isinstance(v, dict))
+        if bad_nested:
+            raise DataError(f"{p}: {bad_nested[0]}: expected a value or a list, got a mapping")
+        from_yaml.update(values)
         fields = {f.name for f in dataclasses.fields(dataclass_type)}
         unknown = sorted(set(values) - fields)
         if unknown:
@@ -61,6 +87,20 @@ def parse_args(dataclass_type, argv: Sequence[str] | None = None, prog: str | No
     return outputs[0]  # outputs[1] is the namespace holding --config
 
 
+def numeric_checks(a, positive=(), non_negative=(), fraction=()) -> list[tuple[bool, str]]:
+    """Range checks of numeric flags (NaN and infinity fail every one): `positive` > 0, `non_negative`
+    >= 0, `fraction` in [0, 1). One (ok, message) per flag, for `collect_errors`."""
+    import math
+
+    out = []
+    for names, ok, rule in ((positive, lambda v: v > 0, "> 0"), (non_negative, lambda v: v >= 0, ">= 0"),
+                            (fraction, lambda v: 0 <= v < 1, "in [0, 1)")):
+        for n in names:
+            v = getattr(a, n)
+            out.append((v is not None and math.isfinite(v) and ok(v), f"--{n} must be a finite number {rule}, got {v}"))
+    return out
+
+
 def collect_errors(checks: Sequence[tuple[bool, str]]) -> None:
     """Raise one DataError listing every failed check (litgpt's validate_args style)."""
     problems = [msg for ok, msg in checks if not ok]
@@ -70,9 +110,15 @@ def collect_errors(checks: Sequence[tuple[bool, str]]) -> None:
 
 def run(main: Callable, dataclass_type, argv: Sequence[str] | None = None):
     """Entry point wrapper: parse, call `main(args)`, turn DataError into one line on stderr + exit 2."""
+    from memlab.rundir import forget_new_output
+
+    forget_new_output()
     try:
         args = parse_args(dataclass_type, argv)
         return main(args)
     except DataError as e:
+        from memlab.rundir import discard_new_output
+
+        discard_new_output()  # nothing half-written: a run directory this invocation created goes away
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

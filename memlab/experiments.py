@@ -335,17 +335,40 @@ def _launcher(script: str) -> list[str]:
     return [sys.executable, script]
 
 
+def _recorded_argv_matches(out_dir: Path, argv: list[str]) -> bool:
+    """Whether the stage's config.json records this command line (its leading part: extra flags such as
+    --resume come after). A config.json from before argv was recorded counts as a match."""
+    try:
+        recorded = json.loads((out_dir / "config.json").read_text(encoding="utf-8")).get("argv")
+    except (OSError, ValueError):
+        return False
+    return recorded is None or recorded[:len(argv)] == argv
+
+
 def run_stage(script: str, args: list, out_dir: Path, log=None) -> Path:
-    """Run one script into `out_dir` unless it already finished there (results.json exists; for
-    make_data, manifest.json). SIGTERM/SIGUSR1 reaching this process are passed on to the stage."""
-    done = out_dir / ("manifest.json" if script == "make_data.py" else "results.json")
-    if done.exists():
-        return out_dir
-    cmd = _launcher(script) + [str(a) for a in args] + ["--output_dir", str(out_dir)]
+    """Run one script into `out_dir` unless it already finished there with the same arguments (results.json
+    exists and config.json records this command line; for make_data, manifest.json exists). A stage run
+    earlier with other arguments is re-run with --overwrite_output_dir (emptied, never merged); an
+    unfinished training run with the same arguments resumes. SIGTERM/SIGUSR1 reaching this process are
+    passed on to the stage."""
+    argv = [str(a) for a in args] + ["--output_dir", str(out_dir)]
+    if script == "make_data.py":
+        if (out_dir / "manifest.json").exists():
+            return out_dir
+    elif (out_dir / "config.json").exists():
+        same = _recorded_argv_matches(out_dir, argv)
+        if same and (out_dir / "results.json").exists():
+            return out_dir
+        if not same:
+            print(f"{out_dir}: run earlier with other arguments; re-running it from scratch", flush=True)
+    cmd = _launcher(script) + argv
     if script == "train.py" and os.environ.get("MEMLAB_TRAIN_ARGS"):  # extra train.py flags (tests, tuning)
         cmd += shlex.split(os.environ["MEMLAB_TRAIN_ARGS"])
-    if script == "train.py" and (out_dir / "config.json").exists():
-        cmd.append("--resume")
+    if script != "make_data.py" and (out_dir / "config.json").exists():
+        if not _recorded_argv_matches(out_dir, argv):
+            cmd.append("--overwrite_output_dir")
+        elif script == "train.py":
+            cmd.append("--resume")
     print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
     proc = subprocess.Popen(cmd, cwd=ROOT)
     forward = lambda signum, frame: proc.send_signal(signum)  # noqa: E731

@@ -125,16 +125,20 @@ class PrefixTask:
 
 
 def prefix_tasks(items: Sequence[dict], tokenizer, prefix_tokens: Sequence[int] = (),
-                 prefix_fraction: float | None = None, max_new_tokens: int = 0
+                 prefix_fraction: float | None = None, max_new_tokens: int = 0, source: str | None = None
                  ) -> tuple[list[PrefixTask], dict[str, int]]:
     """Cells for every item and prefix, and how many items each prefix skipped (no suffix left).
-    Fraction f gives p = max(1, round(f * n_tokens)); max_new_tokens <= 0 means no cap."""
+    Fraction f gives p = max(1, round(f * n_tokens)); max_new_tokens <= 0 means no cap.
+    With `source` (the input file, as generate.py passes it), a prefix that leaves no suffix for any item is
+    a DataError naming it, the shortest and the longest item (id, tokens): it would give no result at all."""
     tasks, skipped = [], {}
     specs = [(str(p), p) for p in prefix_tokens] if prefix_fraction is None else [(str(prefix_fraction), None)]
     for label, _ in specs:
         skipped[label] = 0
+    lengths = []
     for item in items:
         ids = tokenizer(item["text"]).input_ids
+        lengths.append((len(ids), str(item["id"])))
         for label, p in specs:
             p = p if p is not None else max(1, round(prefix_fraction * len(ids)))
             suffix = ids[p:]
@@ -143,6 +147,17 @@ def prefix_tasks(items: Sequence[dict], tokenizer, prefix_tokens: Sequence[int] 
                 continue
             target = suffix[:max_new_tokens] if max_new_tokens > 0 else suffix
             tasks.append(PrefixTask(str(item["id"]), label, p, ids[:p], target, len(suffix)))
+    empty = [label for label, _ in specs if items and skipped[label] == len(items)]
+    if source is not None and empty:
+        (n_short, short), (n_long, long) = min(lengths), max(lengths)
+        what = (f"--prefix_tokens {', '.join(empty)}" if prefix_fraction is None
+                else f"--prefix_fraction {prefix_fraction}")
+        fix = (f"a prefix must be shorter than the text, so use prefixes below {n_long} tokens"
+               if prefix_fraction is None else "a text needs at least 2 tokens to split into prefix and suffix")
+        which = (f"the only text, '{short}', has {n_short} tokens" if len(items) == 1 else
+                 f"the shortest is '{short}' ({n_short} tokens), the longest '{long}' ({n_long} tokens)")
+        raise DataError(f"{source}: {what} leaves no tokens to generate for any of the {len(items)} text(s): "
+                        f"{which}; {fix}")
     return tasks, skipped
 
 

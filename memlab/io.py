@@ -6,6 +6,7 @@ file or the new one, never a torn one.
 """
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import io
@@ -27,6 +28,9 @@ def read_records(path: str | os.PathLike) -> list[dict]:
 
     Each row gets `_line` (1-based line number in the file) so later checks can point at it.
     TXT rows are `{"text": line}`; ids are added by `ensure_ids`.
+    Files must be UTF-8 (a leading byte-order mark, as Excel writes, is dropped); lines end at a newline (a
+    carriage return before it is dropped), so a text holding U+2028 or NEL stays one line. CSV is parsed
+    strictly: an unmatched quote or a row with more fields than the header is an error naming the line.
     """
     path = Path(path)
     if not path.exists():
@@ -34,20 +38,16 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a .jsonl, .csv or .txt file")
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    text = decode_text(path.read_bytes(), path)
     rows: list[dict] = []
     if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        for i, row in enumerate(reader, start=2):  # line 1 is the header
-            row = {k: v for k, v in row.items() if k is not None}
-            row["_line"] = i
-            rows.append(row)
+        rows = _read_csv(text, path)
     elif suffix == ".txt":
-        for i, line in enumerate(text.splitlines(), start=1):
+        for i, line in enumerate(_lines(text), start=1):
             if line.strip():
                 rows.append({"text": line.strip(), "_line": i})
     else:
-        for i, line in enumerate(text.splitlines(), start=1):
+        for i, line in enumerate(_lines(text), start=1):
             if not line.strip():
                 continue
             try:
@@ -60,6 +60,96 @@ def read_records(path: str | os.PathLike) -> list[dict]:
             rows.append(obj)
     if not rows:
         raise DataError(f"{path}: file is empty (no rows)")
+    return rows
+
+
+def decode_text(data: bytes, path) -> str:
+    """`data` decoded as UTF-8, a leading BOM dropped; DataError naming file:line, the byte and its column
+    otherwise (a Latin-1 or Windows-1252 file, typically)."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_start = data.rfind(b"\n", 0, e.start) + 1
+        line = data.count(b"\n", 0, e.start) + 1
+        column = len(data[line_start:e.start].decode("utf-8", errors="replace")) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x} at column {column}); "
+                        "save the file as UTF-8") from None
+
+
+def _lines(text: str) -> list[str]:
+    """Lines split at newlines only (CRLF's carriage return dropped), unlike str.splitlines, which also splits
+    at U+2028, NEL and other characters a JSON string may hold raw; line numbers agree with any editor's."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def _quote_opened_at(lines: Sequence[str], first: int) -> int:
+    """Line number (counting from `first`) where the last quoted field still open at the end of `lines` (the
+    physical lines of one CSV record) was opened: a quote opens a field only at its start."""
+    opened, in_quotes = first, False
+    for n, line in enumerate(lines, start=first):
+        i, at_field_start = 0, True
+        while i < len(line):
+            ch = line[i]
+            if in_quotes:
+                if ch == '"':
+                    if i + 1 < len(line) and line[i + 1] == '"':
+                        i += 1
+                    else:
+                        in_quotes = False
+            elif ch == '"' and at_field_start:
+                in_quotes, opened = True, n
+            at_field_start = not in_quotes and ch == ","
+            i += 1
+    return opened
+
+
+def _read_csv(text: str, path) -> list[dict]:
+    """Rows of a CSV file as dicts keyed by the header, each with `_line` (where its record starts)."""
+    physical = _lines(text)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header, rows = None, []
+    while True:
+        start = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            end = reader.line_num
+            opened = _quote_opened_at(physical[start - 1:end], start)
+            if "field larger than field limit" in str(e):
+                raise DataError(f"{path}:{opened}: a field longer than {csv.field_size_limit()} characters starts "
+                                'here; usually an unmatched quote (") on this line (if the text really is that '
+                                "long, give the file as JSONL)") from None
+            if "unexpected end of data" in str(e):
+                raise DataError(f'{path}:{opened}: unterminated quoted field: the quote (") opened on this line is '
+                                "never closed, so every later line would be read into this field; close the quote, "
+                                'or double a quote that is part of the text ("")') from None
+            if "expected after" in str(e) and end > opened:
+                raise DataError(f'{path}:{opened}: malformed CSV quoting: the quoted field opened on this line runs '
+                                f'to line {end} and has text after its closing quote ({e}); check for an unmatched '
+                                'quote (") on this line') from None
+            if "expected after" in str(e):
+                raise DataError(f'{path}:{end}: malformed CSV quoting ({e}); a field holding a quote (") must be '
+                                'quoted as a whole, with its quotes doubled ("")') from None
+            raise DataError(f"{path}:{end}: malformed CSV ({e})") from None
+        if not record:
+            continue  # a blank line
+        if header is None:
+            header = record
+            continue
+        if len(record) > len(header):
+            raise DataError(f"{path}:{start}: row has {len(record)} fields, the header has {len(header)} "
+                            f"({', '.join(header)}); quote a field that holds a comma")
+        row = dict(zip(header, record))
+        row.update((k, None) for k in header[len(record):])
+        row["_line"] = start
+        rows.append(row)
     return rows
 
 
@@ -105,13 +195,60 @@ def require_answer_column(rows: Sequence[dict], path, answer_column: str = "answ
         raise probe_columns_error(path, rows, f"no '{answer_column}' column", then)
 
 
-def require_fields(rows: Iterable[dict], fields: Sequence[str], path) -> None:
-    """Fail on the first row missing a field (or holding an empty value), naming file:line and field."""
+def text_field_error(row: dict, field: str, path) -> DataError | None:
+    """The one rule for a field holding text (the text column, prompt, completion, question): a JSON string
+    with something besides whitespace in it. None when `row[field]` is such a string; otherwise the error,
+    naming file:line and field: 'missing field' for an absent, null or blank value, 'must be a string' for
+    a number, bool, list or object (CSV values are always strings)."""
+    v = row.get(field)
+    if isinstance(v, str):
+        return None if v.strip() else DataError(f"{path}:{row.get('_line', '?')}: missing field '{field}'")
+    if v is None:
+        return DataError(f"{path}:{row.get('_line', '?')}: missing field '{field}'")
+    shown = json.dumps(v, ensure_ascii=False, default=str)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    fix = "quote it in the file" if isinstance(v, (bool, int, float)) else "give the text as one string"
+    return DataError(f"{path}:{row.get('_line', '?')}: field '{field}' must be a string, "
+                     f"got {type(v).__name__} ({shown}); {fix}")
+
+
+def require_fields(rows: Iterable[dict], fields: Sequence[str], path, text: bool = False) -> None:
+    """Fail on the first row missing a field (or holding an empty value), naming file:line and field.
+    With `text`, the fields hold text and follow `text_field_error`'s rule (a string, not a number)."""
     for row in rows:
         for f in fields:
+            if text:
+                err = text_field_error(row, f, path)
+                if err is not None:
+                    raise err
+                continue
             v = row.get(f)
             if v is None or (isinstance(v, str) and not v.strip()):
                 raise DataError(f"{path}:{row.get('_line', '?')}: missing field '{f}'")
+
+
+ROLES = ("system", "user", "assistant")
+
+
+def validate_messages(messages, where: str) -> list[dict]:
+    """`messages` as a clean list of `{"role", "content"}`; DataError naming `where` (file:line) otherwise.
+    The one chat rule, shared by make_data.py convert --to chat and train.py: every content a non-empty
+    string, roles system/user/assistant, at least one assistant message."""
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: 'messages' must be a non-empty list of {{\"role\", \"content\"}} objects")
+    clean = []
+    for j, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise DataError(f"{where}: messages[{j}] must be an object with 'role' and 'content'")
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise DataError(f"{where}: messages[{j}].role is {role!r}, expected one of {', '.join(ROLES)}")
+        if not isinstance(content, str) or not content.strip():
+            raise DataError(f"{where}: messages[{j}].content must be a non-empty string")
+        clean.append({"role": role, "content": content})
+    if not any(m["role"] == "assistant" for m in clean):
+        raise DataError(f"{where}: no assistant message (nothing to train on)")
+    return clean
 
 
 def ensure_ids(rows: list[dict], path, prefix: str | None = None) -> list[dict]:
@@ -133,11 +270,35 @@ def read_texts(path, text_column: str | None = None) -> list[dict]:
     """Plain-text items `{"id", "text", ...}` from any supported file, using the text-column rule."""
     rows = read_records(path)
     col = resolve_text_column(rows, path, text_column)
-    require_fields(rows, [col], path)
+    require_fields(rows, [col], path, text=True)
     ensure_ids(rows, path)
     for row in rows:
-        row["text"] = str(row[col]).strip()
+        row["text"] = row[col].strip()
     return rows
+
+
+def split_paths(value, name: str = "value") -> list[str]:
+    """Paths from a comma-separated list ('a.jsonl,b.jsonl'), keeping a comma that is part of a file name:
+    the whole value, when it exists, is one path; otherwise, from each piece on, the longest run of adjacent
+    pieces whose comma-joined name exists is one path (a piece that starts no existing name stays alone, so
+    'file not found' names it). A list (from YAML) is taken as it is; blanks are dropped."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    if not isinstance(value, str):
+        raise DataError(f"--{name}: expected a path or a comma-separated list of paths, got {value!r}")
+    if value.strip() and os.path.exists(value.strip()):
+        return [value.strip()]
+    pieces, out, i = value.split(","), [], 0
+    while i < len(pieces):
+        j = next((j for j in range(len(pieces), i + 1, -1)
+                  if ",".join(pieces[i:j]).strip() and os.path.exists(",".join(pieces[i:j]).strip())), i + 1)
+        joined = ",".join(pieces[i:j]).strip()
+        if joined:
+            out.append(joined)
+        i = j
+    return out
 
 
 def strip_private(row: dict) -> dict:

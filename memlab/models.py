@@ -7,6 +7,10 @@ Names that resolve without a hub:
 - `tiny-llama`, `tiny-gpt2`: tiny, deterministic, randomly initialised models (2 layers, hidden 64) with the
   SmolLM2 tokenizer and chat template, for tests. Built once into the same cache.
 - any local directory holding a HF model (`config.json`) or a peft adapter (`adapter_config.json`).
+
+Every directory is checked when it is resolved (`check_model_dir`: JSON files parse, safetensors headers
+are readable and the files as long as their headers say), so a damaged model or checkpoint gives one clear
+error before any script loads weights or writes output.
 """
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ import contextlib
 import fcntl
 import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 
@@ -130,17 +136,150 @@ def _build_tiny(kind: str, out: Path) -> None:
     tok.save_pretrained(out)
 
 
-def resolve_model_path(name_or_path: str) -> Path:
-    """A local directory for a built-in name or a local path; a clear error for anything else."""
+# ------------------------------------------------------------------------------------- directory check
+_JSON_FULL_PARSE_BYTES = 256 * 1024  # larger JSON files (tokenizer.json, ~3.5 MB) get an ends-only check
+_SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # the format's own limit
+_checked: dict = {}  # (dir, weights_required) -> signature of the files last found sound
+
+
+def _damaged(path: Path, problem: str, what: str) -> DataError:
+    return DataError(f"{path}: {problem}; the {what} directory is damaged")
+
+
+def _read_json(path: Path, what: str, want_object: bool = True, full: bool = False):
+    """The parsed file, or None for a large one (unless `full`), which is checked at both ends only."""
+    try:
+        size = path.stat().st_size
+        if size > _JSON_FULL_PARSE_BYTES and not full:
+            with open(path, "rb") as f:
+                head = f.read(64).lstrip()
+                f.seek(max(0, size - 64))
+                tail = f.read().rstrip()
+            if not head.startswith((b"{", b"[")):
+                raise _damaged(path, f"not valid JSON ({size} bytes, not starting with {{ or [)", what)
+            if not tail.endswith((b"}", b"]")):
+                raise _damaged(path, f"not valid JSON ({size} bytes, ending mid-document: truncated)", what)
+            return None
+        data = path.read_bytes()
+    except OSError as e:
+        raise _damaged(path, f"cannot be read ({e.strerror or e})", what) from None
+    if not data.strip():
+        raise _damaged(path, "not valid JSON (empty file)", what)
+    try:
+        value = json.loads(data)
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        raise _damaged(path, f"not valid JSON ({e})", what) from None
+    if want_object and not isinstance(value, dict):
+        raise _damaged(path, f"not valid JSON (expected an object, got {type(value).__name__})", what)
+    return value
+
+
+def _check_safetensors(path: Path, what: str) -> None:
+    """Header readable and the file at least 8 + header length + the largest data_offsets end long."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise _damaged(path, f"truncated ({size} bytes, a safetensors file needs at least 8)", what)
+            (n,) = struct.unpack("<Q", raw)
+            if n > _SAFETENSORS_MAX_HEADER:
+                raise _damaged(path, f"not a safetensors file (header length {n} bytes)", what)
+            if 8 + n > size:
+                raise _damaged(path, f"truncated ({size} bytes, header says at least {8 + n})", what)
+            header_bytes = f.read(n)
+    except OSError as e:
+        raise _damaged(path, f"cannot be read ({e.strerror or e})", what) from None
+    try:
+        header = json.loads(header_bytes)
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise _damaged(path, f"safetensors header unreadable ({type(e).__name__}: {e})", what) from None
+    needed = 8 + n + max(ends, default=0)
+    if size < needed:
+        raise _damaged(path, f"truncated ({size} bytes, header says {needed})", what)
+
+
+def _check_weights_file(path: Path, what: str) -> None:
+    if path.suffix == ".safetensors":
+        _check_safetensors(path, what)
+    elif path.stat().st_size == 0:
+        raise _damaged(path, "empty weights file", what)
+
+
+def _check_index(index: Path, what: str) -> list[Path]:
+    """The shards a sharded checkpoint's index names (each must exist)."""
+    data = _read_json(index, what, full=True)
+    weight_map = data.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise _damaged(index, "no 'weight_map' of tensor names to shard files", what)
+    shards = [index.parent / s for s in sorted(set(map(str, weight_map.values())))]
+    missing = [s.name for s in shards if not s.is_file()]
+    if missing:
+        raise _damaged(index, f"names shard(s) that are missing: {missing[:5]}", what)
+    return shards
+
+
+def check_model_dir(path, what: str = "model", weights_required: bool = False) -> Path:
+    """Cheap integrity check of a model, checkpoint or LoRA adapter directory (no tensor is loaded).
+
+    Every top-level JSON file parses (config.json and adapter_config.json as objects); each weights file
+    is sound: a *.safetensors file has a readable header and is at least as long as header + the largest
+    `data_offsets` end (a half-copied file fails), a sharded index parses and its shards exist, a *.bin
+    file is non-empty. `weights_required` also fails a directory with no weights at all. A directory found
+    sound is not re-read while its files keep their sizes and mtimes. Returns `path`; DataError naming the
+    damaged file otherwise.
+    """
+    path = Path(path)
+    files = sorted(f for f in path.iterdir() if f.is_file())
+    stats = [(f.name, f.stat()) for f in files]
+    signature = tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats)
+    key = (str(path.resolve()), weights_required)
+    if _checked.get(key) == signature:
+        return path
+    names = {f.name for f in files}
+    for f in files:
+        if f.suffix == ".json" and not f.name.endswith(".index.json"):  # indexes: parsed below
+            _read_json(f, what, want_object=f.name in ("config.json", "adapter_config.json"))
+    if "adapter_config.json" in names:
+        weights = [path / n for n in ("adapter_model.safetensors", "adapter_model.bin") if n in names]
+        if weights_required and not weights:
+            raise _damaged(path / "adapter_config.json", "no adapter_model.safetensors or adapter_model.bin beside "
+                                                         "it", what)
+    else:
+        weights = [f for f in files if f.suffix in (".safetensors", ".bin") and f.name != "training_args.bin"]
+        for index in (f for f in files if f.name.endswith((".safetensors.index.json", ".bin.index.json"))):
+            weights += _check_index(index, what)
+        if weights_required and not weights:
+            raise _damaged(path, "config.json but no weights (*.safetensors or *.bin)", what)
+    for w in sorted(set(weights)):
+        _check_weights_file(w, what)
+    _checked[key] = signature
+    return path
+
+
+def _dir_kind(path: Path) -> str:
+    if (path / "trainer_state").is_dir():
+        return "checkpoint"
+    return "LoRA adapter" if (path / "adapter_config.json").exists() else "model"
+
+
+def resolve_model_path(name_or_path: str, weights_required: bool = False) -> Path:
+    """A local directory for a built-in name or a local path, checked by `check_model_dir`; a clear error
+    for anything else."""
     p = Path(str(name_or_path)).expanduser()
     if p.is_dir():
         if (p / "config.json").exists() or (p / "adapter_config.json").exists():
-            return p
+            return check_model_dir(p, _dir_kind(p), weights_required)
         raise DataError(f"{p}: holds neither a model (config.json) nor a LoRA adapter (adapter_config.json)")
-    if name_or_path == "smollm2-135m":
-        return _build_atomically(cache_dir() / "smollm2-135m-instruct", _convert_gguf)
-    if name_or_path in ("tiny-llama", "tiny-gpt2"):
-        return _build_atomically(cache_dir() / name_or_path, lambda out: _build_tiny(name_or_path, out))
+    if name_or_path in BUILTIN_MODELS:
+        target = cache_dir() / ("smollm2-135m-instruct" if name_or_path == "smollm2-135m" else name_or_path)
+        build = _convert_gguf if name_or_path == "smollm2-135m" else (lambda out: _build_tiny(name_or_path, out))
+        _build_atomically(target, build)
+        try:
+            return check_model_dir(target, "model", weights_required)
+        except DataError as e:
+            raise DataError(f"{e} (built-in '{name_or_path}': delete {target} and it is built again)") from None
     raise DataError(
         f"model '{name_or_path}' is neither a local directory nor a built-in name {list(BUILTIN_MODELS)}. "
         "memlab runs offline (HF_HUB_OFFLINE=1): on a machine with internet run "
@@ -168,14 +307,14 @@ def load_model(name_or_path: str, dtype: str = "float32", trust_remote_code: boo
     import torch
     from transformers import AutoModelForCausalLM
 
-    path = resolve_model_path(name_or_path)
+    path = resolve_model_path(name_or_path, weights_required=True)
     torch_dtype = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
                    "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
     if is_adapter_dir(path):
         from peft import PeftConfig, PeftModel
 
         base_name = PeftConfig.from_pretrained(path).base_model_name_or_path
-        base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_name), dtype=torch_dtype,
+        base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_name, weights_required=True), dtype=torch_dtype,
                                                     trust_remote_code=trust_remote_code)
         return PeftModel.from_pretrained(base, path, is_trainable=is_trainable), path
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)

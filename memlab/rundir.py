@@ -6,6 +6,8 @@ import dataclasses
 import datetime as _dt
 import importlib.metadata
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -38,17 +40,155 @@ def git_commit() -> str | None:
         return None
 
 
+# arguments that do not change what a run computes: a run directory written with other values of these is
+# still "the same configuration" for the output-directory rule
+RESULT_NEUTRAL_ARGS = {"output_dir", "overwrite_output_dir", "config", "resume", "report_to", "run_name",
+                       "logging_steps", "debug_signal_at_step"}
+
+# output directories this process created (or found empty): removed again when it stops on bad input
+_NEW_OUTPUT_DIRS: list[tuple[Path, bool]] = []  # (dir, existed before: then only emptied)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _describe(out: Path) -> str:
+    """What an existing, non-empty directory holds, in words, for the refusal message."""
+    cfg_path = out / "config.json"
+    if cfg_path.is_file():
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            cfg = None
+        if isinstance(cfg, dict) and cfg.get("script"):
+            state = "finished" if (out / "results.json").exists() else "unfinished"
+            return f"{'an' if state == 'unfinished' else 'a'} {state} run of {cfg['script']}"
+        if isinstance(cfg, dict) and ("model_type" in cfg or "architectures" in cfg):
+            return f"a model (config.json with model_type {cfg.get('model_type')!r})"
+    if (out / "adapter_config.json").exists():
+        return "a LoRA adapter (adapter_config.json)"
+    if (out / "manifest.json").exists():
+        return "a make_data.py dataset (manifest.json)"
+    names = sorted(p.name for p in out.iterdir())
+    return f"{len(names)} entr{'y' if len(names) == 1 else 'ies'} memlab did not write ({', '.join(names[:5])}" \
+           f"{', ...' if len(names) > 5 else ''})"
+
+
+def empty_dir(out: Path) -> None:
+    """Remove everything inside `out` (the directory itself stays)."""
+    for child in out.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def guard_output_dir(output_dir, script: str, args: Any, overwrite: bool = False, main_process: bool | None = None) -> str:
+    """The one output-directory rule of every script, run before any model is loaded.
+
+    - a new or empty directory is used ("new"; removed again if the script then stops on bad input);
+    - a directory `script` wrote earlier with the same configuration (config.json's arguments equal,
+      `RESULT_NEUTRAL_ARGS` aside) is reused ("same": the caller resumes or re-runs it; prepare_run_dir
+      removes the old results.json first, so an interrupted rerun never looks finished);
+    - anything else — a run with another configuration, another script's run, a model, a dataset, files
+      memlab did not write — is refused with one error naming what is there, unless `overwrite`
+      (--overwrite_output_dir), which empties it first (never merges) and returns "new".
+    Only the main process (`main_process`, default: RANK 0 of a launcher, or a lone process) checks and acts;
+    the others return "new" at once (they never create or empty the directory)."""
+    if main_process is None:
+        main_process = int(os.environ.get("RANK", "0")) == 0
+    if not main_process:
+        return "new"
+    out = check_writable_dir(output_dir)
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        _NEW_OUTPUT_DIRS.append((out, out.exists()))
+        return "new"
+    if out.resolve() in {Path.cwd().resolve(), Path.home().resolve(), Path("/")} or \
+            out.resolve() in Path.cwd().resolve().parents:
+        raise DataError(f"--output_dir {out}: is the current, home or root directory (or above the current one); "
+                        "give a directory of its own")
+    what = _describe(out)
+    if what.endswith(f"run of {script}"):
+        recorded = json.loads((out / "config.json").read_text(encoding="utf-8")).get("args", {})
+        now = _jsonable(dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(args))
+        diff = [f"{k} (was {recorded.get(k, '<unset>')!r}, now {now.get(k, '<unset>')!r})"
+                for k in sorted(set(recorded) | set(now)) if k not in RESULT_NEUTRAL_ARGS
+                and recorded.get(k) != now.get(k)]
+        if not diff:
+            return "same"
+        what += f" with a different configuration (differing: {'; '.join(diff)})"
+    if overwrite:
+        print(f"--overwrite_output_dir: emptying {out} ({what})", file=sys.stderr, flush=True)
+        empty_dir(out)
+        _NEW_OUTPUT_DIRS.append((out, True))
+        return "new"
+    raise DataError(f"--output_dir {out} holds {what}; {script} writes only into a new or empty directory or "
+                    f"its own run with the same configuration: choose another --output_dir, or pass "
+                    f"--overwrite_output_dir to empty it first")
+
+
+def file_digest(path) -> str:
+    """sha256 of a file's bytes (the data fingerprint `--resume` checks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_data_unchanged(output_dir, fingerprints: dict[str, str]) -> None:
+    """`--resume` continues the run config.json describes only if its data files are byte-identical to the
+    ones it started with (config.json's data_fingerprints); otherwise one error naming the file."""
+    try:
+        recorded = json.loads((Path(output_dir) / "config.json").read_text(encoding="utf-8")).get("data_fingerprints")
+    except (OSError, ValueError):
+        return
+    for path, digest in fingerprints.items():
+        old = (recorded or {}).get(path)
+        if old is not None and old != digest:
+            raise DataError(f"--resume: {path} changed since {output_dir} started (sha256 {old[:12]}… -> "
+                            f"{digest[:12]}…); the resumed run would mix two datasets: restore the file, or start "
+                            f"over (another --output_dir, or --overwrite_output_dir)")
+
+
+def forget_new_output() -> None:
+    """Start of one script invocation (cli.run): no output directory is this invocation's yet."""
+    _NEW_OUTPUT_DIRS.clear()
+
+
+def discard_new_output() -> None:
+    """Remove what this invocation wrote into output directories it created (or found empty), after bad
+    input stopped it: nothing is left behind. Directories it found with content are never touched, nor is
+    one that already holds a saved checkpoint or resume state (a disk-full error mid-training keeps the
+    checkpoints written before it, so the run can be resumed where there is space)."""
+    while _NEW_OUTPUT_DIRS:
+        out, existed = _NEW_OUTPUT_DIRS.pop()
+        saved = (out / "resume").is_dir() or any(not p.name.startswith(".") for p in (out / "checkpoints").glob("*"))
+        if out.is_dir() and not saved:
+            if existed:
+                empty_dir(out)
+            else:
+                shutil.rmtree(out, ignore_errors=True)
+
+
 def prepare_run_dir(output_dir, args: Any, script: str, extra: dict | None = None) -> Path:
     """Create `output_dir` (with checkpoints/ and plots/ left to the scripts that need them) and write
-    config.json: every resolved argument, package versions, git commit, seed, host and start time."""
+    config.json: every resolved argument, the command line, package versions, git commit, seed, host and
+    start time. A previous results.json (the "finished" mark) is removed first, atomically, so a rerun
+    killed at any point never leaves a directory that looks finished."""
     out = check_writable_dir(output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"output dir {out}: cannot create ({e.strerror})") from None
+    (out / "results.json").unlink(missing_ok=True)
     config = {
         "script": script,
         "args": dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(args),
+        "argv": list(sys.argv[1:]),
         "seed": getattr(args, "seed", None),
         "versions": package_versions(),
         "git_commit": git_commit(),

@@ -335,6 +335,9 @@ def check_checkpoint_dir(path: Path) -> str:
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"checkpoint {path}: not a directory")
+    from memlab.models import check_model_dir
+
+    check_model_dir(path, "checkpoint")  # damaged config/weights: one error before anything loads
     if (path / "adapter_config.json").exists():
         if not any(path.glob("adapter_model.*")):
             raise DataError(f"checkpoint {path}: adapter_config.json but no adapter_model.safetensors/.bin")

@@ -12,6 +12,8 @@ Decisions worth knowing:
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -23,7 +25,8 @@ from typing import Sequence
 
 import torch
 
-from memlab.io import DataError, ensure_ids, read_records, resolve_text_column, write_json_atomic
+from memlab.io import (DataError, ensure_ids, read_records, require_fields, resolve_text_column, validate_messages,
+                       write_json_atomic)
 
 IGNORE_INDEX = -100
 # A plain template for tokenizers without one (`--chat_template plain`), as DESIGN.md §3 describes.
@@ -36,35 +39,31 @@ PLAIN_CHAT_TEMPLATE = (
 
 # ----------------------------------------------------------------------------------------------- items
 def load_items(path, text_column: str | None = None) -> tuple[list[dict], str]:
-    """Rows of a training file and its kind: 'chat' (messages), 'prompt_completion' or 'plain'."""
+    """Rows of a training file and its kind: 'chat' (messages), 'prompt_completion' or 'plain'.
+
+    The rules are memlab.io's, shared with make_data.py convert: chat rows by `validate_messages` (an
+    assistant turn, every content a non-empty string); prompt, completion and text fields by
+    `text_field_error` (a string, not a number; an empty prompt is allowed, an empty completion is not)."""
     rows = read_records(path)
     ensure_ids(rows, path)
     first = rows[0]
     if "messages" in first:
         kind = "chat"
         for r in rows:
-            msgs = r.get("messages")
-            if not isinstance(msgs, list) or not msgs:
-                raise DataError(f"{path}:{r['_line']}: field 'messages' must be a non-empty list")
-            for j, m in enumerate(msgs):
-                if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
-                        or not isinstance(m.get("content"), str):
-                    raise DataError(f"{path}:{r['_line']}: messages[{j}] needs role in "
-                                    "system|user|assistant and a string content")
-            if not any(m["role"] == "assistant" for m in msgs):
-                raise DataError(f"{path}:{r['_line']}: no assistant message to learn from")
+            require_fields([r], ["messages"], path)
+            validate_messages(r["messages"], f"{path}:{r['_line']}")
     elif "prompt" in first and "completion" in first:
         kind = "prompt_completion"
         for r in rows:
-            for f in ("prompt", "completion"):
-                if not isinstance(r.get(f), str) or (f == "completion" and not r[f]):
-                    raise DataError(f"{path}:{r['_line']}: missing field '{f}'")
+            prompt = r.get("prompt")
+            if not (isinstance(prompt, str) and not prompt.strip()):  # an empty prompt is allowed
+                require_fields([r], ["prompt"], path, text=True)
+            require_fields([r], ["completion"], path, text=True)
     else:
         kind = "plain"
         col = resolve_text_column(rows, path, text_column)
+        require_fields(rows, [col], path, text=True)
         for r in rows:
-            if not isinstance(r.get(col), str) or not r[col].strip():
-                raise DataError(f"{path}:{r['_line']}: missing field '{col}'")
             r["text"] = r[col]
     return rows, kind
 
@@ -313,11 +312,108 @@ def _is_peft(model) -> bool:
     return hasattr(model, "peft_config")
 
 
+def _tensor_bytes(tensors) -> int:
+    """Bytes of distinct tensors (tied weights, which share storage, count once)."""
+    seen, total = set(), 0
+    for t in tensors:
+        if torch.is_tensor(t) and t.device.type != "meta":
+            key = (str(t.device), t.data_ptr(), t.numel(), t.dtype) if t.numel() else id(t)
+            if key not in seen:
+                seen.add(key)
+                total += t.numel() * t.element_size()
+    return total
+
+
+def checkpoint_bytes(model, state_dict: dict | None = None, optimizer=None, merge: bool = False,
+                     with_optimizer: bool = False) -> tuple[int, int]:
+    """(weights, optimizer state) bytes a checkpoint of `model` writes, from the tensors in memory.
+
+    Weights: the state dict (a LoRA model: its trainable parameters, the adapter, plus the base once more
+    with `merge`). Optimizer state (`with_optimizer`): the tensors `optimizer.state` holds (AdamW: 2 x the
+    trainable parameters), or, before its first step or with no optimizer passed (DeepSpeed keeps its
+    state partitioned), that 2 x fp32 estimate.
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if _is_peft(model):
+        weights = _tensor_bytes(trainable)
+        if merge:
+            weights += _tensor_bytes(p for p in model.parameters() if not p.requires_grad)
+    else:
+        weights = _tensor_bytes(state_dict.values() if state_dict else model.parameters())
+    if not with_optimizer:
+        return weights, 0
+    state = getattr(optimizer, "state", None) if optimizer is not None else None
+    held = _tensor_bytes(t for st in state.values() for t in st.values()) if isinstance(state, dict) else 0
+    return weights, held or 2 * 4 * sum(p.numel() for p in trainable)
+
+
+_OUT_OF_SPACE = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded"}
+_OUT_OF_SPACE_TEXT = {"No space left on device": errno.ENOSPC, "os error 28": errno.ENOSPC,
+                      "Disk quota exceeded": errno.EDQUOT, "os error 122": errno.EDQUOT}
+
+
+def _out_of_space(exc: BaseException, free_bytes: int) -> str | None:
+    """'disk full' / 'disk quota exceeded' when `exc` (or an exception it chains) says so: OSError's errno,
+    safetensors' "No space left on device (os error 28)". torch.save only says "file write failed" or
+    "unexpected pos", so any failure with under 1 MB left on the file system counts as disk full too."""
+    e = exc
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in _OUT_OF_SPACE:
+            return _OUT_OF_SPACE[e.errno]
+        for text, code in _OUT_OF_SPACE_TEXT.items():
+            if text in str(e):
+                return _OUT_OF_SPACE[code]
+        e = e.__cause__ or e.__context__
+    return "disk full" if 0 <= free_bytes < 2 ** 20 else None
+
+
+def _mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _free_bytes(path: Path) -> int:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return -1
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f}" if n < 10e6 else f"{n / 1e6:.0f}"
+
+
+@contextlib.contextmanager
+def checkpoint_write_guard(tmp: Path, path: Path, weights_bytes: int, optimizer_bytes: int = 0):
+    """Around writing checkpoint `path` through the temporary directory `tmp`: on any failure `tmp` is
+    removed (no half-written checkpoint is left); running out of disk space becomes one DataError
+    naming the checkpoint, the size being written and the space left, instead of a serializer traceback.
+    """
+    try:
+        yield
+    except Exception as e:
+        free_before = _free_bytes(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        kind = _out_of_space(e, free_before)
+        if kind is None:
+            raise
+        what = "the size of the weights being written" if not optimizer_bytes else \
+            f"the weights ({_mb(weights_bytes)} MB) and optimizer state ({_mb(optimizer_bytes)} MB) being written"
+        raise DataError(f"{kind} while saving checkpoint {path} (needed about "
+                        f"{_mb(weights_bytes + optimizer_bytes)} MB: {what}; {_mb(max(_free_bytes(tmp), 0))} MB "
+                        f"free on {_mount_point(tmp.parent)})") from e
+
+
 def save_checkpoint(acc, model, tokenizer, optimizer, scheduler, state: TrainState, fingerprint: dict,
                     path: Path, with_optimizer: bool, merge: bool, keep_optimizer_state: str,
                     run_dir: Path) -> None:
     """Write model (or LoRA adapter only) + tokenizer + trainer_state/ (optimizer, scheduler, per-rank
     RNG, counters, config) into a temp dir, then swap it into `path`. Collective: call on all ranks.
+    Running out of disk space removes the temp dir and raises DataError (`checkpoint_write_guard`).
 
     With keep_optimizer_state='last', older checkpoints of the run lose their optimizer state (for full
     fine-tuning it is twice the model's size); resuming only ever needs the newest.
@@ -328,30 +424,34 @@ def save_checkpoint(acc, model, tokenizer, optimizer, scheduler, state: TrainSta
     acc.wait_for_everyone()
     state_dict = acc.get_state_dict(model)  # collective under ZeRO-3
     tmp = path.with_name(f".{path.name}.tmp")
-    if acc.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "trainer_state").mkdir(parents=True)
-        unwrapped = acc.unwrap_model(model)
-        unwrapped.save_pretrained(tmp, state_dict=state_dict)
-        tokenizer.save_pretrained(tmp)
-        if merge and _is_peft(unwrapped):
-            merged = copy.deepcopy(unwrapped).merge_and_unload()
-            merged.save_pretrained(tmp / "merged")
-            tokenizer.save_pretrained(tmp / "merged")
-        if with_optimizer and not deepspeed:
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                       tmp / "trainer_state" / "optimizer.pt")
+    unwrapped = acc.unwrap_model(model)
+    weights_bytes, optimizer_bytes = checkpoint_bytes(unwrapped, state_dict, None if deepspeed else optimizer,
+                                                      merge and _is_peft(unwrapped), with_optimizer)
+    with checkpoint_write_guard(tmp, path, weights_bytes, optimizer_bytes):
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / "trainer_state").mkdir(parents=True)
+            unwrapped.save_pretrained(tmp, state_dict=state_dict)
+            tokenizer.save_pretrained(tmp)
+            if merge and _is_peft(unwrapped):
+                merged = copy.deepcopy(unwrapped).merge_and_unload()
+                merged.save_pretrained(tmp / "merged")
+                tokenizer.save_pretrained(tmp / "merged")
+            if with_optimizer and not deepspeed:
+                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                           tmp / "trainer_state" / "optimizer.pt")
+            if with_optimizer and deepspeed:
+                torch.save(scheduler.state_dict(), tmp / "trainer_state" / "scheduler.pt")
+        acc.wait_for_everyone()
         if with_optimizer and deepspeed:
-            torch.save(scheduler.state_dict(), tmp / "trainer_state" / "scheduler.pt")
-    acc.wait_for_everyone()
-    if with_optimizer and deepspeed:
-        acc.save_state(str(tmp / "trainer_state" / "deepspeed"))
-    torch.save(rng_state(), tmp / "trainer_state" / f"rng_{acc.process_index}.pt")
-    acc.wait_for_everyone()
+            acc.save_state(str(tmp / "trainer_state" / "deepspeed"))
+        torch.save(rng_state(), tmp / "trainer_state" / f"rng_{acc.process_index}.pt")
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            write_json_atomic(tmp / "trainer_state" / "state.json",
+                              {**state.to_json(), "config": fingerprint, "has_optimizer": with_optimizer})
+            replace_dir(tmp, path)
     if acc.is_main_process:
-        write_json_atomic(tmp / "trainer_state" / "state.json",
-                          {**state.to_json(), "config": fingerprint, "has_optimizer": with_optimizer})
-        replace_dir(tmp, path)
         if with_optimizer and keep_optimizer_state == "last":
             for other in list((run_dir / "checkpoints").glob("*")) + [run_dir / "resume"]:
                 st_path = other / "trainer_state" / "state.json"
@@ -367,6 +467,10 @@ def save_checkpoint(acc, model, tokenizer, optimizer, scheduler, state: TrainSta
 def load_checkpoint_weights(model, ckpt: Path) -> None:
     """Load a checkpoint's weights into a freshly built model of the same kind (full or LoRA)."""
     from safetensors.torch import load_file
+
+    from memlab.models import check_model_dir
+
+    check_model_dir(ckpt, "checkpoint", weights_required=True)  # a damaged one: a clear error, not a traceback
 
     if _is_peft(model):
         from peft import set_peft_model_state_dict

@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Mapping
 
 from memlab.datagen.facts import TIERS, VERBATIM_TIER
-from memlab.io import (DataError, ensure_ids, read_records, read_texts, require_answer_column, require_fields,
-                       strip_private)
-
-ROLES = ("system", "user", "assistant")
+from memlab.io import (ROLES, DataError, ensure_ids, read_records, read_texts, require_answer_column,  # noqa: F401 (ROLES re-exported)
+                       require_fields, strip_private, validate_messages)
 
 
 def convert_text(path, text_column: str | None = None) -> list[dict]:
@@ -28,25 +26,6 @@ def convert_text(path, text_column: str | None = None) -> list[dict]:
             row["fact_id"] = str(r["fact_id"])
         out.append(row)
     return out
-
-
-def validate_messages(messages, where: str) -> list[dict]:
-    """`messages` as a clean list of `{"role", "content"}`; DataError naming `where` (file:line) otherwise."""
-    if not isinstance(messages, list) or not messages:
-        raise DataError(f"{where}: 'messages' must be a non-empty list of {{\"role\", \"content\"}} objects")
-    clean = []
-    for j, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise DataError(f"{where}: messages[{j}] must be an object with 'role' and 'content'")
-        role, content = m.get("role"), m.get("content")
-        if role not in ROLES:
-            raise DataError(f"{where}: messages[{j}].role is {role!r}, expected one of {', '.join(ROLES)}")
-        if not isinstance(content, str) or not content.strip():
-            raise DataError(f"{where}: messages[{j}].content must be a non-empty string")
-        clean.append({"role": role, "content": content})
-    if not any(m["role"] == "assistant" for m in clean):
-        raise DataError(f"{where}: no assistant message (nothing to train on)")
-    return clean
 
 
 def convert_chat(path) -> list[dict]:
@@ -93,12 +72,13 @@ def convert_probes(path, answer_column: str = "answer", tier_columns: Mapping[st
         require_fields([r], [answer_column], path)
         answer = str(r[answer_column]).strip()
         if tier_columns:
-            require_fields([r], list(tier_columns.values()), path)
+            require_fields([r], list(tier_columns.values()), path, text=True)
             for tier, col in tier_columns.items():
                 out.append({"id": f"{fact_id}-{tier}", "fact_id": fact_id, "question": str(r[col]).strip(),
                             "answer": answer, "tier": tier, "_line": r["_line"]})
         else:
-            require_fields([r], ["question", "tier"], path)
+            require_fields([r], ["question"], path, text=True)
+            require_fields([r], ["tier"], path)
             if r["tier"] not in (*TIERS, VERBATIM_TIER):
                 raise DataError(f"{path}:{r['_line']}: field 'tier' is {r['tier']!r}, expected one of "
                                 f"{[*TIERS, VERBATIM_TIER]}")
