@@ -50,7 +50,7 @@ import io
 import json
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -62,11 +62,12 @@ from memlab.io import DataError, write_csv_atomic, write_text_atomic
 
 @dataclass
 class AnalyzeArgs:
-    runs_root: Optional[str] = None  # a sweep root (runs/expt1) or a root of several experiments (runs/)
-    skip_broken: bool = field(default=False, metadata={"help": "leave out the cells and stages whose cell.json, "
-                              "results.json, items.csv or facts.jsonl is present but unreadable (truncated, "
-                              "malformed, wrong layout) instead of failing; each is listed on stderr and in "
-                              "summary.txt"})
+    runs_root: Optional[str] = cli.arg(None, "a sweep root (runs/expt1) or a root of several experiments (runs/) "
+                                       "whose task directories (those with cell.json) are read; required, and may "
+                                       "also be given as the first positional argument")
+    skip_broken: bool = cli.arg(False, "leave out the cells and stages whose cell.json, results.json, items.csv or "
+                                "facts.jsonl is present but unreadable (truncated, malformed, wrong layout) instead "
+                                "of failing; each is listed on stderr and in summary.txt")
 
 
 # ------------------------------------------------------------------------------------------ strict reads
@@ -106,8 +107,8 @@ def read_json_object(path: Path, required: Sequence[str] = ()) -> dict:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         cut = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")
-        raise BrokenInput(path, f"{'truncated' if cut else 'malformed'} JSON ({e.msg} at line {e.lineno} "
-                                f"column {e.colno})") from None
+        raise BrokenInput(path, f"{'truncated' if cut else 'malformed'} JSON ({e.msg.removesuffix(' at')} at line "
+                                f"{e.lineno} column {e.colno})") from None
     if not isinstance(obj, dict):
         raise BrokenInput(path, f"expected a JSON object, got {_kind(obj)}")
     missing = [k for k in required if k not in obj]
@@ -200,8 +201,8 @@ def read_facts(path: Path) -> list[dict]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             cut = i == len(lines) and not text.endswith("\n")
-            raise BrokenInput(path, f"line {i}: {'truncated' if cut else 'malformed'} JSON ({e.msg} at column "
-                                    f"{e.colno})") from None
+            raise BrokenInput(path, f"line {i}: {'truncated' if cut else 'malformed'} JSON "
+                                    f"({e.msg.removesuffix(' at')} at column {e.colno})") from None
         if not isinstance(obj, dict):
             raise BrokenInput(path, f"line {i}: expected a JSON object, got {_kind(obj)}")
         missing = [k for k in ("fact_id", "kind") if obj.get(k) in (None, "")]

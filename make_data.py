@@ -35,10 +35,10 @@ Every subcommand also takes --config args.yaml (command-line flags override it).
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from memlab.cli import collect_errors, parse_args, parse_list
+from memlab.cli import arg, collect_errors, parse_args, parse_list
 from memlab.datagen import cloze, convert, documents, facts, grammar, leakage, mia, recognition, wordlists
 from memlab.datagen.common import build_manifest, dedupe_by_normalized_text, write_dataset
 from memlab.datagen.known_facts import KNOWN_FACTS
@@ -46,11 +46,6 @@ from memlab.io import DataError, check_writable_dir, read_texts
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CORPUS = "data/corpus/sentences.jsonl"
-
-
-def arg(default, doc: str):
-    """A dataclass field whose `doc` is its --help text."""
-    return field(default=default, metadata={"help": doc})
 
 
 @dataclass
@@ -72,33 +67,34 @@ class FactsArgs:
     verbatim_probes: bool = arg(True, "also write tier-verbatim probes repeating a training prompt exactly (per "
                                       "fact: the first active user turn, the first passive statement cut before "
                                       "the answer), labelled intentionally_seen; --no_verbatim_probes leaves them out")
-    dpo_pairs_per_fact: int = arg(1, "DPO pairs per fact")
+    dpo_pairs_per_fact: int = arg(1, "DPO pairs per fact in dpo_pairs.jsonl (chosen = the true answer, rejected = "
+                                     "a distractor), 0..5")
 
 
 @dataclass
 class DocumentsArgs:
     output_dir: str = arg("", "directory to write (required)")
-    seed: int = arg(0, "random seed")
-    n_docs: int = arg(50, "number of documents")
-    doc_tokens: int = arg(256, "target length of each document in tokens (about)")
+    seed: int = arg(0, "random seed; the same seed gives byte-identical files")
+    n_docs: int = arg(50, "number of ID documents to write, at most 9*10^(id_digits-1)")
+    doc_tokens: int = arg(256, "target length of each document in tokens of --tokenizer (approximate; at least 32)")
     tokenizer: str = arg("smollm2-135m", "tokenizer used to count tokens (built-in name or local dir)")
-    id_digits: int = arg(5, "digits of the [DOC_n] identifiers")
+    id_digits: int = arg(5, "digits of the [DOC_n] identifiers, 3..9")
 
 
 @dataclass
 class CorpusArgs:
     output_dir: str = arg("", "directory to write (required)")
-    seed: int = arg(0, "random seed")
+    seed: int = arg(0, "random seed; the same seed gives byte-identical files")
     n_sentences: int = arg(5000, "number of distinct everyday sentences")
 
 
 @dataclass
 class RecognitionArgs:
     output_dir: str = arg("", "directory to write (required)")
-    seed: int = arg(0, "random seed")
-    corpus: str = arg(DEFAULT_CORPUS, "text corpus (JSONL/TXT/CSV)")
+    seed: int = arg(0, "random seed; the same seed gives byte-identical files")
+    corpus: str = arg(DEFAULT_CORPUS, "text corpus (JSONL/TXT/CSV) the seen sentences and novel foils are drawn from")
     text_column: str = arg("", "text column of --corpus (default: text, else the first string column)")
-    n_pairs: int = arg(200, "seen/unseen pairs")
+    n_pairs: int = arg(200, "number of seen/unseen pairs (seen.jsonl and unseen.jsonl, paired by row and pair_id)")
     foil_type: str = arg("novel", "novel, shuffled, random_words, or a comma list taken in turn")
     min_words: int = arg(3, "seen sentences have at least this many words")
 
@@ -106,22 +102,22 @@ class RecognitionArgs:
 @dataclass
 class MiaArgs:
     output_dir: str = arg("", "directory to write (required)")
-    seed: int = arg(0, "random seed")
+    seed: int = arg(0, "random seed; the same seed gives byte-identical files")
     source: str = arg("corpus", "corpus (sentences of --corpus) or facts (generated fact statements)")
     corpus: str = arg(DEFAULT_CORPUS, "text corpus for --source corpus (JSONL/TXT/CSV)")
-    text_column: str = arg("", "text column of --corpus")
+    text_column: str = arg("", "text column of --corpus (default: text, else the first string column)")
     n_members: int = arg(200, "members (in train.jsonl)")
     n_nonmembers: int = arg(200, "non-members (held out)")
     canary_copies: str = arg("", "copy counts for canaries, e.g. 1,2,4,8,16,32 (empty: no canaries)")
-    canaries_per_copy: int = arg(1, "canaries per copy count")
+    canaries_per_copy: int = arg(1, "canaries per copy count of --canary_copies (chosen among the members)")
 
 
 @dataclass
 class ClozeArgs:
     input: str = arg("", "your corpus (JSONL/TXT/CSV), one document per row (required)")
     output_dir: str = arg("", "directory to write (required)")
-    seed: int = arg(0, "random seed")
-    text_column: str = arg("", "text column (default: text, else the first string column)")
+    seed: int = arg(0, "random seed; the same seed gives byte-identical files")
+    text_column: str = arg("", "text column of --input (default: text, else the first string column)")
     cloze_types: str = arg("number,entity", "what may be blanked: number, entity")
     max_per_doc: int = arg(5, "at most this many probes per document")
     min_words: int = arg(6, "sentences shorter than this are skipped")

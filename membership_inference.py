@@ -36,14 +36,14 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from memlab import mia
-from memlab.cli import collect_errors, parse_list, run
+from memlab.cli import arg, collect_errors, parse_list, run
 from memlab.io import DataError, read_texts, write_csv_atomic
 from memlab.models import DEFAULT_MODEL, resolve_model_path
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
@@ -53,22 +53,37 @@ from memlab.scoring import (ModelPool, check_tokenizer_match, checkpoint_positio
 
 @dataclass
 class MiaArgs:
-    members: Optional[str] = None  # member texts (plain text rows; optional canary_copies column)
-    nonmembers: Optional[str] = None  # non-member texts from the same distribution
-    mia_dir: Optional[str] = None  # a `make_data.py mia` output: members.jsonl + nonmembers.jsonl
-    output_dir: Optional[str] = None
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "empty an --output_dir that holds anything "
-                                       "else than this script's run with the same configuration, then write"})
-    model_name_or_path: str = DEFAULT_MODEL  # target model, and the tokenizer every item is encoded with
-    checkpoints: Optional[list[str]] = checkpoints_field()
-    reference_model: Optional[str] = None  # default: adapter base / run initialisation (see above); 'none'
-    min_k: str = "20"  # percentages k for min_k and min_k_pp, e.g. 10,20
-    text_column: Optional[str] = None  # default: "text", else the first string column
-    batch_size: int = 16  # items per forward pass (length-sorted)
-    padding_side: str = "left"
-    bootstrap: int = 1000  # bootstrap resamples for the 95% CIs (0 = none)
-    seed: int = 0
-    dtype: str = "float32"
+    members: Optional[str] = arg(None, "member texts (plain text rows; optional canary_copies column); with "
+                                 "--nonmembers, instead of --mia_dir")
+    nonmembers: Optional[str] = arg(None, "non-member texts from the same distribution; with --members, instead of "
+                                    "--mia_dir")
+    mia_dir: Optional[str] = arg(None, "an output directory of make_data.py mia (members.jsonl + nonmembers.jsonl), "
+                                 "instead of --members and --nonmembers")
+    output_dir: Optional[str] = arg(None, "output directory (required): config.json, items.csv, plots/ and "
+                                    "results.json are written there")
+    overwrite_output_dir: bool = arg(False, "empty an --output_dir that holds anything else than this script's run "
+                                     "with the same configuration, then write")
+    model_name_or_path: str = arg(DEFAULT_MODEL, "target model: a built-in name or a local model directory; its "
+                                  "tokenizer encodes every item, and it is attacked itself when no --checkpoints "
+                                  "are given")
+    checkpoints: Optional[list[str]] = checkpoints_field(
+        "checkpoint directories to attack, e.g. run/checkpoints/exposure_* (globs, comma-separated lists, several "
+        "values and repeated flags all work); when not given: the --model_name_or_path model itself")
+    reference_model: Optional[str] = arg(None, "reference model of the ref_ratio and ref_diff attacks (its "
+                                         "tokenizer must equal the target's); 'none' skips them; when not given, per "
+                                         "checkpoint: a LoRA adapter's base, for a full checkpoint of a memlab run "
+                                         "the run's initialisation, else --model_name_or_path when the target is a "
+                                         "checkpoint of it, else none")
+    min_k: str = arg("20", "percentages k for the min_k and min_k_pp attacks, comma-separated, e.g. 10,20; each in "
+                     "(0, 100]")
+    text_column: Optional[str] = arg(None, "column holding the text in CSV/JSONL files; when not given: `text`, "
+                                     "else the first string column")
+    batch_size: int = arg(16, "texts per forward pass (batches are length-sorted)")
+    padding_side: str = arg("left", "left or right: where batches are padded; the scores do not depend on it "
+                            "(padding is masked and positions are explicit)")
+    bootstrap: int = arg(1000, "bootstrap resamples for the 95%% confidence intervals; 0 = none")
+    seed: int = arg(0, "random seed of the bootstrap resampling")
+    dtype: str = arg("float32", "dtype the models are loaded in: float32, bfloat16 or float16")
 
 
 def validate(args: MiaArgs) -> list[float]:

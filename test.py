@@ -4,15 +4,15 @@ matched texts it was not (unseen)?
 Scores every seen and unseen text (mean token NLL over the whole text, batched, exact per item) under the
 model or under each checkpoint, then reports per checkpoint the 2AFC accuracy (pairs by row order, or by
 `pair_id` when every row has one), ROC AUC of -loss with seen as positive, and the mean losses, each with a
-percentile bootstrap 95% CI that resamples pairs (DESIGN.md §6). With `pair_id`, a row whose pair_id is
+percentile bootstrap 95% CI that resamples pairs (docs/DESIGN.md §6.2). With `pair_id`, a row whose pair_id is
 missing from the other file is scored and counts in AUC and mean losses but not in 2AFC (results.json gives
 n_pairs, n_seen, n_unseen); several checkpoints are scored in one call, adapters swapped on one base.
 
     # the embedded model, one pair file each
-    python test.py --seen_file data/recog/seen.jsonl --unseen_file data/recog/unseen.jsonl \
+    python test.py --seen_file data/recognition/seen.jsonl --unseen_file data/recognition/unseen.jsonl \
         --output_dir runs/recog_base
     # every exposure checkpoint of a training run, with loss change from the base model
-    python test.py --seen_file data/recog/seen.jsonl --unseen_file data/recog/unseen.jsonl \
+    python test.py --seen_file data/recognition/seen.jsonl --unseen_file data/recognition/unseen.jsonl \
         --checkpoints 'runs/expt1/checkpoints/exposure_*' --reference_model smollm2-135m \
         --output_dir runs/expt1/recognition
     # two processes on CPU (or GPUs: drop ACCELERATE_USE_CPU)
@@ -25,12 +25,12 @@ results.json (written last).
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from memlab import evaluation
-from memlab.cli import collect_errors, run
-from memlab.io import DataError, write_csv_atomic
+from memlab.cli import arg, collect_errors, run
+from memlab.io import write_csv_atomic
 from memlab.models import DEFAULT_MODEL
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
 from memlab.scoring import ModelPool, checkpoints_field, load_eval_tokenizer, score_items, targets_and_labels
@@ -38,20 +38,28 @@ from memlab.scoring import ModelPool, checkpoints_field, load_eval_tokenizer, sc
 
 @dataclass
 class RecognitionArgs:
-    seen_file: Optional[str] = None  # texts the model was trained on (.jsonl/.csv/.txt)
-    unseen_file: Optional[str] = None  # matched texts it was not trained on
-    output_dir: Optional[str] = None
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "empty an --output_dir that holds anything "
-                                       "else than this script's run with the same configuration, then write"})
-    model_name_or_path: str = DEFAULT_MODEL  # base model (and the tokenizer every item is encoded with)
+    seen_file: Optional[str] = arg(None, "texts the model was trained on (required): .jsonl, .csv or .txt, one "
+                                   "text per row")
+    unseen_file: Optional[str] = arg(None, "matched texts it was not trained on (required), paired with "
+                                     "--seen_file by pair_id when every row has one, else by row order")
+    output_dir: Optional[str] = arg(None, "output directory (required): config.json, items.csv and results.json "
+                                    "are written there")
+    overwrite_output_dir: bool = arg(False, "empty an --output_dir that holds anything else than this script's run "
+                                     "with the same configuration, then write")
+    model_name_or_path: str = arg(DEFAULT_MODEL, "base model: a built-in name or a local model directory; its "
+                                  "tokenizer encodes every item, and it is scored itself when no --checkpoints "
+                                  "are given")
     checkpoints: Optional[list[str]] = checkpoints_field()
-    reference_model: Optional[str] = None  # adds loss_delta = loss - loss under this model (e.g. the base)
-    text_column: Optional[str] = None  # default: "text", else the first string column
-    batch_size: int = 16  # items per forward pass (length-sorted)
-    padding_side: str = "left"
-    bootstrap: int = 1000  # bootstrap resamples for the 95% CIs (0 = none)
-    seed: int = 0
-    dtype: str = "float32"
+    reference_model: Optional[str] = arg(None, "also score every text under this model (e.g. the base) and add "
+                                         "loss_delta = loss - the loss under it to items.csv")
+    text_column: Optional[str] = arg(None, "column holding the text in CSV/JSONL files; when not given: `text`, "
+                                     "else the first string column")
+    batch_size: int = arg(16, "texts per forward pass (batches are length-sorted)")
+    padding_side: str = arg("left", "left or right: where batches are padded; the scores do not depend on it "
+                            "(padding is masked and positions are explicit)")
+    bootstrap: int = arg(1000, "bootstrap resamples (of pairs) for the 95%% confidence intervals; 0 = none")
+    seed: int = arg(0, "random seed of the bootstrap resampling")
+    dtype: str = arg("float32", "dtype the models are loaded in: float32, bfloat16 or float16")
 
 
 def validate(args: RecognitionArgs) -> None:
@@ -66,19 +74,6 @@ def validate(args: RecognitionArgs) -> None:
     ])
 
 
-def check_seen_unseen_disjoint(seen, unseen, seen_file, unseen_file) -> None:
-    """The leakage check (exact and normalized text match, as membership_inference.py runs on members vs
-    non-members) between seen and unseen texts: a text in both cannot tell recognition from chance, so any
-    overlap is an error listing the pairs."""
-    from memlab.datagen.leakage import check_leakage, format_report
-
-    report = check_leakage({str(seen_file): [{"id": r["id"], "text": r["text"]} for r in seen]},
-                           {str(unseen_file): [{"id": r["id"], "text": r["text"]} for r in unseen]})
-    if not report["passed"]:
-        raise DataError("--seen_file and --unseen_file share texts (a text in both has no true label); "
-                        + format_report(report))
-
-
 def main(args: RecognitionArgs) -> dict:
     validate(args)
     guard_output_dir(args.output_dir, "test.py", args, args.overwrite_output_dir)  # before any model loads
@@ -86,7 +81,7 @@ def main(args: RecognitionArgs) -> dict:
     from transformers import set_seed
 
     seen, unseen, n_pairs = evaluation.load_pairs(args.seen_file, args.unseen_file, args.text_column)
-    check_seen_unseen_disjoint(seen, unseen, args.seen_file, args.unseen_file)  # before any model loads
+    evaluation.check_seen_unseen_disjoint(seen, unseen, args.seen_file, args.unseen_file)  # before any model loads
     targets, labels = targets_and_labels(args.model_name_or_path, args.checkpoints)
     acc = Accelerator()
     set_seed(args.seed)

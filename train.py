@@ -3,7 +3,7 @@
 One exposure = one epoch over the study set (reshuffled each epoch with the seed). Examples:
 
     # full fine-tuning of the embedded SmolLM2 on chat facts, checkpoints after exposures 1,2,3,5,10
-    python train.py --train_file data/facts_objects/train_active_5.jsonl --output_dir runs/sft \
+    python train.py --train_file data/facts/train_active_5.jsonl --output_dir runs/sft \
         --num_exposures 10 --save_exposures 1,2,3,5,10 --learning_rate 5e-5 --batch_size 8
     # LoRA on attention and MLP, adapter-only checkpoints (plus a merged copy)
     python train.py ... --lora_r 16 --lora_alpha 32 --lora_target_modules all-linear --merge_on_save
@@ -34,7 +34,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -52,54 +52,102 @@ EXIT_REQUEUE = 75  # checkpointed on a signal; rerun with --resume
 
 @dataclass
 class TrainArgs:
-    train_file: Optional[str] = None  # JSONL/CSV/TXT (comma-separated for several): plain, chat or prompt/completion
-    output_dir: Optional[str] = None  # run directory (config.json, metrics.jsonl, results.json, checkpoints/)
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "empty an --output_dir that holds anything "
-                                       "else than this script's run with the same configuration, then write"})
-    model_name_or_path: str = DEFAULT_MODEL  # built-in name or local HF model dir
-    text_column: Optional[str] = None  # plain text column; default `text`, else the first string column
-    loss_on: Optional[str] = None  # completion|all; default completion for chat/prompt-completion, all for plain
-    chat_template: Optional[str] = None  # 'plain', a .jinja file, or a template string, if the tokenizer has none
-    block_size: int = 256  # max tokens per item; longer items are truncated (and counted)
-    batch_size: int = 8  # items per micro-batch per process
-    gradient_accumulation_steps: int = 1
-    num_exposures: int = 5  # epochs over the study set
-    save_exposures: str = ""  # e.g. 1,2,3,5,10 -> checkpoints/exposure_{k}/
-    save_steps: str = ""  # e.g. 10,100 or 'log' (1..10,20..100,200..) -> checkpoints/step_{n:07d}/
-    no_shuffle: bool = False  # keep file order (no reshuffle, no length grouping)
-    init_from: Optional[str] = None  # continue from a trained model dir or LoRA adapter dir
-    from_scratch: bool = False  # random init of the same architecture (no-prior-knowledge baseline)
-    lora_r: int = 0  # 0 = full fine-tuning
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_target_modules: str = "all-linear"  # names (q_proj,v_proj), q/k/v/o, or attn | mlp | all-linear
-    merge_on_save: bool = False  # LoRA: also export a merged model to <checkpoint>/merged/
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.0
-    lr_scheduler: str = "constant"  # constant | linear | cosine (each with --warmup_steps)
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0  # 0 disables clipping
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 needs a GPU; on CPU fp32 is fastest)
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    logging_steps: int = 1
-    resume: bool = False
-    keep_optimizer_state: str = "last"  # last: only the newest checkpoint keeps optimizer state; all
-    trust_remote_code: bool = False
-    debug_signal_at_step: int = 0  # testing: send ourselves SIGUSR1 after this optimizer step
+    train_file: Optional[str] = cli.arg(None, "training data (required): a JSONL, CSV or TXT file, or several "
+                                        "comma-separated; each item is plain text, chat or prompt/completion, and "
+                                        "files may differ in kind")
+    output_dir: Optional[str] = cli.arg(None, "run directory (required): config.json, metrics.jsonl, results.json "
+                                        "and checkpoints/ are written there")
+    overwrite_output_dir: bool = cli.arg(False, "empty an --output_dir that holds anything else than this script's "
+                                         "run with the same configuration, then write")
+    model_name_or_path: str = cli.arg(DEFAULT_MODEL, "model to fine-tune: a built-in name (smollm2-135m, tiny-llama, "
+                                      "tiny-gpt2) or a local Hugging Face model directory; not used with --init_from")
+    text_column: Optional[str] = cli.arg(None, "column holding the text of plain-text items; when not given: "
+                                         "`text`, else the first string column")
+    loss_on: Optional[str] = cli.arg(None, "tokens that carry the loss: completion (the assistant turns of chat "
+                                     "items, the completion of prompt/completion items) or all (every token); when "
+                                     "not given: completion for chat and prompt/completion data, all for plain text")
+    chat_template: Optional[str] = cli.arg(None, "chat template for chat data: 'plain' (User:/Assistant: lines), a "
+                                           ".jinja file or a template string; replaces the tokenizer's own, and is "
+                                           "required for chat data when the tokenizer has none")
+    block_size: int = cli.arg(256, "maximum tokens per item; longer items are truncated (results.json counts them "
+                              "as n_truncated)")
+    batch_size: int = cli.arg(8, "items per micro-batch per process; the batch of one optimizer step is "
+                              "batch_size x processes x --gradient_accumulation_steps")
+    gradient_accumulation_steps: int = cli.arg(1, "micro-batches accumulated into one optimizer step")
+    num_exposures: int = cli.arg(5, "number of exposures, i.e. epochs over the study set (reshuffled each epoch "
+                                 "with --seed)")
+    save_exposures: str = cli.arg("", "exposures after which to save a checkpoint, comma-separated, e.g. 1,2,3,5,10 "
+                                  "-> checkpoints/exposure_{k}/; each at most --num_exposures; empty: none (the "
+                                  "final weights go to final/ unless the last exposure is listed)")
+    save_steps: str = cli.arg("", "optimizer steps after which to save a checkpoint, e.g. 10,100, or 'log' "
+                              "(1..10, 20..100, 200..1000, ...) -> checkpoints/step_{n:07d}/; empty: none")
+    no_shuffle: bool = cli.arg(False, "keep the file order in every epoch (no reshuffling, no grouping of items of "
+                               "similar length)")
+    init_from: Optional[str] = cli.arg(None, "continue from a trained model directory or LoRA adapter directory (a "
+                                       "checkpoint of an earlier run, e.g. for the retention phase) instead of "
+                                       "--model_name_or_path; an adapter keeps training as it is")
+    from_scratch: bool = cli.arg(False, "randomly initialise the architecture of --model_name_or_path (seeded by "
+                                 "--seed) instead of loading its weights: the no-prior-knowledge baseline; excludes "
+                                 "--init_from")
+    lora_r: int = cli.arg(0, "LoRA rank; 0 = full fine-tuning (every weight is trained); not used when --init_from "
+                          "is an adapter")
+    lora_alpha: int = cli.arg(16, "LoRA alpha: the adapter update is scaled by lora_alpha / lora_r (with --lora_r > 0)")
+    lora_dropout: float = cli.arg(0.0, "dropout probability on the input of the LoRA layers, in [0, 1) (with "
+                                  "--lora_r > 0)")
+    lora_target_modules: str = cli.arg("all-linear", "layers LoRA adapts: module names (q_proj,v_proj), the "
+                                       "shorthands q,k,v,o, or attn (attention projections), mlp (feed-forward "
+                                       "layers) or all-linear (both; never lm_head)")
+    merge_on_save: bool = cli.arg(False, "with LoRA, also save a merged full model to <checkpoint>/merged/ beside "
+                                  "the adapter")
+    learning_rate: float = cli.arg(5e-5, "peak learning rate of the AdamW optimizer")
+    weight_decay: float = cli.arg(0.0, "AdamW weight decay, applied to the parameters with 2 or more dimensions "
+                                  "(weight matrices, embeddings), not to biases and norm weights")
+    lr_scheduler: str = cli.arg("constant", "learning-rate schedule after the --warmup_steps linear warm-up: "
+                                "constant, linear (decays to 0 at the last step) or cosine")
+    warmup_steps: int = cli.arg(0, "optimizer steps of linear learning-rate warm-up from 0; 0 = none")
+    max_grad_norm: float = cli.arg(1.0, "clip the gradient norm to this value before each optimizer step; 0 "
+                                   "disables clipping")
+    precision: str = cli.arg("fp32", "fp32, bf16 or fp16 (mixed precision through accelerate); fp16 needs a GPU, "
+                             "and on CPU fp32 is fastest")
+    gradient_checkpointing: bool = cli.arg(False, "recompute activations during the backward pass (gradient "
+                                           "checkpointing): less memory, slower steps")
+    seed: int = cli.arg(0, "random seed of the data order, LoRA and --from_scratch initialisation and the sampled "
+                        "in-training QA answers")
+    logging_steps: int = cli.arg(1, "write a row (loss, learning rate, throughput) to metrics.jsonl and the "
+                                 "trackers every this many optimizer steps")
+    resume: bool = cli.arg(False, "continue the run in --output_dir from its newest checkpoint (or the state saved "
+                           "on a signal); refused when the configuration or a data file changed; starts fresh "
+                           "when there is no checkpoint")
+    keep_optimizer_state: str = cli.arg("last", "which checkpoints keep their optimizer state: last (only the "
+                                        "newest, all that --resume needs; saves disk) or all")
+    trust_remote_code: bool = cli.arg(False, "allow a model or tokenizer that ships its own Python code (Hugging "
+                                      "Face trust_remote_code); only for sources you trust")
+    debug_signal_at_step: int = cli.arg(0, "testing: send this process SIGUSR1 after this optimizer step, as a "
+                                        "preemption would; 0 = never")
     # evaluation inside training (no checkpoint needed): the model in memory is scored at each point
-    eval_probes_file: Optional[str] = None  # QA probes (generate.py --mode qa JSONL) asked at each eval point
-    eval_seen_file: Optional[str] = None  # recognition: trained texts (test.py format); needs --eval_unseen_file
-    eval_unseen_file: Optional[str] = None  # recognition: matched foils, paired by pair_id or row order
-    eval_exposures: str = ""  # 'all' (1..num_exposures) or e.g. 0,1,2,4 (0 = before training); default all
-    eval_steps: str = ""  # optimizer steps to evaluate at, e.g. 10,100, or 'log' (1..10,20..100,200..)
-    eval_temperatures: str = "0"  # QA temperatures (0 = greedy, run once); others run --eval_repeats times
-    eval_repeats: int = 1  # answers per probe at each temperature > 0
-    eval_max_new_tokens: int = 32  # tokens generated per QA answer
-    eval_batch_size: int = 16  # sequences per evaluation batch
-    eval_bootstrap: int = 1000  # bootstrap resamples for the 95% CIs of the eval summaries
-    report_to: str = "none"  # none | tensorboard | wandb | all: training curves via accelerate's trackers
-    run_name: Optional[str] = None  # tracker run name; default <parent dir>/<output dir> (the cell name)
+    eval_probes_file: Optional[str] = cli.arg(None, "QA probes (the JSONL of generate.py --mode qa) asked at each "
+                                              "eval point, with the model in memory (no checkpoint needed)")
+    eval_seen_file: Optional[str] = cli.arg(None, "recognition at each eval point: the trained texts (test.py "
+                                            "format), compared with --eval_unseen_file, which it needs")
+    eval_unseen_file: Optional[str] = cli.arg(None, "recognition at each eval point: matched foils that were not "
+                                              "trained on, paired with --eval_seen_file by pair_id or row order")
+    eval_exposures: str = cli.arg("", "exposures after which to evaluate: 'all' (every exposure up to "
+                                  "--num_exposures) or a comma list such as 0,1,2,4 (0 = before training); when "
+                                  "empty: all, unless --eval_steps is given")
+    eval_steps: str = cli.arg("", "optimizer steps after which to evaluate, e.g. 10,100, or 'log' (1..10, 20..100, "
+                              "200..1000, ...); empty: none")
+    eval_temperatures: str = cli.arg("0", "QA sampling temperatures, comma-separated; 0 = greedy (answered once), "
+                                     "each other one is answered --eval_repeats times")
+    eval_repeats: int = cli.arg(1, "answers per probe at each QA temperature above 0")
+    eval_max_new_tokens: int = cli.arg(32, "maximum tokens generated per QA answer")
+    eval_batch_size: int = cli.arg(16, "sequences per evaluation batch (generation and scoring)")
+    eval_bootstrap: int = cli.arg(1000, "bootstrap resamples for the 95%% confidence intervals of the eval "
+                                  "summaries; 0 = none")
+    report_to: str = cli.arg("none", "also send the training curves to none, tensorboard, wandb or all "
+                             "(accelerate's trackers; W&B runs offline unless WANDB_MODE says otherwise); "
+                             "metrics.jsonl is written in any case")
+    run_name: Optional[str] = cli.arg(None, "tracker run name; when not given: <parent dir>/<output dir> (the "
+                                      "cell name in an experiment)")
 
 
 def validate(a: TrainArgs) -> None:

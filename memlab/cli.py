@@ -11,6 +11,13 @@ from typing import Callable, Sequence
 from memlab.io import DataError
 
 
+def arg(default=dataclasses.MISSING, help: str = "", *, default_factory=dataclasses.MISSING, **metadata):
+    """A field of an argument dataclass whose `help` is its `-h` text (HfArgumentParser shows
+    metadata["help"] and appends the default). Extra `metadata` goes to `add_argument` as well (e.g.
+    `action`); a mutable default goes in `default_factory`. Write a literal percent sign as '%%'."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"help": help, **metadata})
+
+
 def parse_list(value, typ=int, name: str = "value") -> list:
     """'1,2,3' (or a list from YAML) -> [1, 2, 3]; raises DataError naming the field."""
     if value is None or value == "":
@@ -68,8 +75,9 @@ def parse_args(dataclass_type, argv: Sequence[str] | None = None, prog: str | No
             raise DataError(f"{p}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
         values = {} if values is None else values
         if not isinstance(values, dict):
-            raise DataError(f"{p}: expected a mapping of argument: value (e.g. 'learning_rate: 1e-4'), got a "
-                            f"{type(values).__name__}")
+            kind = type(values).__name__
+            raise DataError(f"{p}: expected a mapping of argument: value (e.g. 'learning_rate: 1e-4'), got "
+                            f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}")
         bad_nested = sorted(k for k, v in values.items() if isinstance(v, dict))
         if bad_nested:
             raise DataError(f"{p}: {bad_nested[0]}: expected a value or a list, got a mapping")

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from memlab import training as T
-from memlab.io import DataError, ensure_ids, read_records
+from memlab.io import DataError, ensure_ids, read_records, text_field_error
 from memlab.metrics import normalize_text
 
 LOSS_TYPES = ("sigmoid", "ipo")
@@ -104,11 +104,14 @@ def check_pairs(rows: list[dict], path) -> list[dict]:
     problems = []
     for r in rows:
         where = f"{path}:{r.get('_line', '?')}"
-        missing = [f for f in PAIR_FIELDS if not isinstance(r.get(f), str) or not r[f].strip()]
+        # absent, null or blank: missing; a number, list or object: text_field_error's "must be a string"
+        missing = [f for f in PAIR_FIELDS if r.get(f) is None or (isinstance(r[f], str) and not r[f].strip())]
+        not_text = [f for f in PAIR_FIELDS if r.get(f) is not None and not isinstance(r[f], str)]
         if missing:
             problems.append(f"{where}: missing field(s) {', '.join(repr(f) for f in missing)} "
                             "(pairs need non-empty string prompt, chosen, rejected)")
-        elif r["chosen"].strip() == r["rejected"].strip():
+        problems += [str(text_field_error(r, f, path)) for f in not_text]
+        if not missing and not not_text and r["chosen"].strip() == r["rejected"].strip():
             problems.append(f"{where}: chosen equals rejected ({r['chosen']!r}); the pair teaches nothing")
     if problems:
         more = f"\n  … and {len(problems) - 10} more" if len(problems) > 10 else ""
@@ -120,7 +123,7 @@ def check_pairs(rows: list[dict], path) -> list[dict]:
 
 
 def load_pairs(path) -> list[dict]:
-    """DPO pairs from JSONL (DESIGN.md §3, TRL's field names); a missing fact_id defaults to the id."""
+    """DPO pairs from JSONL (docs/DESIGN.md §3.7, TRL's field names); a missing fact_id defaults to the id."""
     return check_pairs(read_records(path), path)
 
 

@@ -245,7 +245,7 @@ class InTrainingEval:
         """Write eval/recall/ and eval/recognition/ (main process) and return the summary for results.json."""
         def read(label, kind):
             p = self.parts / f"{label}.{kind}.jsonl"
-            return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+            return [json.loads(x) for x in p.read_text(encoding="utf-8").split("\n") if x.strip()]
 
         missing = [lab for lab in labels if not self.done(lab)]
         if missing:
@@ -293,6 +293,19 @@ def point_headlines(recall: Sequence[dict], recog: Sequence[dict]) -> dict:
     return out
 
 
+def check_seen_unseen_disjoint(seen, unseen, seen_file, unseen_file) -> None:
+    """The leakage check (exact and normalized text match, as membership_inference.py runs on members vs
+    non-members) between seen and unseen texts: a text in both cannot tell recognition from chance, so any
+    overlap is an error listing the pairs."""
+    from memlab.datagen.leakage import check_leakage, format_report
+
+    report = check_leakage({str(seen_file): [{"id": r["id"], "text": r["text"]} for r in seen]},
+                           {str(unseen_file): [{"id": r["id"], "text": r["text"]} for r in unseen]})
+    if not report["passed"]:
+        raise DataError("--seen_file and --unseen_file share texts (a text in both has no true label); "
+                        + format_report(report))
+
+
 def read_eval_inputs(probes_file: str | None, seen_file: str | None, unseen_file: str | None,
                      text_column: str | None = None) -> tuple[list[dict] | None, tuple | None]:
     """Probes and recognition pairs for in-training evaluation, read (and checked) before training starts.
@@ -300,4 +313,6 @@ def read_eval_inputs(probes_file: str | None, seen_file: str | None, unseen_file
     probes = read_probes(probes_file, flags_hint="to make_data.py convert --to probes and give --eval_probes_file "
                          "the probes.jsonl it writes") if probes_file else None
     pairs = load_pairs(seen_file, unseen_file, text_column) if seen_file else None
+    if pairs:
+        check_seen_unseen_disjoint(pairs[0], pairs[1], seen_file, unseen_file)
     return probes, pairs

@@ -78,7 +78,13 @@ def _coerce(key: str, raw: str, example, as_list: bool):
 
 def parse_args_with_overrides(parser, argv=None):
     """argparse for the experiment scripts: `key=value` overrides may stand anywhere after the experiment
-    name (also between flags); anything else unknown is argparse's usual error."""
+    name (also between flags); anything else unknown is an error. Argument errors are one `error:` line and
+    exit status 2, as in every other script (no usage dump)."""
+    def one_line_error(message: str):
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = one_line_error
     parser.add_argument("overrides", nargs="*", help="key=value overrides of configs/<expt>.yaml (seed=0,1,2 sweeps)")
     a, extra = parser.parse_known_args(argv)
     a.overrides += [x for x in extra if "=" in x and not x.startswith("-")]
@@ -396,7 +402,7 @@ def mode_probes(facts: Path, mode: str, out: Path, verbatim: bool = True) -> Pat
     from memlab.datagen.facts import probes_for_mode
 
     if not out.exists():
-        rows = [json.loads(x) for x in (facts / "probes.jsonl").read_text().splitlines() if x.strip()]
+        rows = [json.loads(x) for x in (facts / "probes.jsonl").read_text(encoding="utf-8").split("\n") if x.strip()]
         keep = probes_for_mode(rows, mode) if verbatim else [r for r in rows if r.get("tier") != "verbatim"]
         out.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl_atomic(out, keep)
@@ -432,7 +438,7 @@ def facts_sets(c: dict, s: dict, task: Path, mode: str, variants: int, **facts_f
 
 def _without_verbatim(probes: Path, out: Path) -> Path:
     if not out.exists():
-        rows = [json.loads(x) for x in probes.read_text().splitlines() if x.strip()]
+        rows = [json.loads(x) for x in probes.read_text(encoding="utf-8").split("\n") if x.strip()]
         out.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl_atomic(out, [r for r in rows if r.get("tier") != "verbatim"])
     return out
@@ -607,7 +613,7 @@ def expt7(c: dict, s: dict, task: Path) -> dict:
 def _canaries_file(mia_dir: Path, out: Path) -> Path:
     """Members repeated more than once in train.jsonl (the canaries), for prefix extraction."""
     if not out.exists():
-        rows = [json.loads(x) for x in (mia_dir / "members.jsonl").read_text().splitlines() if x.strip()]
+        rows = [json.loads(x) for x in (mia_dir / "members.jsonl").read_text(encoding="utf-8").split("\n") if x.strip()]
         canaries = [r for r in rows if int(r.get("canary_copies", 1)) > 1]
         out.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl_atomic(out, canaries)

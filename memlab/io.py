@@ -53,7 +53,8 @@ def read_records(path: str | os.PathLike) -> list[dict]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno})") from None
+                raise DataError(f"{path}:{i}: malformed JSON ({e.msg.removesuffix(' at')} at column "
+                                f"{e.colno})") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{i}: expected a JSON object per line, got {type(obj).__name__}")
             obj["_line"] = i

@@ -2,7 +2,7 @@
 generated continuation, and answer extraction for QA probes.
 
 Everything here takes plain Python/numpy values and returns numbers, so the scripts, the MIA module and
-tests call the same definitions (DESIGN.md §6).
+tests call the same definitions (docs/DESIGN.md §6).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def two_afc_accuracy(loss_seen: Sequence[float], loss_unseen: Sequence[float]) -
     """Two-alternative forced choice: mean over pairs i of 1[loss_seen[i] < loss_unseen[i]].
 
     The model "picks" the member of each pair it finds more likely. A tie counts as a miss (strict `<`,
-    as DESIGN.md §6 defines it); with float losses ties only happen for identical texts.
+    as docs/DESIGN.md §6.2 defines it); with float losses ties only happen for identical texts.
     """
     a, b = np.asarray(loss_seen, float), np.asarray(loss_unseen, float)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:

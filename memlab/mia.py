@@ -5,7 +5,7 @@ FPR and the plots treat all attacks alike (members are the positive class).
 
 Notation for one item x = (x_1 .. x_n) whose n scored tokens have log-probs l_t = log p(x_t | x_<t)
 (natural log, nats) under the target model:
-    NLL(x)          = -(1/n) sum_t l_t                       (mean token NLL, DESIGN.md §6 "per-item loss")
+    NLL(x)          = -(1/n) sum_t l_t                       (mean token NLL, docs/DESIGN.md §6.1 "per-item loss")
     loss            = -NLL(x)                                (Yeom et al. 2018)
     zlib            = -(n * NLL(x)) / Z(x),  Z(x) = len(zlib.compress(utf8(x)))   (Carlini et al. 2021)
     min_k_{k}       = mean of the m lowest l_t,  m = max(1, floor(k n / 100))     (Shi et al. 2024)

@@ -211,7 +211,9 @@ def read_metrics(path) -> list[dict]:
     p = Path(path)
     if not p.exists():
         return rows
-    for line in p.read_text().splitlines():
+    for line in p.read_text(encoding="utf-8").split("\n"):
+        if not line.strip():
+            continue
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:

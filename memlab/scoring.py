@@ -294,7 +294,8 @@ def checkpoints_field(help_text: str = ""):
     """Dataclass field for `--checkpoints`: globs, comma-separated lists, several values, repeated flags."""
     return field(default=None, metadata={"help": help_text or (
         "checkpoint directories to score, e.g. run/checkpoints/exposure_* (globs, comma-separated lists, "
-        "several values and repeated flags all work); default: the model itself"), "action": ExtendAction})
+        "several values and repeated flags all work); when not given: the --model_name_or_path model itself"),
+        "action": ExtendAction})
 
 
 def expand_checkpoints(specs: str | Sequence[str] | None) -> list[Path]:

@@ -29,7 +29,7 @@ from memlab.io import (DataError, ensure_ids, read_records, require_fields, reso
                        write_json_atomic)
 
 IGNORE_INDEX = -100
-# A plain template for tokenizers without one (`--chat_template plain`), as DESIGN.md §3 describes.
+# A plain template for tokenizers without one (`--chat_template plain`), as docs/DESIGN.md §3.2 describes.
 PLAIN_CHAT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] + '\n' }}"
     "{% elif m['role'] == 'user' %}{{ 'User: ' + m['content'] + '\n' }}"

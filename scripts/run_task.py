@@ -28,10 +28,12 @@ from memlab.io import DataError  # noqa: E402
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("expt")
-    p.add_argument("--index", type=int)
-    p.add_argument("--runs_root", default="runs")
-    p.add_argument("--size", default="small", help="grid size: full | small | tiny")
+    p.add_argument("expt", help="experiment name (configs/<expt>.yaml), e.g. expt1")
+    p.add_argument("--index", type=int, help="array index of the cell to run (0-based, as --show lists them); "
+                                             "required unless --count, --show or --coverage is given")
+    p.add_argument("--runs_root", default="runs", help="root of the sweeps: the task runs in "
+                                                       "RUNS_ROOT/<expt>/<cell> (default: %(default)s)")
+    p.add_argument("--size", default="small", help="grid size: full | small | tiny (default: %(default)s)")
     p.add_argument("--count", action="store_true", help="print the number of cells and exit")
     p.add_argument("--show", action="store_true", help="print index -> cell and exit")
     p.add_argument("--coverage", default="", help="MIN-MAX:STEP of a SLURM array: log the cells it leaves out")

@@ -31,16 +31,19 @@ def main(argv=None) -> list[str]:
     import submitit
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("expt")
-    p.add_argument("--size", default="small")
-    p.add_argument("--runs_root", default=str(ROOT / "runs"))
-    p.add_argument("--indices", default="", help="comma-separated cells (default: all)")
+    p.add_argument("expt", help="experiment name (configs/<expt>.yaml), e.g. expt1")
+    p.add_argument("--size", default="small", help="grid size: full | small | tiny (default: %(default)s)")
+    p.add_argument("--runs_root", default=str(ROOT / "runs"), help="root of the sweeps: tasks run in "
+                   "RUNS_ROOT/<expt>/<cell>, submitit logs go to RUNS_ROOT/<expt>/submitit/ (default: <repo>/runs)")
+    p.add_argument("--indices", default="", help="comma-separated cell indices to submit (default: all cells)")
     p.add_argument("--cluster", default=None, help="slurm | local | debug (default: slurm if srun exists)")
-    p.add_argument("--partition", default=None)
-    p.add_argument("--gres", default="gpu:1", help="'none' for CPU-only nodes")
-    p.add_argument("--cpus_per_task", type=int, default=8)
-    p.add_argument("--mem_gb", type=int, default=32)
-    p.add_argument("--timeout_min", type=int, default=240)
+    p.add_argument("--partition", default=None, help="SLURM partition to submit to (default: the cluster's default)")
+    p.add_argument("--gres", default="gpu:1", help="SLURM generic resources per task, e.g. gpu:1; 'none' for "
+                                                  "CPU-only nodes (default: %(default)s)")
+    p.add_argument("--cpus_per_task", type=int, default=8, help="CPU cores per task (default: %(default)s)")
+    p.add_argument("--mem_gb", type=int, default=32, help="memory per task in GB, on SLURM (default: %(default)s)")
+    p.add_argument("--timeout_min", type=int, default=240, help="time limit per task in minutes "
+                                                              "(default: %(default)s)")
     p.add_argument("--no_wait", action="store_true", help="submit and return the job ids")
     p.add_argument("--force", action="store_true", help="record a changed config and re-run the cells whose settings "
                                                         "differ (same as force=true)")

@@ -98,7 +98,7 @@ def error_lines(err):
     return [line for line in err.splitlines() if line.startswith("error:")]
 
 
-# the three cases of BAD_INPUTS.md (115, 116, 117): the file to break, how, and what is left out with
+# the three cases of docs/BAD_INPUTS.md (115, 116, 117): the file to break, how, and what is left out with
 # --skip_broken
 CASES = {
     "truncated_stage_results": (f"{FULL}/train/eval/recognition/results.json", truncate, "truncated JSON"),

@@ -162,14 +162,15 @@ def run_in_process(name, argv, capsys):
 
 
 def test_scripts_report_damaged_dirs(tmp_path, model_copy, pair_files, capsys):
-    """BAD_INPUTS 75 and 74 (test.py --checkpoints), 51 (train.py, truncated config.json): exit 2, one line,
+    """docs/BAD_INPUTS.md 75 and 74 (test.py --checkpoints), 51 (train.py, truncated config.json): exit 2, one line,
     no output directory left; the first through a real subprocess."""
     seen, unseen = pair_files
     half = Path(shutil.copytree(model_copy, tmp_path / "half"))
     truncate(half / "model.safetensors", (half / "model.safetensors").stat().st_size // 2)
     proc = run_cli("test.py", "--seen_file", seen, "--unseen_file", unseen, "--model_name_or_path", "tiny-llama",
                    "--checkpoints", half, "--output_dir", tmp_path / "out75")
-    assert_one_error(proc, f"{half}/model.safetensors: truncated (", "the model directory is damaged")
+    assert_one_error(proc, f"{half}/model.safetensors: truncated (", "the checkpoint directory is damaged")
+    assert not (tmp_path / "out75").exists()
 
     truncate(model_copy / "config.json", 100)
     proc = run_in_process("test", ["--seen_file", seen, "--unseen_file", unseen, "--model_name_or_path", "tiny-llama",
@@ -221,7 +222,7 @@ def test_disk_full_while_saving_is_one_error_and_cleans_up(tmp_path, tiny_llama,
     assert not (tmp_path / "checkpoints" / ".exposure_1.tmp").exists()
     assert sorted(p.name for p in path.iterdir()) == before
 
-    # safetensors' own error text (BAD_INPUTS 59), and a quota
+    # safetensors' own error text (docs/BAD_INPUTS.md 59), and a quota
     def safetensors_full(self, *a, **k):
         raise Exception("Error while serializing: I/O error: No space left on device (os error 28)")
     monkeypatch.setattr(T.torch, "save", real_save)
@@ -241,7 +242,7 @@ def test_disk_full_while_saving_is_one_error_and_cleans_up(tmp_path, tiny_llama,
 
 
 def test_train_into_a_full_tmpfs(tmp_path, pair_files):
-    """BAD_INPUTS 59 for real: a 2 MB tmpfs cannot hold tiny-llama's 13 MB checkpoint."""
+    """docs/BAD_INPUTS.md 59 for real: a 2 MB tmpfs cannot hold tiny-llama's 13 MB checkpoint."""
     if os.geteuid() != 0 or not shutil.which("mount"):
         pytest.skip("mounting a small tmpfs needs root (and mount)")
     disk = tmp_path / "disk"

@@ -1,4 +1,4 @@
-"""One reading rule for every script (BAD_INPUTS.md cases 4, 6, 9, 23-25, 28, 29, 35, 36, 53, 76, 77, 92, 105):
+"""One reading rule for every script (docs/BAD_INPUTS.md cases 4, 6, 9, 23-25, 28, 29, 35, 36, 53, 76, 77, 92, 105):
 UTF-8 (BOM allowed) or an error naming file:line and the byte; strict CSV quoting; a text field is a JSON
 string; chat rows pass the same validation in train.py as in make_data.py convert; a comma inside a file
 name survives `split_paths`; generate.py and test.py stop, exit 2, on inputs that can give no result."""

@@ -1,4 +1,4 @@
-"""External formats (DESIGN.md §3) into ours, validating as we go; every error names file:line/field.
+"""External formats (docs/DESIGN.md §3) into ours, validating as we go; every error names file:line/field.
 
 - text: JSONL/CSV/TXT with any text column -> `{"id", "text"}` (plus `fact_id` when present)
 - chat: JSONL of `{"messages": [{"role", "content"}, ...]}` -> `{"id", "messages"}` (plus `fact_id`)
