@@ -66,3 +66,15 @@ def memorized(tmp_path_factory):
         output_dir=str(root / "run"), num_exposures=60, save_exposures="10,30,60", learning_rate=1e-3,
         batch_size=5))
     return {"root": root, "facts": root / "facts", "rec": root / "rec", "run": root / "run", "results": results}
+
+
+# The longest files first: `make test` runs two pytest-xdist workers (--dist loadfile), which take files in
+# collection order; starting the SLURM file (mostly waiting on SLURM's requeue hold) and the heavy training
+# files early keeps one worker from ending alone on them. Order inside a file is unchanged.
+SLOW_FILES_FIRST = ("test_slurm.py", "test_train.py", "test_experiments_privacy.py", "test_experiments_more.py",
+                    "test_experiments.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
