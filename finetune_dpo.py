@@ -28,7 +28,6 @@ metrics.jsonl (per step: loss, reward margin and accuracy, policy log-probs, lr)
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -180,20 +179,15 @@ def save_checkpoint(acc, model, tok, path: Path, state: dict) -> None:
 
 
 def main(a: DPOArgs) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs, set_seed
+    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
-    from transformers import get_scheduler
 
     t0 = time.time()
     validate(a)
     # the output-directory rule, before any model loads; the same configuration re-runs into the emptied directory
     if guard_output_dir(a.output_dir, "finetune_dpo.py", a, a.overwrite_output_dir) == "same":
         empty_dir(Path(a.output_dir))
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # gloo on CPU, as in train.py
-    handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
-    acc = Accelerator(mixed_precision={"fp32": "no"}.get(a.precision, a.precision), kwargs_handlers=handlers,
-                      **tracking.accelerator_kwargs(a.report_to, a.output_dir))
+    acc = T.make_accelerator(a.precision, a.report_to, a.output_dir)
     set_seed(a.seed)
     out, world = Path(a.output_dir), acc.num_processes
 
@@ -217,23 +211,19 @@ def main(a: DPOArgs) -> dict:
     if reference.mechanism == "separate_copy":
         reference.model.to(acc.device)
     sparse = accepts_logits_to_keep(policy)
-    trainable = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW([{"params": [p for n, p in trainable if p.ndim >= 2], "weight_decay": a.weight_decay},
-                                   {"params": [p for n, p in trainable if p.ndim < 2], "weight_decay": 0.0}],
-                                  lr=a.learning_rate)
+    n_trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    optimizer = T.adamw_with_groups(policy, a.learning_rate, a.weight_decay)
 
-    def epoch_batches(epoch: int) -> list[list[int]]:  # padded (recycled) to a multiple of the world size
-        b = T.length_grouped_batches(lengths, a.batch_size, a.seed, epoch)
-        return b + b[: (-len(b)) % world]
+    def epoch_batches(epoch: int) -> list[list[int]]:  # one micro-batch per process per optimizer step
+        return T.padded_epoch_batches(lengths, a.batch_size, a.seed, epoch, world)
     steps_per_epoch = len(epoch_batches(0)) // world
     total_steps = steps_per_epoch * a.num_epochs
-    scheduler = get_scheduler({"constant": "constant_with_warmup"}.get(a.lr_scheduler, a.lr_scheduler), optimizer,
-                              num_warmup_steps=a.warmup_steps, num_training_steps=total_steps)
+    scheduler = T.make_scheduler(a.lr_scheduler, optimizer, a.warmup_steps, total_steps)
     model, optimizer = acc.prepare(policy, optimizer)
     if acc.is_main_process:
         prepare_run_dir(out, a, "finetune_dpo.py", {
             "reference": {**reference.describe(), "precomputed": a.precompute_reference},
-            "policy": {"kind": policy_kind, "trainable_params": sum(p.numel() for _, p in trainable)},
+            "policy": {"kind": policy_kind, "trainable_params": n_trainable},
             "pairs": pairs_info, "num_processes": world, "distributed_type": str(acc.distributed_type)})
         write_jsonl_atomic(out / "pairs.jsonl", pairs)
         (out / "metrics.jsonl").unlink(missing_ok=True)

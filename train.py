@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import sys
@@ -46,6 +45,7 @@ from memlab.io import DataError, append_jsonl, split_paths, write_text_atomic
 from memlab.models import DEFAULT_MODEL, is_adapter_dir, load_model, load_tokenizer, resolve_model_path
 from memlab.rundir import (check_data_unchanged, empty_dir, file_digest, guard_output_dir, prepare_run_dir,
                            read_metrics, write_results)
+from memlab.scoring import accepts_logits_to_keep
 
 EXIT_REQUEUE = 75  # checkpointed on a signal; rerun with --resume
 
@@ -235,32 +235,12 @@ def build_model(a: TrainArgs, tokenizer):
     return model
 
 
-def main(a: TrainArgs) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs, set_seed
-    from tqdm.auto import tqdm
-    from transformers import get_scheduler
-
-    validate(a)
-    # the output-directory rule, before any model loads; the same configuration without --resume re-runs from
-    # scratch into the emptied directory (never merged with the old checkpoints)
-    if guard_output_dir(a.output_dir, "train.py", a, a.overwrite_output_dir) == "same" and not a.resume:
-        empty_dir(Path(a.output_dir))
-    # gloo on CPU when distributed (DeepSpeed otherwise miscounts the world; see the README's infra notes)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
-    acc = Accelerator(mixed_precision={"fp32": "no"}.get(a.precision, a.precision), kwargs_handlers=handlers,
-                      gradient_accumulation_steps=a.gradient_accumulation_steps,
-                      **tracking.accelerator_kwargs(a.report_to, a.output_dir))
-    set_seed(a.seed)
-    out = Path(a.output_dir)
-    world, ga = acc.num_processes, a.gradient_accumulation_steps
-
-    # ---- data: one item per sequence, labels masked per --loss_on
-    tok = load_tokenizer(a.init_from or a.model_name_or_path, a.trust_remote_code)
+def load_data(a: TrainArgs, tok) -> tuple[list[dict], list[str], list[str]]:
+    """The items of every --train_file, tokenized one per sequence with labels masked per --loss_on:
+    (examples, each file's `kind:loss_on`, the file paths). Several files may mix kinds."""
     examples, kinds = [], []
     train_paths = split_paths(a.train_file, "train_file")  # a comma inside an existing file name stays
-    for path in train_paths:  # several files may mix kinds
+    for path in train_paths:
         items, kind = T.load_items(path, a.text_column)
         if kind == "chat":
             T.ensure_chat_template(tok, a.chat_template, path)
@@ -269,6 +249,87 @@ def main(a: TrainArgs) -> dict:
             raise DataError(f"{path}: plain text has no completion; use --loss_on all")
         examples += [T.tokenize_item(it, kind, tok, loss_on, a.block_size) for it in items]
         kinds.append(f"{kind}:{loss_on}")
+    return examples, kinds, train_paths
+
+
+def restore_or_start(a: TrainArgs, model, optimizer, scheduler, fingerprint: dict,
+                     ds) -> tuple[Optional[Path], T.TrainState]:
+    """With --resume and a checkpoint in --output_dir: refuse a changed configuration, load the newest
+    checkpoint's weights (and, without DeepSpeed, the optimizer and scheduler state) and return it with its
+    TrainState; otherwise (None, a fresh TrainState). DeepSpeed and RNG state follow after accelerate's
+    prepare (restore_after_prepare)."""
+    out = Path(a.output_dir)
+    state = T.TrainState()
+    ckpt = T.newest_checkpoint(out) if a.resume else None
+    if ckpt is not None:
+        saved = json.loads((ckpt / "trainer_state" / "state.json").read_text())
+        diff = sorted(k for k in set(fingerprint) | set(saved["config"]) if fingerprint.get(k) != saved["config"].get(k))
+        if diff:
+            raise DataError(f"--resume: {out} was run with a different configuration; differing: "
+                            + ", ".join(f"{k} (was {saved['config'].get(k)!r}, now {fingerprint.get(k)!r})" for k in diff))
+        T.load_checkpoint_weights(model, ckpt)
+        if ds is None:
+            opt_state = torch.load(ckpt / "trainer_state" / "optimizer.pt", weights_only=False)
+            optimizer.load_state_dict(opt_state["optimizer"])
+            scheduler.load_state_dict(opt_state["scheduler"])
+        state = T.TrainState(**{k: saved[k] for k in T.TrainState().to_json()})
+    return ckpt, state
+
+
+def restore_after_prepare(acc, ckpt: Optional[Path], scheduler, ds) -> None:
+    """The rest of a resume, once accelerate has prepared model and optimizer: the DeepSpeed engine and
+    scheduler state (under DeepSpeed) and this process's RNG state."""
+    if ds is not None and ckpt is not None:
+        acc.load_state(str(ckpt / "trainer_state" / "deepspeed"))
+        scheduler.load_state_dict(torch.load(ckpt / "trainer_state" / "scheduler.pt", weights_only=False))
+    if ckpt is not None:
+        T.set_rng_state(torch.load(ckpt / "trainer_state" / f"rng_{acc.process_index}.pt", weights_only=False))
+
+
+def finish(a: TrainArgs, acc, model, save, save_exp: set, state: T.TrainState, examples: list[dict],
+           lengths: list[int], steps_per_epoch: int, t_start: float, loop_s: float, evaluator,
+           eval_labels: list[str]) -> dict:
+    """The end of a finished run: the final weights (final/ unless the last exposure was saved as a
+    checkpoint), results.json (with each rank's parameter digest and the in-training eval summary), and
+    no resume state left behind."""
+    out, world = Path(a.output_dir), acc.num_processes
+    final = out / "checkpoints" / f"exposure_{a.num_exposures}"
+    if a.num_exposures not in save_exp:
+        final = out / "final"
+        save(final, with_optimizer=False)
+    digests = acc.gather_for_metrics([T.param_digest(acc.unwrap_model(model))], use_gather_object=True)
+    results = T.summarize_run(out, examples, lengths, a, world, steps_per_epoch, time.time() - t_start,
+                              state, final, digests)
+    results["distributed_type"] = str(acc.distributed_type)
+    results["train_loop_s"] = round(loop_s, 2)  # training steps only (no eval, no final save), this invocation
+    if evaluator is not None:
+        results["eval"] = evaluator.finalize(eval_labels)
+        results["eval"]["train_loop_s"] = results["train_loop_s"]
+    if acc.is_main_process:
+        shutil.rmtree(out / "resume", ignore_errors=True)  # a finished run needs no resume state
+        write_results(out, results)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return results
+
+
+def main(a: TrainArgs) -> dict:
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    validate(a)
+    # the output-directory rule, before any model loads; the same configuration without --resume re-runs from
+    # scratch into the emptied directory (never merged with the old checkpoints)
+    if guard_output_dir(a.output_dir, "train.py", a, a.overwrite_output_dir) == "same" and not a.resume:
+        empty_dir(Path(a.output_dir))
+    acc = T.make_accelerator(a.precision, a.report_to, a.output_dir, a.gradient_accumulation_steps)
+    set_seed(a.seed)
+    out = Path(a.output_dir)
+    world, ga = acc.num_processes, a.gradient_accumulation_steps
+
+    # ---- data: one item per sequence, labels masked per --loss_on
+    tok = load_tokenizer(a.init_from or a.model_name_or_path, a.trust_remote_code)
+    examples, kinds, train_paths = load_data(a, tok)
     # eval inputs are read (and checked) before any model is loaded
     eval_probes, eval_pairs = read_eval_inputs(a.eval_probes_file, a.eval_seen_file, a.eval_unseen_file)
     data_files = train_paths + [f for f in (a.eval_probes_file, a.eval_seen_file, a.eval_unseen_file) if f]
@@ -287,8 +348,7 @@ def main(a: TrainArgs) -> dict:
     # ---- schedule: global batches per epoch, padded (recycled) to full windows of world * ga
     window = world * ga
     def epoch_batches(epoch: int) -> list[list[int]]:
-        b = T.length_grouped_batches(lengths, a.batch_size, a.seed, epoch, shuffle=not a.no_shuffle)
-        return b + b[: (-len(b)) % window]
+        return T.padded_epoch_batches(lengths, a.batch_size, a.seed, epoch, window, shuffle=not a.no_shuffle)
     steps_per_epoch = len(epoch_batches(0)) // window
     total_steps = steps_per_epoch * a.num_exposures
     save_exp = set(cli.parse_list(a.save_exposures, int, "save_exposures"))
@@ -297,13 +357,8 @@ def main(a: TrainArgs) -> dict:
 
     if a.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=a.learning_rate)
-    name = {"constant": "constant_with_warmup"}.get(a.lr_scheduler, a.lr_scheduler)
-    # stepped by hand once per optimizer step (accelerate's wrapper would step it world-size times)
-    scheduler = get_scheduler(name, optimizer, num_warmup_steps=a.warmup_steps, num_training_steps=total_steps)
+    optimizer = T.adamw_with_groups(model, a.learning_rate, a.weight_decay)
+    scheduler = T.make_scheduler(a.lr_scheduler, optimizer, a.warmup_steps, total_steps)
     ds = acc.state.deepspeed_plugin
     if ds is not None:
         ds.deepspeed_config.update({"train_micro_batch_size_per_gpu": a.batch_size,
@@ -311,21 +366,8 @@ def main(a: TrainArgs) -> dict:
                                     "gradient_clipping": a.max_grad_norm or 0.0})
 
     # ---- run directory and resume
-    state = T.TrainState()
     fingerprint = T.config_fingerprint(asdict(a))
-    ckpt = T.newest_checkpoint(out) if a.resume else None
-    if ckpt is not None:
-        saved = json.loads((ckpt / "trainer_state" / "state.json").read_text())
-        diff = sorted(k for k in set(fingerprint) | set(saved["config"]) if fingerprint.get(k) != saved["config"].get(k))
-        if diff:
-            raise DataError(f"--resume: {out} was run with a different configuration; differing: "
-                            + ", ".join(f"{k} (was {saved['config'].get(k)!r}, now {fingerprint.get(k)!r})" for k in diff))
-        T.load_checkpoint_weights(model, ckpt)
-        if ds is None:
-            opt_state = torch.load(ckpt / "trainer_state" / "optimizer.pt", weights_only=False)
-            optimizer.load_state_dict(opt_state["optimizer"])
-            scheduler.load_state_dict(opt_state["scheduler"])
-        state = T.TrainState(**{k: saved[k] for k in T.TrainState().to_json()})
+    ckpt, state = restore_or_start(a, model, optimizer, scheduler, fingerprint, ds)
     if acc.is_main_process:
         prepare_run_dir(out, a, "train.py", {"num_processes": world, "data_kinds": kinds, "data_fingerprints": fingerprints,
                                              "distributed_type": str(acc.distributed_type)})
@@ -344,11 +386,7 @@ def main(a: TrainArgs) -> dict:
                                    batch_size=a.eval_batch_size, seed=a.seed, bootstrap=a.eval_bootstrap,
                                    fingerprint=fingerprint, fresh=not a.resume)
     model, optimizer = acc.prepare(model, optimizer)
-    if ds is not None and ckpt is not None:
-        acc.load_state(str(ckpt / "trainer_state" / "deepspeed"))
-        scheduler.load_state_dict(torch.load(ckpt / "trainer_state" / "scheduler.pt", weights_only=False))
-    if ckpt is not None:
-        T.set_rng_state(torch.load(ckpt / "trainer_state" / f"rng_{acc.process_index}.pt", weights_only=False))
+    restore_after_prepare(acc, ckpt, scheduler, ds)
 
     def save(path: Path, with_optimizer: bool) -> None:
         T.save_checkpoint(acc, model, tok, optimizer, scheduler, state, fingerprint, path,
@@ -374,10 +412,7 @@ def main(a: TrainArgs) -> dict:
             tracking.log(acc, a.report_to, evaluator(model, eval_label(step=state.step)), state.step, "eval/")
 
     # ---- train
-    import inspect
-    sparse = "logits_to_keep" in inspect.signature(acc.unwrap_model(model).get_base_model().forward
-                                                  if hasattr(acc.unwrap_model(model), "get_base_model")
-                                                  else acc.unwrap_model(model).forward).parameters
+    sparse = accepts_logits_to_keep(acc.unwrap_model(model))
     model.train()
     t_start = time.time()
     evaluate_here()  # exposure 0 (before training) when asked; on resume, a point the signal interrupted
@@ -440,24 +475,8 @@ def main(a: TrainArgs) -> dict:
     loop_s = time.time() - t_start - (evaluator.eval_s_this_run if evaluator else 0.0)
 
     # ---- final weights and results
-    final = out / "checkpoints" / f"exposure_{a.num_exposures}"
-    if a.num_exposures not in save_exp:
-        final = out / "final"
-        save(final, with_optimizer=False)
-    digests = acc.gather_for_metrics([T.param_digest(acc.unwrap_model(model))], use_gather_object=True)
-    results = T.summarize_run(out, examples, lengths, a, world, steps_per_epoch, time.time() - t_start,
-                              state, final, digests)
-    results["distributed_type"] = str(acc.distributed_type)
-    results["train_loop_s"] = round(loop_s, 2)  # training steps only (no eval, no final save), this invocation
-    if evaluator is not None:
-        results["eval"] = evaluator.finalize(eval_labels)
-        results["eval"]["train_loop_s"] = results["train_loop_s"]
-    if acc.is_main_process:
-        shutil.rmtree(out / "resume", ignore_errors=True)  # a finished run needs no resume state
-        write_results(out, results)
-    acc.wait_for_everyone()
-    acc.end_training()
-    return results
+    return finish(a, acc, model, save, save_exp, state, examples, lengths, steps_per_epoch, t_start, loop_s,
+                  evaluator, eval_labels)
 
 
 if __name__ == "__main__":

@@ -14,19 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
+from common import ROOT, alternate, final_peak, print_peak, print_speed_ratio, setup, timed
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from memlab.generation import GenRequest, generate_requests, stop_token_ids  # noqa: E402
-from memlab.models import load_model, load_tokenizer  # noqa: E402
-from memlab.scoring import matmul_params, matmul_peak_flops  # noqa: E402
+from memlab.generation import GenRequest, generate_requests, stop_token_ids
 
 
 def load_texts(n: int) -> list[str]:
@@ -62,13 +54,7 @@ def main() -> None:
     ap.add_argument("--max_new_tokens", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-
-    peak_before = matmul_peak_flops()
-    model, _ = load_model(a.model)
-    model.eval()
-    tok = load_tokenizer(a.model)
-    n_params = matmul_params(model)
+    peak_before, model, tok, n_params = setup(a.model, a.threads)
     prompts = [tok(t).input_ids[:a.prefix_tokens] for t in load_texts(a.n_items)]
     stops = stop_token_ids(tok, model)
     print(f"model {a.model}: N = {n_params / 1e6:.1f}M matmul params; {len(prompts)} prompts of <= {a.prefix_tokens} "
@@ -81,28 +67,26 @@ def main() -> None:
     for c, start in enumerate(range(0, len(prompts), a.chunk)):
         chunk = prompts[start:start + a.chunk]
         times = {}
-        for method in (("base", "ours") if c % 2 == 0 else ("ours", "base")):
-            t0 = time.perf_counter()
-            if method == "base":
-                base = one_by_one(model, tok, chunk, a.max_new_tokens)
-            else:
-                reqs = [GenRequest(str(i), p, a.max_new_tokens) for i, p in enumerate(chunk)]
-                res = generate_requests(model, reqs, tok.pad_token_id, stops, a.batch_size)
-                ours = [res[str(i)] for i in range(len(chunk))]
-            times[method] = time.perf_counter() - t0
+        for method in alternate(c, ("base", "ours")):
+            with timed(times, method):
+                if method == "base":
+                    base = one_by_one(model, tok, chunk, a.max_new_tokens)
+                else:
+                    reqs = [GenRequest(str(i), p, a.max_new_tokens) for i, p in enumerate(chunk)]
+                    res = generate_requests(model, reqs, tok.pad_token_id, stops, a.batch_size)
+                    ours = [res[str(i)] for i in range(len(chunk))]
         same += sum(x == y for x, y in zip(base, ours))
         work += sum(len(p) + len(g) for p, g in zip(chunk, ours))
         t_base += times["base"]
         t_ours += times["ours"]
         ratios.append(times["base"] / times["ours"])
         print(f"chunk {c}: one-by-one {times['base']:.2f}s  batched {times['ours']:.2f}s  ratio {ratios[-1]:.2f}x")
-    peak = max(peak_before, matmul_peak_flops())
+    peak = final_peak(peak_before)
     flops = 2 * n_params * work
     print(f"identical greedy outputs: {same}/{len(prompts)}")
     print(f"one-by-one generate: {t_base:.2f}s  batched (batches of {a.batch_size}): {t_ours:.2f}s")
-    print(f"speed ratio {t_base / t_ours:.2f}x overall; per chunk median {statistics.median(ratios):.2f}x "
-          f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
-    print(f"matmul peak (fp32 2048^3): {peak / 1e9:.1f} GFLOP/s (before {peak_before / 1e9:.1f})")
+    print_speed_ratio(t_base, t_ours, ratios)
+    print_peak(peak, peak_before)
     print(f"model FLOP/s (2*N per prompt+generated token, {work} tokens): one-by-one {flops / t_base / 1e9:.1f} "
           f"GFLOP/s = {flops / t_base / peak:.0%} of peak; batched {flops / t_ours / 1e9:.1f} GFLOP/s = "
           f"{flops / t_ours / peak:.0%}")

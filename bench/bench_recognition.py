@@ -17,17 +17,11 @@ import argparse
 import json
 import random
 import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
+from common import ROOT, alternate, final_peak, print_peak, print_speed_ratio, setup, timed
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from memlab.models import load_model, load_tokenizer  # noqa: E402
-from memlab.scoring import encode_items, matmul_params, matmul_peak_flops, score_items  # noqa: E402
+from memlab.scoring import encode_items, score_items
 
 
 def load_texts(n: int, join_max: int, seed: int) -> list[str]:
@@ -66,13 +60,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-
-    peak_before = matmul_peak_flops()
-    model, _ = load_model(a.model)
-    model.eval()
-    tok = load_tokenizer(a.model)
-    n_params = matmul_params(model)
+    peak_before, model, tok, n_params = setup(a.model, a.threads)
     texts = load_texts(a.n_items, a.join_max, a.seed)
     lengths = [len(tok(t).input_ids) for t in texts]
     print(f"model {a.model}: N = {n_params / 1e6:.1f}M matmul params; {len(texts)} items, tokens/item "
@@ -87,26 +75,24 @@ def main() -> None:
         enc = encode_items(tok, [{"id": str(i), "text": t} for i, t in enumerate(chunk)])
         scored += sum(e.n_scored for e in enc)
         times = {}
-        for method in (("seed", "ours") if c % 2 == 0 else ("ours", "seed")):
-            t0 = time.perf_counter()
-            if method == "seed":
-                base = seed_method(model, tok, chunk)
-            else:
-                ours = [s.loss for s in score_items(model, enc, tok.pad_token_id, a.batch_size)]
-            times[method] = time.perf_counter() - t0
+        for method in alternate(c, ("seed", "ours")):
+            with timed(times, method):
+                if method == "seed":
+                    base = seed_method(model, tok, chunk)
+                else:
+                    ours = [s.loss for s in score_items(model, enc, tok.pad_token_id, a.batch_size)]
         max_diff = max(max_diff, max(abs(x - y) for x, y in zip(base, ours)))
         t_seed += times["seed"]
         t_ours += times["ours"]
         ratios.append(times["seed"] / times["ours"])
         print(f"chunk {c}: seed {times['seed']:.2f}s  ours {times['ours']:.2f}s  ratio {ratios[-1]:.2f}x")
-    peak = max(peak_before, matmul_peak_flops())
+    peak = final_peak(peak_before)
     flops = 2 * n_params * scored
     print(f"max |loss_ours - loss_seed| over {len(texts)} items: {max_diff:.2e}")
     print(f"seed (batch size 1, outputs.loss): {t_seed:.2f}s  ours (length-sorted batches of {a.batch_size}): "
           f"{t_ours:.2f}s")
-    print(f"speed ratio {t_seed / t_ours:.2f}x overall; per chunk median {statistics.median(ratios):.2f}x "
-          f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
-    print(f"matmul peak (fp32 2048^3): {peak / 1e9:.1f} GFLOP/s (before {peak_before / 1e9:.1f})")
+    print_speed_ratio(t_seed, t_ours, ratios)
+    print_peak(peak, peak_before)
     print(f"model FLOP/s (2*N per scored token, {scored} tokens): seed {flops / t_seed / 1e9:.1f} GFLOP/s = "
           f"{flops / t_seed / peak:.0%} of peak; ours {flops / t_ours / 1e9:.1f} GFLOP/s = {flops / t_ours / peak:.0%}")
 

@@ -21,18 +21,17 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import torch
+from common import ROOT, alternate, final_peak, print_peak, timed
 
-ROOT = Path(__file__).resolve().parents[1]
+from memlab import training as T
+from memlab.models import load_model, load_tokenizer
+from memlab.scoring import matmul_params, matmul_peak_flops
+
+# train.py is a top-level script of the checkout, not part of the memlab package: its folder must be importable
 sys.path.insert(0, str(ROOT))
-
 import train  # noqa: E402
-from memlab import training as T  # noqa: E402
-from memlab.models import load_model, load_tokenizer  # noqa: E402
-from memlab.scoring import matmul_params, matmul_peak_flops  # noqa: E402
 
 
 def make_items(n: int, seed: int) -> list[dict]:
@@ -72,10 +71,10 @@ def run_trainer(examples: list[dict], args, tok, out: Path) -> tuple[float, int,
                               learning_rate=1e-5, lr_scheduler_type="constant", save_strategy="no", report_to=[],
                               logging_steps=1000, use_cpu=True, seed=args.seed, disable_tqdm=True)
     trainer = Trainer(model=model, args=targs, train_dataset=ds, data_collator=collate)
-    t0 = time.perf_counter()
-    trainer.train()
-    elapsed = time.perf_counter() - t0
-    return elapsed, counts["real"], 1 - counts["real"] / counts["padded"]
+    times = {}
+    with timed(times, "trainer"):
+        trainer.train()
+    return times["trainer"], counts["real"], 1 - counts["real"] / counts["padded"]
 
 
 def main() -> None:
@@ -106,19 +105,19 @@ def main() -> None:
     peak_before = matmul_peak_flops()
     ours, base = [], []
     for r in range(args.repeats):
-        order = [("ours", ours), ("trainer", base)] if r % 2 == 0 else [("trainer", base), ("ours", ours)]
-        for name, acc in order:
+        for name in alternate(r, ("ours", "trainer")):
+            acc = ours if name == "ours" else base
             out = work / f"{name}{r}"
             acc.append(run_ours(items_file, args, out) if name == "ours" else run_trainer(examples, args, tok, out))
             t, n, pad = acc[-1]
             print(f"[{name} run {r}] {n} real tokens in {t:.1f} s = {n / t:.1f} tok/s, padding {pad:.1%}", flush=True)
-    peak = max(peak_before, matmul_peak_flops())
+    peak = final_peak(peak_before)
 
     tps_ours = [n / t for t, n, _ in ours]
     tps_base = [n / t for t, n, _ in base]
     ratios = [a / b for a, b in zip(tps_ours, tps_base)]
     print(f"\nmodel {args.model}: {n_matmul / 1e6:.1f}M matmul params; {len(items)} items, batch {args.batch_size}, fp32")
-    print(f"matmul peak (fp32 2048^3): {peak / 1e9:.1f} GFLOP/s")
+    print_peak(peak)
     print(f"train.py: median {statistics.median(tps_ours):.1f} tok/s, padding {ours[0][2]:.1%}, "
           f"MFU(6N) {6 * n_matmul * statistics.median(tps_ours) / peak:.0%}")
     print(f"Trainer:  median {statistics.median(tps_base):.1f} tok/s, padding {base[0][2]:.1%}, "

@@ -20,7 +20,6 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -209,13 +208,7 @@ def collate_pairs(examples: Sequence[dict], pad_id: int) -> dict:
 
 
 # -------------------------------------------------------------------------------------------- reference
-def param_digest(named_params) -> str:
-    """sha256 over (name, values) pairs in name order."""
-    h = hashlib.sha256()
-    for name, p in sorted(named_params, key=lambda kv: kv[0]):
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()
+param_digest = T.param_digest  # one digest for DDP rank checks and the frozen reference (memlab.training)
 
 
 @dataclass

@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from memlab.io import DataError, ensure_ids, read_records, require_answer_column, require_fields
+from memlab.io import (DataError, ensure_ids, parse_tier_columns, read_records, require_answer_column,
+                       require_fields)
 from memlab.metrics import answer_is_matchable
 from memlab.scoring import accepts_logits_to_keep, distributed_map, pad_batch, render_chat
 
@@ -162,17 +163,6 @@ def prefix_tasks(items: Sequence[dict], tokenizer, prefix_tokens: Sequence[int] 
 
 
 # --------------------------------------------------------------------------------------------- QA mode
-def parse_tier_columns(spec: str) -> dict[str, str]:
-    """'easy=q1,mid=q2' -> {"easy": "q1", "mid": "q2"}."""
-    out = {}
-    for part in (p.strip() for p in (spec or "").split(",") if p.strip()):
-        if "=" not in part:
-            raise DataError(f"--tier_columns: expected tier=column pairs, got '{part}'")
-        tier, col = (s.strip() for s in part.split("=", 1))
-        out[tier] = col
-    return out
-
-
 def read_probes(path, answer_column: str = "answer", tier_columns: str = "", question_column: str = "question",
                 flags_hint: str = "") -> list[dict]:
     """QA probes `{"id", "fact_id", "question", "answer", "tier"}` from JSONL, or from a CSV (or JSONL)

@@ -196,6 +196,23 @@ def require_answer_column(rows: Sequence[dict], path, answer_column: str = "answ
         raise probe_columns_error(path, rows, f"no '{answer_column}' column", then)
 
 
+def parse_tier_columns(spec: str | None) -> dict[str, str]:
+    """The one reader of --tier_columns: 'easy=q1,mid=q2' -> {"easy": "q1", "mid": "q2"}.
+
+    Rule: the spec is split on ','; blank parts are skipped (an empty or None spec gives {}). Each other part
+    must be `tier=column`, split at its first '=' (a column name may itself hold '='), with both sides
+    non-empty after stripping surrounding whitespace (inner spaces are kept: 'easy=Question 1'). Anything
+    else is a DataError naming the part. A tier named twice keeps its last column. Which tier names are
+    allowed, and whether the columns exist, is checked by the caller that reads the file."""
+    out = {}
+    for part in (p.strip() for p in str(spec or "").split(",") if p.strip()):
+        tier, sep, col = (s.strip() for s in part.partition("="))
+        if not sep or not tier or not col:
+            raise DataError(f"--tier_columns: expected tier=column pairs like easy=q_easy,mid=q_mid, got '{part}'")
+        out[tier] = col
+    return out
+
+
 def text_field_error(row: dict, field: str, path) -> DataError | None:
     """The one rule for a field holding text (the text column, prompt, completion, question): a JSON string
     with something besides whitespace in it. None when `row[field]` is such a string; otherwise the error,

@@ -7,10 +7,11 @@ tests call the same definitions (docs/DESIGN.md §6).
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Callable, Sequence
 
 import numpy as np
+
+from memlab.text import normalize_text  # noqa: F401 (the one rule, shared with the leakage check)
 
 # ------------------------------------------------------------------------------------------ recognition
 
@@ -226,14 +227,6 @@ def recall_metrics(generated_ids: Sequence[int], true_ids: Sequence[int], genera
 # underscore) that are followed by exactly three digits; a decimal part marks a non-integer.
 _SEPARATORS = ", \u00a0\u202f'_"
 _NUMBER = re.compile(r"(?<![\d.])\d+(?:[" + _SEPARATORS + r"]\d{3}(?!\d))*(?:\.\d+)?(?!\d)")
-
-
-def normalize_text(s: str) -> str:
-    """Case-, punctuation- and whitespace-insensitive form: NFKC, lower case, punctuation to spaces,
-    runs of whitespace to one space, stripped."""
-    s = unicodedata.normalize("NFKC", str(s)).lower()
-    s = "".join(" " if unicodedata.category(c).startswith(("P", "S")) else c for c in s)
-    return " ".join(s.split())
 
 
 def numeric_answer(answer: str) -> str | None:

@@ -38,8 +38,7 @@ import torch
 
 from memlab.io import DataError
 from memlab.models import is_adapter_dir, load_model, load_tokenizer, resolve_model_path
-
-PLAIN_USER, PLAIN_ASSISTANT = "User: ", "Assistant: "
+from memlab.text import PLAIN_ASSISTANT, PLAIN_USER, render_plain_chat  # noqa: F401 (PLAIN_* re-exported)
 
 
 # ----------------------------------------------------------------------------------------------- items
@@ -79,17 +78,7 @@ def render_chat(tokenizer, messages: Sequence[dict], add_generation_prompt: bool
     if use_template and has_chat_template(tokenizer):
         return tokenizer.apply_chat_template(list(messages), tokenize=False,
                                              add_generation_prompt=add_generation_prompt)
-    parts = []
-    for m in messages:
-        if m["role"] == "user":
-            parts.append(PLAIN_USER + m["content"] + "\n")
-        elif m["role"] == "assistant":
-            parts.append(PLAIN_ASSISTANT + m["content"] + (tokenizer.eos_token or "") + "\n")
-        else:
-            parts.append(m["content"] + "\n")
-    if add_generation_prompt:
-        parts.append(PLAIN_ASSISTANT)
-    return "".join(parts)
+    return render_plain_chat(messages, tokenizer.eos_token, add_generation_prompt)
 
 
 def _chat_split(tokenizer, messages: Sequence[dict], item_id: str, use_template: bool) -> tuple[str, str]:

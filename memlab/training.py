@@ -27,14 +27,11 @@ import torch
 
 from memlab.io import (DataError, ensure_ids, read_records, require_fields, resolve_text_column, validate_messages,
                        write_json_atomic)
+# A plain template for tokenizers without one (`--chat_template plain`), as docs/DESIGN.md §3.2 describes;
+# defined once in memlab.text, next to the Python renderer scoring uses for template-less tokenizers.
+from memlab.text import PLAIN_CHAT_TEMPLATE
 
 IGNORE_INDEX = -100
-# A plain template for tokenizers without one (`--chat_template plain`), as docs/DESIGN.md §3.2 describes.
-PLAIN_CHAT_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] + '\n' }}"
-    "{% elif m['role'] == 'user' %}{{ 'User: ' + m['content'] + '\n' }}"
-    "{% else %}{{ 'Assistant: ' + m['content'] + eos_token + '\n' }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}")
 
 
 # ----------------------------------------------------------------------------------------------- items
@@ -278,9 +275,13 @@ def newest_checkpoint(run_dir) -> Path | None:
 
 
 def param_digest(model) -> str:
-    """sha256 over all parameters (name order), for checking that DDP ranks hold identical weights."""
+    """sha256 over (name, values) pairs in name order, for checking that DDP ranks hold identical weights
+    (train.py) and that DPO's frozen reference never changes (memlab.dpo.Reference).
+
+    `model` is a module (all its `named_parameters()`) or an iterable of (name, tensor) pairs."""
+    named = model.named_parameters() if hasattr(model, "named_parameters") else model
     h = hashlib.sha256()
-    for name, p in sorted(model.named_parameters()):
+    for name, p in sorted(named, key=lambda kv: kv[0]):
         h.update(name.encode())
         h.update(p.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()
@@ -526,3 +527,48 @@ def summarize_run(out: Path, examples, lengths, a, world: int, steps_per_epoch: 
         "param_digests": digests,
         "ranks_identical": len(set(digests)) == 1,
     }
+
+
+# --------------------------------------------------------------------------------------------- trainer setup
+# shared by train.py and finetune_dpo.py, so the two scripts differ only in what really differs
+def make_accelerator(precision: str, report_to: str, output_dir, grad_accum: int = 1):
+    """The Accelerator of a training script: mixed precision from --precision (fp32 -> "no", bf16/fp16 as
+    given), `grad_accum` micro-batches per optimizer step, accelerate's trackers per --report_to (see
+    memlab.tracking), and the gloo backend when a distributed run has no GPU (DeepSpeed otherwise miscounts
+    the world; see the README's infra notes)."""
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    from memlab import tracking
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
+    return Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), kwargs_handlers=handlers,
+                       gradient_accumulation_steps=grad_accum, **tracking.accelerator_kwargs(report_to, output_dir))
+
+
+def adamw_with_groups(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters of `model`: `weight_decay` on those with 2 or more dimensions
+    (weight matrices, embeddings), none on biases and norm weights; groups in that order."""
+    trainable = [p for _, p in model.named_parameters() if p.requires_grad]
+    return torch.optim.AdamW([{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
+                              {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}], lr=lr)
+
+
+def make_scheduler(name: str, optimizer, warmup: int, total: int):
+    """Learning-rate schedule --lr_scheduler `name` (constant, linear or cosine) after `warmup` steps of linear
+    warm-up, over `total` optimizer steps ("constant" is transformers' constant_with_warmup). The caller steps
+    it by hand once per optimizer step (accelerate's prepared wrapper would step it world-size times)."""
+    from transformers import get_scheduler
+
+    return get_scheduler({"constant": "constant_with_warmup"}.get(name, name), optimizer,
+                         num_warmup_steps=warmup, num_training_steps=total)
+
+
+def padded_epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, window: int,
+                         shuffle: bool = True) -> list[list[int]]:
+    """The micro-batches of one epoch (length_grouped_batches), padded to a whole number of windows of
+    `window` micro-batches (processes x gradient-accumulation steps, i.e. one optimizer step) by recycling
+    the epoch's first batches; so every optimizer step gets a full window on every process."""
+    b = length_grouped_batches(lengths, batch_size, seed, epoch, shuffle=shuffle)
+    return b + b[: (-len(b)) % window]

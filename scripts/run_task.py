@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from memlab.experiments import (EXIT_REQUEUE, Preempted, cell_name, coverage, grid_cells,  # noqa: E402
+# memlab is an installed package (pyproject.toml; `make venv` installs it editable): no sys.path patch
+from memlab.experiments import (EXIT_REQUEUE, Preempted, cell_name, coverage, grid_cells,
                                 parse_args_with_overrides, run_task)
-from memlab.io import DataError  # noqa: E402
+from memlab.io import DataError
 
 
 def main(argv=None) -> int:

@@ -22,12 +22,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from memlab.experiments import (absolute_data_overrides, check_data_files, grid_cells, guard_root,  # noqa: E402
+from memlab.experiments import (absolute_data_overrides, check_data_files, grid_cells, guard_root,
                                 parse_args_with_overrides, resolve, split_force)
-from memlab.io import DataError  # noqa: E402
+from memlab.io import DataError
+
+# the checkout (sbatch templates, default runs root); memlab itself is an installed package (pyproject.toml)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def template(expt: str) -> Path:

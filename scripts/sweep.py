@@ -15,16 +15,15 @@ one refused, unless --force) at RUNS_ROOT/<expt>/config.yaml before anything is 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from memlab.experiments import (SubmititTask, absolute_data_overrides, cell_name, check_data_files,  # noqa: E402
+from memlab.experiments import (SubmititTask, absolute_data_overrides, cell_name, check_data_files,
                                 grid_cells, guard_root, parse_args_with_overrides, resolve, split_force)
-from memlab.io import DataError  # noqa: E402
+from memlab.io import DataError
+
+# the checkout (default runs root, analyze.py); memlab itself is an installed package (pyproject.toml)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> list[str]:
@@ -70,8 +69,8 @@ def main(argv=None) -> list[str]:
         if a.partition:
             params["slurm_partition"] = a.partition
     ex.update_parameters(**params)
-    # jobs unpickle memlab.experiments.SubmititTask: make the checkout importable there (sbatch exports the env)
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    # jobs unpickle memlab.experiments.SubmititTask: submitit runs them with this interpreter (sys.executable,
+    # the venv's python), where memlab is installed, so no PYTHONPATH is needed
     jobs = ex.map_array(SubmititTask(a.expt, a.runs_root, a.size, rest + (["force=true"] if a.force or forced else [])),
                         indices)
     print(f"submitted {len(jobs)} task(s) of {a.expt}/{a.size} to {ex.cluster}: {jobs[0].job_id.split('_')[0]}")

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# memlab itself is an installed package (pyproject.toml); the repository root stays first on sys.path because
+# the tests import its top-level scripts as modules (`import train`, `import make_data`, `import test`, ...)
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Spinning OpenMP threads stall badly when two processes share the 2 cores (seen: 7 s -> 58 s for one

@@ -82,7 +82,7 @@ def test_sbatch_array_on_local_slurm_then_submitit(slurm, array_runs):
     # submitit's map_array against the same cluster: the cells are finished, so the jobs return at once
     import pdb
 
-    sys.path.insert(0, str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT / "scripts"))  # sweep.py is a script, not part of the memlab package
     import sweep
 
     old_env = dict(os.environ)

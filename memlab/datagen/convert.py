@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Mapping
 
 from memlab.datagen.facts import TIERS, VERBATIM_TIER
-from memlab.io import (ROLES, DataError, ensure_ids, read_records, read_texts, require_answer_column,  # noqa: F401 (ROLES re-exported)
-                       require_fields, strip_private, validate_messages)
+from memlab.io import (ROLES, DataError, ensure_ids, parse_tier_columns, read_records, read_texts,  # noqa: F401 (ROLES, parse_tier_columns re-exported)
+                       require_answer_column, require_fields, strip_private, validate_messages)
 
 
 def convert_text(path, text_column: str | None = None) -> list[dict]:
@@ -39,14 +39,6 @@ def convert_chat(path) -> list[dict]:
             row["fact_id"] = str(r["fact_id"])
         out.append(row)
     return out
-
-
-def parse_tier_columns(spec: str) -> dict[str, str]:
-    """"easy=q_easy,mid=q_mid" -> {"easy": "q_easy", "mid": "q_mid"}."""
-    pairs = [p.split("=", 1) for p in str(spec or "").split(",") if p.strip()]
-    if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
-        raise DataError(f"--tier_columns: expected tier=column pairs like easy=q_easy,mid=q_mid, got '{spec}'")
-    return {t.strip(): c.strip() for t, c in pairs}
 
 
 def convert_probes(path, answer_column: str = "answer", tier_columns: Mapping[str, str] | None = None,

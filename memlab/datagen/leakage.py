@@ -15,24 +15,15 @@ non-members. Cost: O(total texts) with one hash lookup per held-out text.
 from __future__ import annotations
 
 import dataclasses
-import re
-import unicodedata
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from memlab.io import DataError, probe_columns_error, read_records, resolve_text_column
+from memlab.text import normalize_text  # noqa: F401 (re-exported: the one rule, shared with the answer matcher)
 
 TRAIN_FIELDS = ("text", "prompt", "completion", "chosen", "rejected", "question")
 HELD_OUT_FIELDS = ("question", "text", "prompt")
 HELD_OUT_PREFIXES = ("probes", "unseen", "nonmembers")  # file names of held-out sets in a data dir
-_SPACES = re.compile(r"\s+")
-
-
-def normalize_text(text: str) -> str:
-    """Case-folded, punctuation replaced by spaces, whitespace collapsed: "The  Cat, sat!" -> "the cat sat"."""
-    text = unicodedata.normalize("NFKC", str(text)).casefold()
-    text = "".join(" " if unicodedata.category(ch).startswith(("P", "S")) else ch for ch in text)
-    return _SPACES.sub(" ", text).strip()
 
 
 @dataclasses.dataclass(frozen=True)
