@@ -153,6 +153,9 @@ def collate(examples: Sequence[dict], pad_id: int) -> dict:
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+_BOOLEAN_KEEP_OK: dict[str, bool] = {}  # model class -> whether its forward takes a boolean logits_to_keep
+
+
 def causal_lm_loss(model, batch: dict, sparse_logits: bool = True) -> tuple[torch.Tensor, int]:
     """Mean next-token NLL over labelled tokens, and their count.
 
@@ -165,10 +168,21 @@ def causal_lm_loss(model, batch: dict, sparse_logits: bool = True) -> tuple[torc
 
     labels = batch["labels"]
     targets_mask = labels[:, 1:] != IGNORE_INDEX                # (B, L-1): position t predicts t+1
-    if sparse_logits:
+    kind = type(model).__name__
+    if sparse_logits and _BOOLEAN_KEEP_OK.get(kind, True):
         keep = torch.zeros_like(labels, dtype=torch.bool)
         keep[:, :-1] = targets_mask
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+        try:
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+            _BOOLEAN_KEEP_OK[kind] = True
+        except (IndexError, TypeError, RuntimeError):
+            # transformers before the boolean-mask form of logits_to_keep (seen with 5.17 on a GPU machine:
+            # "too many indices for tensor of dimension 3") takes only an int or 1-D indices: fall back to
+            # full logits, once per model class; the loss is the same, only the vocabulary projection costs more
+            if _BOOLEAN_KEEP_OK.get(kind):
+                raise
+            _BOOLEAN_KEEP_OK[kind] = False
+            return causal_lm_loss(model, batch, sparse_logits=False)
         logits = out.logits.reshape(-1, out.logits.shape[-1])   # (n_labelled, V)
     else:
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
