@@ -450,7 +450,7 @@ LEARNING_QA_STAGES = {"recall": ("recall",), "prior_recall": ("prior_recall_base
 def _items(task: Path, stage: str, inputs: Inputs) -> pd.DataFrame | None:
     """A finished stage's items.csv (ids as strings) with exposure and step from the checkpoint label
     (exposure 0 for the base-model stages); None when the stage is missing or has no items."""
-    from memlab.scoring import checkpoint_position
+    from memlab.likelihood import checkpoint_position
 
     df = inputs.items(task, stage)
     if df is None or df.empty:
@@ -1069,12 +1069,12 @@ def _write_csv_if_changed(path: Path, df: pd.DataFrame) -> None:
     write_text_atomic(path, text)
 
 
-def main(a: AnalyzeArgs) -> dict:
-    cli.collect_errors([(a.runs_root is not None, "RUNS_ROOT is required: python analyze.py runs/expt1")])
-    root = Path(a.runs_root)
+def main(args: AnalyzeArgs) -> dict:
+    cli.collect_errors([(args.runs_root is not None, "RUNS_ROOT is required: python analyze.py runs/expt1")])
+    root = Path(args.runs_root)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
-    inputs = Inputs(skip_broken=a.skip_broken)
+    inputs = Inputs(skip_broken=args.skip_broken)
     try:
         tables = collect(root, inputs)
         facts = collect_facts(root, inputs)

@@ -35,11 +35,11 @@ from typing import Optional
 
 import torch
 
-from memlab import cli, dpo, tracking, training as T
+from memlab import cli, dpo, tracking, training
 from memlab.io import append_jsonl, write_csv_atomic, write_json_atomic, write_jsonl_atomic
 from memlab.models import is_adapter_dir, load_tokenizer
 from memlab.rundir import empty_dir, guard_output_dir, prepare_run_dir, read_metrics, write_results
-from memlab.scoring import accepts_logits_to_keep, distributed_map
+from memlab.likelihood import accepts_logits_to_keep, distributed_map
 
 
 @dataclass
@@ -105,46 +105,46 @@ class DPOArgs:
                                       "cell name in an experiment)")
 
 
-def validate(a: DPOArgs) -> None:
-    epochs = cli.parse_list(a.save_epochs, int, "save_epochs")
-    found = bool(a.sft_checkpoint) and Path(a.sft_checkpoint).is_dir()
+def validate(args: DPOArgs) -> None:
+    epochs = cli.parse_list(args.save_epochs, int, "save_epochs")
+    found = bool(args.sft_checkpoint) and Path(args.sft_checkpoint).is_dir()
     adapter_r = None
-    if found and is_adapter_dir(a.sft_checkpoint):
+    if found and is_adapter_dir(args.sft_checkpoint):
         from peft import PeftConfig
-        adapter_r = PeftConfig.from_pretrained(a.sft_checkpoint).r
+        adapter_r = PeftConfig.from_pretrained(args.sft_checkpoint).r
     cli.collect_errors([
-        (a.sft_checkpoint is not None, "--sft_checkpoint is required"),
-        (a.sft_checkpoint is None or found, f"--sft_checkpoint {a.sft_checkpoint}: checkpoint not found"),
-        (a.output_dir is not None, "--output_dir is required"),
-        ((a.pairs_file is None) != (a.pairs_from_generate is None),
+        (args.sft_checkpoint is not None, "--sft_checkpoint is required"),
+        (args.sft_checkpoint is None or found, f"--sft_checkpoint {args.sft_checkpoint}: checkpoint not found"),
+        (args.output_dir is not None, "--output_dir is required"),
+        ((args.pairs_file is None) != (args.pairs_from_generate is None),
          "give exactly one of --pairs_file and --pairs_from_generate"),
-        (a.facts is None or a.pairs_from_generate is not None, "--facts goes with --pairs_from_generate"),
-        (a.rejected_field in ("response", "extracted_answer"),
+        (args.facts is None or args.pairs_from_generate is not None, "--facts goes with --pairs_from_generate"),
+        (args.rejected_field in ("response", "extracted_answer"),
          "--rejected_field must be response or extracted_answer"),
-        (a.loss in dpo.LOSS_TYPES, f"--loss must be one of {dpo.LOSS_TYPES}, got '{a.loss}'"),
-        (a.beta > 0, "--beta must be > 0"),
-        *tracking.checks(a.report_to),
-        (a.num_epochs >= 1 and a.batch_size >= 1, "--num_epochs and --batch_size must be >= 1"),
-        (all(1 <= k <= a.num_epochs for k in epochs),
-         f"--save_epochs {epochs} goes beyond --num_epochs {a.num_epochs}"),
-        (a.lr_scheduler in ("constant", "linear", "cosine"), f"--lr_scheduler {a.lr_scheduler} unknown"),
-        (a.precision in ("fp32", "bf16"), f"--precision must be fp32 or bf16, got '{a.precision}'"),
-        (a.lora_r >= 0, "--lora_r must be >= 0"),
-        *cli.numeric_checks(a, positive=("learning_rate", "beta", "block_size", "logging_steps"),
+        (args.loss in dpo.LOSS_TYPES, f"--loss must be one of {dpo.LOSS_TYPES}, got '{args.loss}'"),
+        (args.beta > 0, "--beta must be > 0"),
+        *tracking.checks(args.report_to),
+        (args.num_epochs >= 1 and args.batch_size >= 1, "--num_epochs and --batch_size must be >= 1"),
+        (all(1 <= k <= args.num_epochs for k in epochs),
+         f"--save_epochs {epochs} goes beyond --num_epochs {args.num_epochs}"),
+        (args.lr_scheduler in ("constant", "linear", "cosine"), f"--lr_scheduler {args.lr_scheduler} unknown"),
+        (args.precision in ("fp32", "bf16"), f"--precision must be fp32 or bf16, got '{args.precision}'"),
+        (args.lora_r >= 0, "--lora_r must be >= 0"),
+        *cli.numeric_checks(args, positive=("learning_rate", "beta", "block_size", "logging_steps"),
                             non_negative=("weight_decay", "warmup_steps", "max_grad_norm", "lora_alpha", "seed"),
                             fraction=("lora_dropout",)),
-        (adapter_r is None or a.lora_r in (0, adapter_r),
-         f"--lora_r {a.lora_r}: the SFT checkpoint is a LoRA adapter of rank {adapter_r}, which DPO continues"),
+        (adapter_r is None or args.lora_r in (0, adapter_r),
+         f"--lora_r {args.lora_r}: the SFT checkpoint is a LoRA adapter of rank {adapter_r}, which DPO continues"),
     ])
 
 
-def load_training_pairs(a: DPOArgs) -> tuple[list[dict], dict]:
-    if a.pairs_file:
-        pairs = dpo.load_pairs(a.pairs_file)
-        return pairs, {"source": "pairs_file", "path": str(a.pairs_file), "pairs": len(pairs)}
-    pairs, counts = dpo.pairs_from_generate(a.pairs_from_generate, a.facts, a.generate_checkpoint, a.rejected_field)
-    return pairs, {"source": "on_policy", "items_csv": str(a.pairs_from_generate), "facts": a.facts,
-                   "rejected_field": a.rejected_field, **counts}
+def load_training_pairs(args: DPOArgs) -> tuple[list[dict], dict]:
+    if args.pairs_file:
+        pairs = dpo.load_pairs(args.pairs_file)
+        return pairs, {"source": "pairs_file", "path": str(args.pairs_file), "pairs": len(pairs)}
+    pairs, counts = dpo.pairs_from_generate(args.pairs_from_generate, args.facts, args.generate_checkpoint, args.rejected_field)
+    return pairs, {"source": "on_policy", "items_csv": str(args.pairs_from_generate), "facts": args.facts,
+                   "rejected_field": args.rejected_field, **counts}
 
 
 def score_pairs(logps_fn, n_pairs: int, batch_of, batch_size: int, acc) -> torch.Tensor:
@@ -168,76 +168,76 @@ def save_checkpoint(acc, model, tok, path: Path, state: dict) -> None:
         tmp = path.with_name(f".{path.name}.tmp")
         unwrapped = acc.unwrap_model(model)
         # disk full: the partial checkpoint is removed and one error says how much space was needed
-        with T.checkpoint_write_guard(tmp, path, T.checkpoint_bytes(unwrapped, state_dict)[0]):
+        with training.checkpoint_write_guard(tmp, path, training.checkpoint_bytes(unwrapped, state_dict)[0]):
             (tmp / "trainer_state").mkdir(parents=True, exist_ok=True)
             kw = {"selected_adapters": ["default"]} if hasattr(unwrapped, "peft_config") else {}
             unwrapped.save_pretrained(tmp, state_dict=state_dict, **kw)
             tok.save_pretrained(tmp)
             write_json_atomic(tmp / "trainer_state" / "state.json", state)
-            T.replace_dir(tmp, path)
+            training.replace_dir(tmp, path)
     acc.wait_for_everyone()
 
 
-def main(a: DPOArgs) -> dict:
+def main(args: DPOArgs) -> dict:
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
     t0 = time.time()
-    validate(a)
+    validate(args)
     # the output-directory rule, before any model loads; the same configuration re-runs into the emptied directory
-    if guard_output_dir(a.output_dir, "finetune_dpo.py", a, a.overwrite_output_dir) == "same":
-        empty_dir(Path(a.output_dir))
-    acc = T.make_accelerator(a.precision, a.report_to, a.output_dir)
-    set_seed(a.seed)
-    out, world = Path(a.output_dir), acc.num_processes
+    if guard_output_dir(args.output_dir, "finetune_dpo.py", args, args.overwrite_output_dir) == "same":
+        empty_dir(Path(args.output_dir))
+    acc = training.make_accelerator(args.precision, args.report_to, args.output_dir)
+    set_seed(args.seed)
+    out, world = Path(args.output_dir), acc.num_processes
 
     # ---- pairs: chat items [user: prompt, assistant: chosen|rejected], labels on the assistant turn
-    pairs, pairs_info = load_training_pairs(a)
-    tok = load_tokenizer(a.sft_checkpoint, a.trust_remote_code)
-    T.ensure_chat_template(tok, a.chat_template, a.pairs_file or a.pairs_from_generate)
-    examples = [dpo.tokenize_pair(p, tok, a.block_size) for p in pairs]
+    pairs, pairs_info = load_training_pairs(args)
+    tok = load_tokenizer(args.sft_checkpoint, args.trust_remote_code)
+    training.ensure_chat_template(tok, args.chat_template, args.pairs_file or args.pairs_from_generate)
+    examples = [dpo.tokenize_pair(p, tok, args.block_size) for p in pairs]
     lengths = [max(len(e["chosen"]["input_ids"]), len(e["rejected"]["input_ids"])) for e in examples]
 
     def batch_of(idx: list[int]) -> dict:  # 2B rows: B chosen, then B rejected
         return {k: v.to(acc.device) for k, v in dpo.collate_pairs([examples[i] for i in idx], tok.pad_token_id).items()}
 
     # ---- policy and the frozen SFT reference
-    lora = {"r": a.lora_r, "alpha": a.lora_alpha, "dropout": a.lora_dropout,
-            "target_modules": a.lora_target_modules} if a.lora_r > 0 else None
-    policy, reference = dpo.build_policy_and_reference(a.sft_checkpoint, lora, a.trust_remote_code,
-                                                       load_reference_copy=not a.precompute_reference)
+    lora = {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
+            "target_modules": args.lora_target_modules} if args.lora_r > 0 else None
+    policy, reference = dpo.build_policy_and_reference(args.sft_checkpoint, lora, args.trust_remote_code,
+                                                       load_reference_copy=not args.precompute_reference)
     policy_kind = {"frozen_adapter_copy": "continue_sft_adapter", "adapters_disabled": "new_lora"}.get(
         reference.mechanism, "full")
     if reference.mechanism == "separate_copy":
         reference.model.to(acc.device)
     sparse = accepts_logits_to_keep(policy)
     n_trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
-    optimizer = T.adamw_with_groups(policy, a.learning_rate, a.weight_decay)
+    optimizer = training.adamw_with_groups(policy, args.learning_rate, args.weight_decay)
 
     def epoch_batches(epoch: int) -> list[list[int]]:  # one micro-batch per process per optimizer step
-        return T.padded_epoch_batches(lengths, a.batch_size, a.seed, epoch, world)
+        return training.padded_epoch_batches(lengths, args.batch_size, args.seed, epoch, world)
     steps_per_epoch = len(epoch_batches(0)) // world
-    total_steps = steps_per_epoch * a.num_epochs
-    scheduler = T.make_scheduler(a.lr_scheduler, optimizer, a.warmup_steps, total_steps)
+    total_steps = steps_per_epoch * args.num_epochs
+    scheduler = training.make_scheduler(args.lr_scheduler, optimizer, args.warmup_steps, total_steps)
     model, optimizer = acc.prepare(policy, optimizer)
     if acc.is_main_process:
-        prepare_run_dir(out, a, "finetune_dpo.py", {
-            "reference": {**reference.describe(), "precomputed": a.precompute_reference},
+        prepare_run_dir(out, args, "finetune_dpo.py", {
+            "reference": {**reference.describe(), "precomputed": args.precompute_reference},
             "policy": {"kind": policy_kind, "trainable_params": n_trainable},
             "pairs": pairs_info, "num_processes": world, "distributed_type": str(acc.distributed_type)})
         write_jsonl_atomic(out / "pairs.jsonl", pairs)
         (out / "metrics.jsonl").unlink(missing_ok=True)
         (out / "results.json").unlink(missing_ok=True)
-    tracking.start(acc, a.report_to, out, a, a.run_name)
+    tracking.start(acc, args.report_to, out, args, args.run_name)
 
     # ---- reference log-probs of every pair (= the policy's "before"); optionally the only reference pass
     ref_digest_start = reference.digest()
-    ref_lp = score_pairs(lambda b: reference.logps(b, sparse), len(pairs), batch_of, a.batch_size, acc)
+    ref_lp = score_pairs(lambda b: reference.logps(b, sparse), len(pairs), batch_of, args.batch_size, acc)
     if acc.is_main_process:
         write_jsonl_atomic(out / "reference_logps.jsonl", [
             {"id": p["id"], "fact_id": p["fact_id"], "chosen_logp": float(c), "rejected_logp": float(r)}
             for p, (c, r) in zip(pairs, ref_lp.tolist())])
-    if a.precompute_reference:
+    if args.precompute_reference:
         reference.free()
 
     # ---- train
@@ -246,23 +246,23 @@ def main(a: DPOArgs) -> dict:
     window_stats: list[torch.Tensor] = []
     saved: list[str] = []  # checkpoints written by this run
     bar = tqdm(total=total_steps, disable=not acc.is_local_main_process, desc="dpo")
-    for epoch in range(a.num_epochs):
+    for epoch in range(args.num_epochs):
         batches = epoch_batches(epoch)
         for s in range(steps_per_epoch):
             mb = batches[s * world + acc.process_index]
             batch, B = batch_of(mb), len(mb)
-            if a.precompute_reference:
+            if args.precompute_reference:
                 ref_c, ref_r = ref_lp[mb, 0].to(acc.device), ref_lp[mb, 1].to(acc.device)
             else:  # before the policy's forward, so the adapter switch never sits between forward and backward
                 ref = reference.logps(batch, sparse)
                 ref_c, ref_r = ref[:B], ref[B:]
             logps = dpo.sequence_logps(model, batch, sparse)
             losses, chosen_rewards, rejected_rewards = dpo.preference_loss(logps[:B], logps[B:], ref_c, ref_r,
-                                                                           a.beta, a.loss)
+                                                                           args.beta, args.loss)
             loss = losses.mean()
             acc.backward(loss)
-            if a.max_grad_norm:
-                acc.clip_grad_norm_(model.parameters(), a.max_grad_norm)
+            if args.max_grad_norm:
+                acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
@@ -271,7 +271,7 @@ def main(a: DPOArgs) -> dict:
             window_stats.append(torch.tensor([loss.item(), rs["reward_margin"], rs["reward_accuracy"],
                                               logps[:B].mean().item(), logps[B:].mean().item(),
                                               rs["chosen_reward"], rs["rejected_reward"], B]))
-            if step % a.logging_steps == 0 or step == total_steps:
+            if step % args.logging_steps == 0 or step == total_steps:
                 stats = torch.stack(window_stats).mean(0)
                 if world > 1:
                     stats = acc.reduce(stats.to(acc.device), reduction="mean").cpu()
@@ -284,14 +284,14 @@ def main(a: DPOArgs) -> dict:
                        "pairs_per_s": round(float(stats[7]) * len(window_stats) * world / (time.time() - log_t), 2)}
                 if acc.is_main_process:
                     append_jsonl(out / "metrics.jsonl", row)
-                tracking.log(acc, a.report_to, row, step, "dpo/")
+                tracking.log(acc, args.report_to, row, step, "dpo/")
                 bar.set_postfix(loss=row["loss"], margin=row["reward_margin"])
                 window_stats, log_t = [], time.time()
             bar.update(1)
-        if epoch + 1 in set(cli.parse_list(a.save_epochs, int, "save_epochs")) | {a.num_epochs}:
+        if epoch + 1 in set(cli.parse_list(args.save_epochs, int, "save_epochs")) | {args.num_epochs}:
             saved.append(f"epoch_{epoch + 1}")
             save_checkpoint(acc, model, tok, out / "checkpoints" / saved[-1],
-                            {"step": step, "epoch": epoch + 1, "config": T.config_fingerprint(asdict(a))})
+                            {"step": step, "epoch": epoch + 1, "config": training.config_fingerprint(asdict(args))})
     bar.close()
     loop_s = time.time() - t_start
 
@@ -301,20 +301,20 @@ def main(a: DPOArgs) -> dict:
         unwrapped.eval()
         with torch.no_grad():
             return dpo.sequence_logps(unwrapped, b, sparse)
-    after_lp = score_pairs(policy_logps, len(pairs), batch_of, a.batch_size, acc)
+    after_lp = score_pairs(policy_logps, len(pairs), batch_of, args.batch_size, acc)
     ref_check = {"digest_start": ref_digest_start}
     if reference.model is not None:
-        ref_again = score_pairs(lambda b: reference.logps(b, sparse), len(pairs), batch_of, a.batch_size, acc)
+        ref_again = score_pairs(lambda b: reference.logps(b, sparse), len(pairs), batch_of, args.batch_size, acc)
         ref_check.update(digest_end=reference.digest(), unchanged=reference.digest() == ref_digest_start,
                          max_abs_logp_change=float((ref_again - ref_lp).abs().max()))
-    rewards = a.beta * ((after_lp[:, 0] - ref_lp[:, 0]) - (after_lp[:, 1] - ref_lp[:, 1]))
+    rewards = args.beta * ((after_lp[:, 0] - ref_lp[:, 0]) - (after_lp[:, 1] - ref_lp[:, 1]))
     rows = read_metrics(out / "metrics.jsonl") if acc.is_main_process else []
     loss_per_epoch = {str(k): round(sum(r["loss"] for r in rows if r["epoch"] == k)
                                     / max(1, sum(r["epoch"] == k for r in rows)), 6)
-                      for k in range(1, a.num_epochs + 1)}
+                      for k in range(1, args.num_epochs + 1)}
     results = {
-        "loss": a.loss, "beta": a.beta, "n_pairs": len(pairs), "steps": step, "steps_per_epoch": steps_per_epoch,
-        "num_epochs": a.num_epochs, "loss_per_epoch": loss_per_epoch, "final": rows[-1] if rows else None,
+        "loss": args.loss, "beta": args.beta, "n_pairs": len(pairs), "steps": step, "steps_per_epoch": steps_per_epoch,
+        "num_epochs": args.num_epochs, "loss_per_epoch": loss_per_epoch, "final": rows[-1] if rows else None,
         "before": dpo.pair_summary(ref_lp), "after": {**dpo.pair_summary(after_lp),
                                                   "reward_margin": round(float(rewards.mean()), 4),
                                                   "reward_accuracy": round(float((rewards > 0).float().mean()), 4)},
@@ -322,7 +322,7 @@ def main(a: DPOArgs) -> dict:
                       else f"{reference.mechanism} (freed after precomputing)", **ref_check},
         "policy": policy_kind, "pairs": pairs_info,
         "checkpoints": saved,
-        "final_checkpoint": str(out / "checkpoints" / f"epoch_{a.num_epochs}"),
+        "final_checkpoint": str(out / "checkpoints" / f"epoch_{args.num_epochs}"),
         "train_loop_s": round(loop_s, 2), "wall_time_s": round(time.time() - t0, 2), "num_processes": world,
     }
     if acc.is_main_process:

@@ -40,7 +40,7 @@ from memlab.generation import (GenRequest, SentenceEmbedder, generate_requests, 
 from memlab.io import read_texts, write_csv_atomic
 from memlab.models import DEFAULT_MODEL
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
-from memlab.scoring import (ModelPool, checkpoint_position, checkpoints_field, has_chat_template,
+from memlab.likelihood import (ModelPool, checkpoint_position, checkpoints_field, has_chat_template,
                             load_eval_tokenizer, targets_and_labels)
 
 RECALL_METRICS = ("exact_match", "token_accuracy", "lcp_tokens", "rouge_l", "id_recalled")
@@ -93,41 +93,41 @@ class GenerateArgs:
     repeats: int = arg(1, "qa mode: answers per probe at each temperature above 0")
 
 
-def validate(a: GenerateArgs) -> None:
-    temps = parse_list(a.temperatures, float, "temperatures")
-    prefixes = parse_list(a.prefix_tokens, int, "prefix_tokens") if a.prefix_fraction is None else []
+def validate(args: GenerateArgs) -> None:
+    temps = parse_list(args.temperatures, float, "temperatures")
+    prefixes = parse_list(args.prefix_tokens, int, "prefix_tokens") if args.prefix_fraction is None else []
     collect_errors([
-        (a.mode in ("prefix", "qa"), f"--mode must be prefix or qa, got {a.mode}"),
-        (bool(a.input_file), "--input_file is required"),
-        (bool(a.output_dir), "--output_dir is required"),
-        (a.batch_size >= 1, f"--batch_size must be >= 1, got {a.batch_size}"),
-        (a.bootstrap >= 0, f"--bootstrap must be >= 0, got {a.bootstrap}"),
-        (a.max_new_tokens is None or a.max_new_tokens >= 1, "--max_new_tokens must be >= 1"),
-        (a.prefix_fraction is None or 0 < a.prefix_fraction < 1,
-         f"--prefix_fraction must be in (0, 1), got {a.prefix_fraction}"),
-        (a.prefix_fraction is not None or (prefixes and min(prefixes) >= 1),
+        (args.mode in ("prefix", "qa"), f"--mode must be prefix or qa, got {args.mode}"),
+        (bool(args.input_file), "--input_file is required"),
+        (bool(args.output_dir), "--output_dir is required"),
+        (args.batch_size >= 1, f"--batch_size must be >= 1, got {args.batch_size}"),
+        (args.bootstrap >= 0, f"--bootstrap must be >= 0, got {args.bootstrap}"),
+        (args.max_new_tokens is None or args.max_new_tokens >= 1, "--max_new_tokens must be >= 1"),
+        (args.prefix_fraction is None or 0 < args.prefix_fraction < 1,
+         f"--prefix_fraction must be in (0, 1), got {args.prefix_fraction}"),
+        (args.prefix_fraction is not None or (prefixes and min(prefixes) >= 1),
          "--prefix_tokens must be positive integers"),
-        (a.temperature >= 0 and all(t >= 0 for t in temps), "temperatures must be >= 0"),
-        (a.num_samples >= 1 and a.repeats >= 1, "--num_samples and --repeats must be >= 1"),
-        (a.num_samples == 1 or a.temperature > 0,
+        (args.temperature >= 0 and all(t >= 0 for t in temps), "temperatures must be >= 0"),
+        (args.num_samples >= 1 and args.repeats >= 1, "--num_samples and --repeats must be >= 1"),
+        (args.num_samples == 1 or args.temperature > 0,
          "--num_samples > 1 needs --temperature > 0 (greedy gives the same continuation every time)"),
-        (a.similarity in (None, "embed"), f"--similarity must be 'embed', got {a.similarity}"),
-        (a.dtype in ("float32", "bfloat16", "float16"), "--dtype must be float32, bfloat16 or float16"),
+        (args.similarity in (None, "embed"), f"--similarity must be 'embed', got {args.similarity}"),
+        (args.dtype in ("float32", "bfloat16", "float16"), "--dtype must be float32, bfloat16 or float16"),
     ])
 
 
-def prefix_rows(a, tok, model, acc, label, items, tasks, embedder) -> list[dict]:
+def prefix_rows(args, tok, model, acc, label, items, tasks, embedder) -> list[dict]:
     """Generate and score every (item, prefix, sample) under one model."""
     requests = [GenRequest(f"{t.item_id}|{t.prefix}|{s}", t.prompt_ids, len(t.target_ids))
-                for t in tasks for s in range(a.num_samples)]
-    out = generate_requests(model, requests, tok.pad_token_id, stop_token_ids(tok, model), a.batch_size,
-                            a.temperature, a.seed, acc)
+                for t in tasks for s in range(args.num_samples)]
+    out = generate_requests(model, requests, tok.pad_token_id, stop_token_ids(tok, model), args.batch_size,
+                            args.temperature, args.seed, acc)
     by_id = {str(it["id"]): it for it in items}
     rows = []
     for t in tasks:
         closing = metrics.closing_identifier(by_id[t.item_id]["text"])
         true_text = tok.decode(t.target_ids, skip_special_tokens=True)
-        for s in range(a.num_samples):
+        for s in range(args.num_samples):
             gen = out[f"{t.item_id}|{t.prefix}|{s}"]
             gen_text = tok.decode(gen, skip_special_tokens=True)  # the new tokens only
             m = metrics.recall_metrics(gen, t.target_ids, gen_text, true_text,
@@ -143,24 +143,24 @@ def prefix_rows(a, tok, model, acc, label, items, tasks, embedder) -> list[dict]
     return rows
 
 
-def qa_rows(a, tok, model, acc, label, probes) -> list[dict]:
+def qa_rows(args, tok, model, acc, label, probes) -> list[dict]:
     """Answer every probe at every temperature (greedy once; sampled --repeats times) under one model."""
-    return evaluation.qa_rows(tok, model, probes, label, parse_list(a.temperatures, float, "temperatures"),
-                              a.repeats, a.max_new_tokens or 32, a.batch_size, a.seed, acc,
-                              not a.no_chat_template and has_chat_template(tok))
+    return evaluation.qa_rows(tok, model, probes, label, parse_list(args.temperatures, float, "temperatures"),
+                              args.repeats, args.max_new_tokens or 32, args.batch_size, args.seed, acc,
+                              not args.no_chat_template and has_chat_template(tok))
 
 
-def summarize(a, rows: list[dict], labels: list[str], paths: list, extra: dict) -> dict:
+def summarize(args, rows: list[dict], labels: list[str], paths: list, extra: dict) -> dict:
     where = {lab: {"path": str(p), **checkpoint_position(lab)} for lab, p in zip(labels, paths)}
-    if a.mode == "prefix":
-        values = list(RECALL_METRICS) + (["similarity"] if a.similarity else [])
+    if args.mode == "prefix":
+        values = list(RECALL_METRICS) + (["similarity"] if args.similarity else [])
         best: dict = {}  # 1 if any sample of the item matched exactly (= exact_match when greedy)
         for r in rows:
             k = (r["checkpoint"], r["prefix"], r["id"])
             best[k] = max(best.get(k, 0.0), r["exact_match"])
         for r in rows:
             r["_any"] = best[(r["checkpoint"], r["prefix"], r["id"])]
-        groups = metrics.grouped_means(rows, ["checkpoint", "prefix"], values + ["_any"], "id", a.bootstrap, a.seed)
+        groups = metrics.grouped_means(rows, ["checkpoint", "prefix"], values + ["_any"], "id", args.bootstrap, args.seed)
         for g in groups:
             for k in ("", "_ci_low", "_ci_high"):
                 g[f"exact_match_any{k}"] = g.pop(f"_any{k}")
@@ -169,7 +169,7 @@ def summarize(a, rows: list[dict], labels: list[str], paths: list, extra: dict) 
             g["n_id_docs"] = len({(r["id"]) for r in rows if r["id_recalled"] is not None
                                   and (r["checkpoint"], r["prefix"]) == (g["checkpoint"], g["prefix"])})
         return {"by_prefix": groups}
-    return evaluation.qa_summary(rows, where, a.bootstrap, a.seed)
+    return evaluation.qa_summary(rows, where, args.bootstrap, args.seed)
 
 
 def main(args: GenerateArgs) -> dict:

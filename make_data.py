@@ -39,10 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memlab.cli import arg, collect_errors, parse_args, parse_list
-from memlab.datagen import cloze, convert, documents, facts, grammar, leakage, mia, recognition, wordlists
+from memlab.datagen import cloze, convert, documents, facts, grammar, leakage, membership, recognition, wordlists
 from memlab.datagen.common import build_manifest, dedupe_by_normalized_text, write_dataset
 from memlab.datagen.known_facts import KNOWN_FACTS
-from memlab.io import DataError, check_writable_dir, read_texts
+from memlab.io import DataError, check_writable_dir, parse_tier_columns, read_texts
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CORPUS = "data/corpus/sentences.jsonl"
@@ -154,17 +154,17 @@ def _writable(output_dir: str) -> tuple[bool, str]:
         return False, str(e)
 
 
-def _common_checks(a) -> list[tuple[bool, str]]:
+def _common_checks(args) -> list[tuple[bool, str]]:
     """Output dir given and writable (checked before any work), seed non-negative."""
-    return [(bool(a.output_dir), "--output_dir is required"), _writable(a.output_dir or "."),
-            (a.seed >= 0, f"--seed must be >= 0, got {a.seed}")]
+    return [(bool(args.output_dir), "--output_dir is required"), _writable(args.output_dir or "."),
+            (args.seed >= 0, f"--seed must be >= 0, got {args.seed}")]
 
 
-def _finish(name: str, a, files: dict, train: list[str], held_out: list[str], extra: dict | None = None) -> Path:
+def _finish(name: str, args, files: dict, train: list[str], held_out: list[str], extra: dict | None = None) -> Path:
     """Run the leakage check (DataError listing the pairs, nothing written) and write the directory."""
     report = leakage.assert_no_leakage({n: files[n] for n in train}, {n: files[n] for n in held_out})
-    manifest = build_manifest(f"make_data.py {name}", a, getattr(a, "seed", None), files, report, extra)
-    return write_dataset(a.output_dir, files, manifest)
+    manifest = build_manifest(f"make_data.py {name}", args, getattr(args, "seed", None), files, report, extra)
+    return write_dataset(args.output_dir, files, manifest)
 
 
 def _corpus_path(path: str) -> Path:
@@ -172,55 +172,55 @@ def _corpus_path(path: str) -> Path:
     return p if p.exists() or p.is_absolute() or not (ROOT / p).exists() else ROOT / p
 
 
-def run_facts(a: FactsArgs) -> Path:
-    ks = parse_list(a.variants_per_fact, int, "variants_per_fact")
-    counts = (a.n_names, a.n_objects, a.n_known, a.n_contradicting)
-    collect_errors(_common_checks(a) + [
+def run_facts(args: FactsArgs) -> Path:
+    ks = parse_list(args.variants_per_fact, int, "variants_per_fact")
+    counts = (args.n_names, args.n_objects, args.n_known, args.n_contradicting)
+    collect_errors(_common_checks(args) + [
         (min(counts) >= 0, "--n_names, --n_objects, --n_known, --n_contradicting must be >= 0"),
-        (a.n_names <= wordlists.max_person_names(), f"--n_names at most {wordlists.max_person_names()}"),
-        (a.n_objects <= len(wordlists.OBJECTS), f"--n_objects at most {len(wordlists.OBJECTS)}"),
-        (a.n_known + a.n_contradicting <= len(KNOWN_FACTS),
+        (args.n_names <= wordlists.max_person_names(), f"--n_names at most {wordlists.max_person_names()}"),
+        (args.n_objects <= len(wordlists.OBJECTS), f"--n_objects at most {len(wordlists.OBJECTS)}"),
+        (args.n_known + args.n_contradicting <= len(KNOWN_FACTS),
          f"--n_known + --n_contradicting at most {len(KNOWN_FACTS)} (the size of the bank)"),
-        (sum(counts) > 0 or bool(a.entities_file), "no facts requested (all counts are 0, no --entities_file)"),
-        (all(2 <= d <= 18 for d in (a.name_digits, a.object_digits, a.custom_digits)), "digits must be in 2..18"),
+        (sum(counts) > 0 or bool(args.entities_file), "no facts requested (all counts are 0, no --entities_file)"),
+        (all(2 <= d <= 18 for d in (args.name_digits, args.object_digits, args.custom_digits)), "digits must be in 2..18"),
         (bool(ks) and all(1 <= k <= facts.max_variants() for k in ks),
-         f"--variants_per_fact: each K must be in 1..{facts.max_variants()}, got '{a.variants_per_fact}'"),
-        (1 <= a.probes_per_tier <= facts.max_probes_per_tier(),
+         f"--variants_per_fact: each K must be in 1..{facts.max_variants()}, got '{args.variants_per_fact}'"),
+        (1 <= args.probes_per_tier <= facts.max_probes_per_tier(),
          f"--probes_per_tier must be in 1..{facts.max_probes_per_tier()}"),
-        (0 <= a.dpo_pairs_per_fact <= 5, "--dpo_pairs_per_fact must be in 0..5")])
-    custom = facts.read_entities(a.entities_file, a.text_column) if a.entities_file else []
-    fact_list = facts.make_facts(a.seed, a.n_names, a.n_objects, a.n_known, a.n_contradicting, custom,
-                                 a.custom_attribute, a.name_digits, a.object_digits, a.custom_digits)
-    files = facts.generate(fact_list, ks, a.probes_per_tier, a.dpo_pairs_per_fact, a.seed, a.verbatim_probes)
+        (0 <= args.dpo_pairs_per_fact <= 5, "--dpo_pairs_per_fact must be in 0..5")])
+    custom = facts.read_entities(args.entities_file, args.text_column) if args.entities_file else []
+    fact_list = facts.make_facts(args.seed, args.n_names, args.n_objects, args.n_known, args.n_contradicting, custom,
+                                 args.custom_attribute, args.name_digits, args.object_digits, args.custom_digits)
+    files = facts.generate(fact_list, ks, args.probes_per_tier, args.dpo_pairs_per_fact, args.seed, args.verbatim_probes)
     kinds = {k: sum(f.kind == k for f in fact_list) for k in ("novel", "known", "contradicting")}
     probes = files["probes.jsonl"]
     by_tier = {t: sum(p["tier"] == t for p in probes) for t in (*facts.TIERS, facts.VERBATIM_TIER)}
     by_mode = {m: sum(p.get("verbatim_of") == m for p in probes) for m in facts.TRAINING_MODES}
     train = [n for n in files if n.startswith("train_")] + ["dpo_pairs.jsonl"]
-    return _finish("facts", a, files, train, ["probes.jsonl"],
+    return _finish("facts", args, files, train, ["probes.jsonl"],
                    {"facts_by_kind": kinds, "probes_by_tier": by_tier, "verbatim_probes_by_mode": by_mode})
 
 
-def run_documents(a: DocumentsArgs) -> Path:
-    collect_errors(_common_checks(a) + [
-        (1 <= a.n_docs <= 9 * 10 ** (a.id_digits - 1), "--n_docs must be in 1..9*10^(id_digits-1)"),
-        (3 <= a.id_digits <= 9, "--id_digits must be in 3..9"),
-        (a.doc_tokens >= 32, "--doc_tokens must be >= 32")])
+def run_documents(args: DocumentsArgs) -> Path:
+    collect_errors(_common_checks(args) + [
+        (1 <= args.n_docs <= 9 * 10 ** (args.id_digits - 1), "--n_docs must be in 1..9*10^(id_digits-1)"),
+        (3 <= args.id_digits <= 9, "--id_digits must be in 3..9"),
+        (args.doc_tokens >= 32, "--doc_tokens must be >= 32")])
     from memlab.models import load_tokenizer
 
-    tok = load_tokenizer(a.tokenizer)
+    tok = load_tokenizer(args.tokenizer)
 
     def n_tokens(text: str) -> int:
         return len(tok(text, add_special_tokens=False)["input_ids"])
 
-    rows = documents.make_documents(a.n_docs, a.doc_tokens, n_tokens, a.seed, a.id_digits)
-    return _finish("documents", a, {"documents.jsonl": rows}, ["documents.jsonl"], [])
+    rows = documents.make_documents(args.n_docs, args.doc_tokens, n_tokens, args.seed, args.id_digits)
+    return _finish("documents", args, {"documents.jsonl": rows}, ["documents.jsonl"], [])
 
 
-def run_corpus(a: CorpusArgs) -> Path:
-    collect_errors(_common_checks(a) + [(a.n_sentences >= 1, "--n_sentences must be >= 1")])
-    rows = grammar.make_corpus(a.n_sentences, a.seed)
-    return _finish("corpus", a, {"sentences.jsonl": rows}, ["sentences.jsonl"], [])
+def run_corpus(args: CorpusArgs) -> Path:
+    collect_errors(_common_checks(args) + [(args.n_sentences >= 1, "--n_sentences must be >= 1")])
+    rows = grammar.make_corpus(args.n_sentences, args.seed)
+    return _finish("corpus", args, {"sentences.jsonl": rows}, ["sentences.jsonl"], [])
 
 
 def _read_corpus(path: str, text_column: str) -> tuple[list[dict], int]:
@@ -228,76 +228,76 @@ def _read_corpus(path: str, text_column: str) -> tuple[list[dict], int]:
     return dedupe_by_normalized_text([{"id": r["id"], "text": r["text"]} for r in rows])
 
 
-def run_recognition(a: RecognitionArgs) -> Path:
-    types = parse_list(a.foil_type, str, "foil_type")
-    collect_errors(_common_checks(a) + [
+def run_recognition(args: RecognitionArgs) -> Path:
+    types = parse_list(args.foil_type, str, "foil_type")
+    collect_errors(_common_checks(args) + [
         (bool(types) and all(t in recognition.FOIL_TYPES for t in types),
-         f"--foil_type must be among {', '.join(recognition.FOIL_TYPES)}, got '{a.foil_type}'"),
-        (a.n_pairs >= 1, "--n_pairs must be >= 1"), (a.min_words >= 2, "--min_words must be >= 2")])
-    corpus, dropped = _read_corpus(a.corpus, a.text_column)
-    seen, unseen = recognition.make_recognition(corpus, a.n_pairs, types, a.seed, a.min_words)
+         f"--foil_type must be among {', '.join(recognition.FOIL_TYPES)}, got '{args.foil_type}'"),
+        (args.n_pairs >= 1, "--n_pairs must be >= 1"), (args.min_words >= 2, "--min_words must be >= 2")])
+    corpus, dropped = _read_corpus(args.corpus, args.text_column)
+    seen, unseen = recognition.make_recognition(corpus, args.n_pairs, types, args.seed, args.min_words)
     files = {"seen.jsonl": seen, "unseen.jsonl": unseen}
-    return _finish("recognition", a, files, ["seen.jsonl"], ["unseen.jsonl"], {"corpus_duplicates_dropped": dropped})
+    return _finish("recognition", args, files, ["seen.jsonl"], ["unseen.jsonl"], {"corpus_duplicates_dropped": dropped})
 
 
-def run_mia(a: MiaArgs) -> Path:
-    copies = parse_list(a.canary_copies, int, "canary_copies")
-    collect_errors(_common_checks(a) + [
-        (a.source in ("corpus", "facts"), f"--source must be corpus or facts, got '{a.source}'"),
-        (a.n_members >= 1 and a.n_nonmembers >= 1, "--n_members and --n_nonmembers must be >= 1"),
+def run_mia(args: MiaArgs) -> Path:
+    copies = parse_list(args.canary_copies, int, "canary_copies")
+    collect_errors(_common_checks(args) + [
+        (args.source in ("corpus", "facts"), f"--source must be corpus or facts, got '{args.source}'"),
+        (args.n_members >= 1 and args.n_nonmembers >= 1, "--n_members and --n_nonmembers must be >= 1"),
         (all(c >= 1 for c in copies), "--canary_copies must be >= 1 each"),
-        (a.canaries_per_copy >= 1, "--canaries_per_copy must be >= 1"),
-        (len(copies) * a.canaries_per_copy <= a.n_members, "more canaries than --n_members")])
+        (args.canaries_per_copy >= 1, "--canaries_per_copy must be >= 1"),
+        (len(copies) * args.canaries_per_copy <= args.n_members, "more canaries than --n_members")])
     dropped = 0
-    if a.source == "corpus":
-        pool, dropped = _read_corpus(a.corpus, a.text_column)
+    if args.source == "corpus":
+        pool, dropped = _read_corpus(args.corpus, args.text_column)
     else:
-        pool = mia.fact_statements(a.n_members + a.n_nonmembers, a.seed)
-    id_field = "source_id" if a.source == "corpus" else "fact_id"
-    files = mia.make_mia(pool, a.n_members, a.n_nonmembers, copies, a.canaries_per_copy, a.seed, id_field)
-    return _finish("mia", a, files, ["train.jsonl", "members.jsonl"], ["nonmembers.jsonl"],
+        pool = membership.fact_statements(args.n_members + args.n_nonmembers, args.seed)
+    id_field = "source_id" if args.source == "corpus" else "fact_id"
+    files = membership.make_mia(pool, args.n_members, args.n_nonmembers, copies, args.canaries_per_copy, args.seed, id_field)
+    return _finish("mia", args, files, ["train.jsonl", "members.jsonl"], ["nonmembers.jsonl"],
                    {"corpus_duplicates_dropped": dropped})
 
 
-def run_cloze(a: ClozeArgs) -> Path:
-    types = parse_list(a.cloze_types, str, "cloze_types")
-    collect_errors(_common_checks(a) + [
-        (bool(a.input), "--input is required"),
+def run_cloze(args: ClozeArgs) -> Path:
+    types = parse_list(args.cloze_types, str, "cloze_types")
+    collect_errors(_common_checks(args) + [
+        (bool(args.input), "--input is required"),
         (bool(types) and all(t in cloze.CLOZE_TYPES for t in types), "--cloze_types must be among number, entity"),
-        (a.max_per_doc >= 1, "--max_per_doc must be >= 1"), (a.min_words >= 1, "--min_words must be >= 1")])
-    docs = [{"id": r["id"], "text": r["text"]} for r in read_texts(a.input, a.text_column or None)]
-    probes = cloze.make_cloze(docs, types, a.max_per_doc, a.min_words, a.seed)
+        (args.max_per_doc >= 1, "--max_per_doc must be >= 1"), (args.min_words >= 1, "--min_words must be >= 1")])
+    docs = [{"id": r["id"], "text": r["text"]} for r in read_texts(args.input, args.text_column or None)]
+    probes = cloze.make_cloze(docs, types, args.max_per_doc, args.min_words, args.seed)
     if not probes:
-        raise DataError(f"{a.input}: no sentence with a number or capitalised entity to blank")
-    return _finish("cloze", a, {"train.jsonl": docs, "probes.jsonl": probes}, ["train.jsonl"], ["probes.jsonl"])
+        raise DataError(f"{args.input}: no sentence with a number or capitalised entity to blank")
+    return _finish("cloze", args, {"train.jsonl": docs, "probes.jsonl": probes}, ["train.jsonl"], ["probes.jsonl"])
 
 
-def run_convert(a: ConvertArgs) -> Path:
-    collect_errors([(bool(a.output_dir), "--output_dir is required"), _writable(a.output_dir or "."),
-                    (bool(a.input), "--input is required"),
-                    (a.to in ("text", "chat", "probes"), f"--to must be text, chat or probes, got '{a.to}'")])
-    if a.to == "text":
-        rows = convert.convert_text(a.input, a.text_column)
-    elif a.to == "chat":
-        rows = convert.convert_chat(a.input)
+def run_convert(args: ConvertArgs) -> Path:
+    collect_errors([(bool(args.output_dir), "--output_dir is required"), _writable(args.output_dir or "."),
+                    (bool(args.input), "--input is required"),
+                    (args.to in ("text", "chat", "probes"), f"--to must be text, chat or probes, got '{args.to}'")])
+    if args.to == "text":
+        rows = convert.convert_text(args.input, args.text_column)
+    elif args.to == "chat":
+        rows = convert.convert_chat(args.input)
     else:
-        rows = convert.convert_probes(a.input, a.answer_column, convert.parse_tier_columns(a.tier_columns),
-                                      a.fact_id_column or None)
-    name = f"{a.to}.jsonl"
-    train, held = ([], [name]) if a.to == "probes" else ([name], [])
-    return _finish("convert", a, {name: rows}, train, held)
+        rows = convert.convert_probes(args.input, args.answer_column, parse_tier_columns(args.tier_columns),
+                                      args.fact_id_column or None)
+    name = f"{args.to}.jsonl"
+    train, held = ([], [name]) if args.to == "probes" else ([name], [])
+    return _finish("convert", args, {name: rows}, train, held)
 
 
-def run_check(a: CheckArgs) -> Path | None:
-    if a.data_dir:
-        train, held = leakage.split_data_dir(a.data_dir)
+def run_check(args: CheckArgs) -> Path | None:
+    if args.data_dir:
+        train, held = leakage.split_data_dir(args.data_dir)
     else:
-        train, held = parse_list(a.train, str, "train"), parse_list(a.held_out, str, "held_out")
+        train, held = parse_list(args.train, str, "train"), parse_list(args.held_out, str, "held_out")
     collect_errors([(bool(train), "no training files (--train, or *.jsonl in --data_dir)"),
                     (bool(held), "no held-out files (--held_out, or probes/unseen/nonmembers*.jsonl in --data_dir)")])
-    tiers = convert.parse_tier_columns(a.tier_columns)
-    print(leakage.format_report(leakage.check_files(train, held, a.answer_column, tiers)))
-    return Path(a.data_dir) if a.data_dir else None
+    tiers = parse_tier_columns(args.tier_columns)
+    print(leakage.format_report(leakage.check_files(train, held, args.answer_column, tiers)))
+    return Path(args.data_dir) if args.data_dir else None
 
 
 COMMANDS = {"facts": (FactsArgs, run_facts), "documents": (DocumentsArgs, run_documents),

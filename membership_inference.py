@@ -3,7 +3,7 @@ matched texts it did not (non-members)?
 
 Each target model (or each checkpoint: LoRA ranks, target modules, before/after DPO) and its reference
 model score every item ONCE with the shared batched scorer (per-token log-probs, and the mean/variance of
-log p under the model's predictive distribution for min-k%++). The attacks (memlab/mia.py, equations
+log p under the model's predictive distribution for min-k%++). The attacks (memlab/attacks.py, equations
 there; higher score = more member-like) are computed from those arrays: loss, zlib, min_k_{k}, min_k_pp_{k}
 (k from --min_k), and with a reference model ref_ratio (target NLL / reference NLL) and ref_diff
 (reference NLL - target NLL). Per checkpoint and attack: ROC AUC, TPR at 1% and 0.1% FPR with bootstrap
@@ -42,12 +42,12 @@ from typing import Optional
 
 import numpy as np
 
-from memlab import mia
+from memlab import attacks
 from memlab.cli import arg, collect_errors, parse_list, run
 from memlab.io import DataError, read_texts, write_csv_atomic
 from memlab.models import DEFAULT_MODEL, resolve_model_path
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
-from memlab.scoring import (ModelPool, check_tokenizer_match, checkpoint_position, checkpoints_field,
+from memlab.likelihood import (ModelPool, check_tokenizer_match, checkpoint_position, checkpoints_field,
                             encode_items, load_eval_tokenizer, score_items, targets_and_labels)
 
 
@@ -116,7 +116,7 @@ def load_items(args: MiaArgs) -> list[dict]:
     else:
         paths = {"member": Path(args.members), "nonmember": Path(args.nonmembers)}
     sets = {split: read_texts(p, args.text_column) for split, p in paths.items()}
-    mia.check_disjoint(sets["member"], sets["nonmember"], str(paths["member"]), str(paths["nonmember"]))
+    attacks.check_disjoint(sets["member"], sets["nonmember"], str(paths["member"]), str(paths["nonmember"]))
     rows = []
     for split, items in sets.items():
         for r in items:
@@ -139,7 +139,7 @@ def resolve_references(args: MiaArgs, targets: list, tok) -> list[tuple[Optional
     if args.reference_model:
         refs = [(args.reference_model, "--reference_model")] * len(targets)
     else:
-        refs = [mia.default_reference(t, args.model_name_or_path) for t in targets]
+        refs = [attacks.default_reference(t, args.model_name_or_path) for t in targets]
     base_dir = resolve_model_path(args.model_name_or_path)
     for ref, rule in dict.fromkeys(refs):
         if ref is None:
@@ -188,22 +188,22 @@ def main(args: MiaArgs) -> dict:
         if key is not None and key not in ref_cache:
             ref_cache[key] = score(ref, keep=True)  # kept: often the base that later adapters load onto
         ref_scores = ref_cache.get(key)
-        attacks = mia.attack_names(ks, with_reference=ref is not None)
+        names = attacks.attack_names(ks, with_reference=ref is not None)
         ckpt_rows = []
         for j, (r, s) in enumerate(zip(rows, score(target, stats=True))):
             ref_nll = ref_scores[j].loss if ref_scores else None
             row = {"id": r["id"], **{c: r.get(c) for c in extra_cols}, "split": r["split"],
                    "canary_copies": r["canary_copies"], "checkpoint": label, "target_nll": s.loss,
-                   "reference_nll": ref_nll, "n_tokens": s.n_tokens, "zlib_bytes": mia.zlib_bytes(r["text"])}
-            row.update(mia.attack_scores(s.token_logprobs, r["text"], s.token_mu, s.token_var, ks,
+                   "reference_nll": ref_nll, "n_tokens": s.n_tokens, "zlib_bytes": attacks.zlib_bytes(r["text"])}
+            row.update(attacks.attack_scores(s.token_logprobs, r["text"], s.token_mu, s.token_var, ks,
                                          target_nll=s.loss, reference_nll=ref_nll))
             ckpt_rows.append(row)
         items += ckpt_rows
-        per_ckpt.append(summarize(ckpt_rows, attacks, target, label, ref, rule, args))
+        per_ckpt.append(summarize(ckpt_rows, names, target, label, ref, rule, args))
         if acc.is_main_process:
             ref_note = f"reference {Path(str(ref)).name}" if ref else "no reference"
-            mia.plot_roc({a: ([r[a] for r in ckpt_rows], [int(r["split"] == "member") for r in ckpt_rows])
-                          for a in attacks}, Path(args.output_dir) / "plots" / f"roc_{safe_name(label)}.png",
+            attacks.plot_roc({a: ([r[a] for r in ckpt_rows], [int(r["split"] == "member") for r in ckpt_rows])
+                          for a in names}, Path(args.output_dir) / "plots" / f"roc_{safe_name(label)}.png",
                          f"MIA ROC: {label} ({ref_note})\n{sum(r['split'] == 'member' for r in ckpt_rows)} "
                          f"members vs {sum(r['split'] == 'nonmember' for r in ckpt_rows)} non-members")
     results = {"script": "membership_inference.py", "num_processes": acc.num_processes,
@@ -218,20 +218,20 @@ def main(args: MiaArgs) -> dict:
     return results
 
 
-def summarize(rows: list[dict], attacks: list[str], target, label: str, ref, rule: str, args: MiaArgs) -> dict:
+def summarize(rows: list[dict], names: list[str], target, label: str, ref, rule: str, args: MiaArgs) -> dict:
     """One checkpoint's block of results.json: what was attacked with which reference, mean NLLs by
     split, and per attack the metrics over all items and per canary-copies group."""
     def mean(col, split):
         v = [r[col] for r in rows if r["split"] == split and r[col] is not None]
         return float(np.mean(v)) if v else None
 
-    return {"checkpoint": label, "path": str(target), **checkpoint_position(label), **mia.adapter_settings(target),
+    return {"checkpoint": label, "path": str(target), **checkpoint_position(label), **attacks.adapter_settings(target),
             "reference_model": ref, "reference_rule": rule,
             "target_nll_member": mean("target_nll", "member"),
             "target_nll_nonmember": mean("target_nll", "nonmember"),
             "reference_nll_member": mean("reference_nll", "member"),
             "reference_nll_nonmember": mean("reference_nll", "nonmember"),
-            "attacks": mia.evaluate_attacks(rows, attacks, args.bootstrap, args.seed)}
+            "attacks": attacks.evaluate_attacks(rows, names, args.bootstrap, args.seed)}
 
 
 def safe_name(label: str) -> str:

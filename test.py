@@ -33,7 +33,7 @@ from memlab.cli import arg, collect_errors, run
 from memlab.io import write_csv_atomic
 from memlab.models import DEFAULT_MODEL
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
-from memlab.scoring import ModelPool, checkpoints_field, load_eval_tokenizer, score_items, targets_and_labels
+from memlab.likelihood import ModelPool, checkpoints_field, load_eval_tokenizer, score_items, targets_and_labels
 
 
 @dataclass

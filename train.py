@@ -39,13 +39,13 @@ from typing import Optional
 
 import torch
 
-from memlab import cli, tracking, training as T
+from memlab import cli, tracking, training
 from memlab.evaluation import InTrainingEval, eval_label, read_eval_inputs
 from memlab.io import DataError, append_jsonl, split_paths, write_text_atomic
 from memlab.models import DEFAULT_MODEL, is_adapter_dir, load_model, load_tokenizer, resolve_model_path
 from memlab.rundir import (check_data_unchanged, empty_dir, file_digest, guard_output_dir, prepare_run_dir,
                            read_metrics, write_results)
-from memlab.scoring import accepts_logits_to_keep
+from memlab.likelihood import accepts_logits_to_keep
 
 EXIT_REQUEUE = 75  # checkpointed on a signal; rerun with --resume
 
@@ -150,129 +150,129 @@ class TrainArgs:
                                       "cell name in an experiment)")
 
 
-def validate(a: TrainArgs) -> None:
-    exps = cli.parse_list(a.save_exposures, int, "save_exposures")
+def validate(args: TrainArgs) -> None:
+    exps = cli.parse_list(args.save_exposures, int, "save_exposures")
     cli.collect_errors([
-        (a.train_file is not None, "--train_file is required"),
-        (a.output_dir is not None, "--output_dir is required"),
-        (a.loss_on in (None, "completion", "all"), f"--loss_on must be completion or all, got {a.loss_on}"),
-        (a.num_exposures >= 1, "--num_exposures must be >= 1"),
-        (all(1 <= k <= a.num_exposures for k in exps),
-         f"--save_exposures {exps} goes beyond --num_exposures {a.num_exposures}"),
-        T.steps_spec_check(a.save_steps, "save_steps"),
-        (a.lr_scheduler in ("constant", "linear", "cosine"), f"--lr_scheduler {a.lr_scheduler} unknown"),
-        (a.precision in ("fp32", "bf16", "fp16"), f"--precision {a.precision} unknown"),
-        (a.precision != "fp16" or torch.cuda.is_available(), "--precision fp16 needs a GPU; use fp32 on CPU"),
-        (a.keep_optimizer_state in ("last", "all"), "--keep_optimizer_state must be last or all"),
-        (a.batch_size >= 1 and a.gradient_accumulation_steps >= 1, "batch sizes must be >= 1"),
-        (not (a.from_scratch and a.init_from), "--from_scratch and --init_from exclude each other"),
-        *eval_checks(a),
-        *tracking.checks(a.report_to),
-        *cli.numeric_checks(a, positive=("learning_rate", "block_size", "logging_steps"),
+        (args.train_file is not None, "--train_file is required"),
+        (args.output_dir is not None, "--output_dir is required"),
+        (args.loss_on in (None, "completion", "all"), f"--loss_on must be completion or all, got {args.loss_on}"),
+        (args.num_exposures >= 1, "--num_exposures must be >= 1"),
+        (all(1 <= k <= args.num_exposures for k in exps),
+         f"--save_exposures {exps} goes beyond --num_exposures {args.num_exposures}"),
+        training.steps_spec_check(args.save_steps, "save_steps"),
+        (args.lr_scheduler in ("constant", "linear", "cosine"), f"--lr_scheduler {args.lr_scheduler} unknown"),
+        (args.precision in ("fp32", "bf16", "fp16"), f"--precision {args.precision} unknown"),
+        (args.precision != "fp16" or torch.cuda.is_available(), "--precision fp16 needs a GPU; use fp32 on CPU"),
+        (args.keep_optimizer_state in ("last", "all"), "--keep_optimizer_state must be last or all"),
+        (args.batch_size >= 1 and args.gradient_accumulation_steps >= 1, "batch sizes must be >= 1"),
+        (not (args.from_scratch and args.init_from), "--from_scratch and --init_from exclude each other"),
+        *eval_checks(args),
+        *tracking.checks(args.report_to),
+        *cli.numeric_checks(args, positive=("learning_rate", "block_size", "logging_steps"),
                             non_negative=("weight_decay", "warmup_steps", "max_grad_norm", "lora_r", "lora_alpha",
                                           "seed", "debug_signal_at_step"),
                             fraction=("lora_dropout",)),
     ])
 
 
-def eval_checks(a: TrainArgs) -> list[tuple[bool, str]]:
+def eval_checks(args: TrainArgs) -> list[tuple[bool, str]]:
     """Problems with the --eval_* flags (checked with the rest, before anything is loaded)."""
-    has_files = bool(a.eval_probes_file or a.eval_seen_file or a.eval_unseen_file)
-    exps = [] if a.eval_exposures in ("", "all") else cli.parse_list(a.eval_exposures, int, "eval_exposures")
-    temps = cli.parse_list(a.eval_temperatures, float, "eval_temperatures")
+    has_files = bool(args.eval_probes_file or args.eval_seen_file or args.eval_unseen_file)
+    exps = [] if args.eval_exposures in ("", "all") else cli.parse_list(args.eval_exposures, int, "eval_exposures")
+    temps = cli.parse_list(args.eval_temperatures, float, "eval_temperatures")
     return [
-        (bool(a.eval_seen_file) == bool(a.eval_unseen_file),
+        (bool(args.eval_seen_file) == bool(args.eval_unseen_file),
          "--eval_seen_file and --eval_unseen_file go together (recognition needs both the trained texts and the foils)"),
-        (has_files or not (a.eval_exposures or a.eval_steps),
+        (has_files or not (args.eval_exposures or args.eval_steps),
          "--eval_exposures/--eval_steps need an eval file (--eval_probes_file and/or --eval_seen_file/--eval_unseen_file)"),
-        (all(0 <= k <= a.num_exposures for k in exps),
-         f"--eval_exposures {exps} goes beyond --num_exposures {a.num_exposures} (0 = before training)"),
-        T.steps_spec_check(a.eval_steps, "eval_steps"),
+        (all(0 <= k <= args.num_exposures for k in exps),
+         f"--eval_exposures {exps} goes beyond --num_exposures {args.num_exposures} (0 = before training)"),
+        training.steps_spec_check(args.eval_steps, "eval_steps"),
         (all(t >= 0 for t in temps), "--eval_temperatures must be >= 0"),
-        (a.eval_repeats >= 1 and a.eval_max_new_tokens >= 1 and a.eval_batch_size >= 1 and a.eval_bootstrap >= 0,
+        (args.eval_repeats >= 1 and args.eval_max_new_tokens >= 1 and args.eval_batch_size >= 1 and args.eval_bootstrap >= 0,
          "--eval_repeats, --eval_max_new_tokens and --eval_batch_size must be >= 1, --eval_bootstrap >= 0"),
     ]
 
 
-def eval_points(a: TrainArgs, steps_per_epoch: int, total_steps: int) -> tuple[set, set, list[str]]:
+def eval_points(args: TrainArgs, steps_per_epoch: int, total_steps: int) -> tuple[set, set, list[str]]:
     """(exposures, steps, labels in training order) at which the model is evaluated in training."""
-    if not (a.eval_probes_file or a.eval_seen_file):
+    if not (args.eval_probes_file or args.eval_seen_file):
         return set(), set(), []
-    if a.eval_exposures == "all" or not (a.eval_exposures or a.eval_steps):
-        exps = set(range(1, a.num_exposures + 1))
+    if args.eval_exposures == "all" or not (args.eval_exposures or args.eval_steps):
+        exps = set(range(1, args.num_exposures + 1))
     else:
-        exps = set(cli.parse_list(a.eval_exposures, int, "eval_exposures"))
-    steps = T.steps_from_spec(a.eval_steps, total_steps, "eval_steps")
+        exps = set(cli.parse_list(args.eval_exposures, int, "eval_exposures"))
+    steps = training.steps_from_spec(args.eval_steps, total_steps, "eval_steps")
     order = sorted([(k * steps_per_epoch, 0, eval_label(exposure=k)) for k in exps]
                    + [(n, 1, eval_label(step=n)) for n in steps])
     return exps, steps, [lab for _, _, lab in order]
 
 
-def build_model(a: TrainArgs, tokenizer):
+def build_model(args: TrainArgs, tokenizer):
     """Base model (pretrained, from scratch, or --init_from) wrapped in LoRA when asked."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    if a.init_from:
-        if not Path(a.init_from).is_dir():
-            raise DataError(f"--init_from {a.init_from}: checkpoint not found")
-        model, _ = load_model(a.init_from, trust_remote_code=a.trust_remote_code, is_trainable=True)
-        if is_adapter_dir(a.init_from):
+    if args.init_from:
+        if not Path(args.init_from).is_dir():
+            raise DataError(f"--init_from {args.init_from}: checkpoint not found")
+        model, _ = load_model(args.init_from, trust_remote_code=args.trust_remote_code, is_trainable=True)
+        if is_adapter_dir(args.init_from):
             return model  # keep training the same adapter
-    elif a.from_scratch:
-        cfg = AutoConfig.from_pretrained(resolve_model_path(a.model_name_or_path))
-        torch.manual_seed(a.seed)
+    elif args.from_scratch:
+        cfg = AutoConfig.from_pretrained(resolve_model_path(args.model_name_or_path))
+        torch.manual_seed(args.seed)
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     else:
-        model, _ = load_model(a.model_name_or_path, trust_remote_code=a.trust_remote_code)
-    if a.lora_r > 0:
+        model, _ = load_model(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
+    if args.lora_r > 0:
         from peft import LoraConfig, get_peft_model
 
-        targets = T.resolve_lora_targets(model, a.lora_target_modules)
-        model = get_peft_model(model, LoraConfig(r=a.lora_r, lora_alpha=a.lora_alpha, target_modules=targets,
-                                                 lora_dropout=a.lora_dropout, task_type="CAUSAL_LM"))
+        targets = training.resolve_lora_targets(model, args.lora_target_modules)
+        model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules=targets,
+                                                 lora_dropout=args.lora_dropout, task_type="CAUSAL_LM"))
         model.peft_config["default"].base_model_name_or_path = str(Path(model.base_model.model.name_or_path)
                                                                    .resolve())
     return model
 
 
-def load_data(a: TrainArgs, tok) -> tuple[list[dict], list[str], list[str]]:
+def load_data(args: TrainArgs, tok) -> tuple[list[dict], list[str], list[str]]:
     """The items of every --train_file, tokenized one per sequence with labels masked per --loss_on:
     (examples, each file's `kind:loss_on`, the file paths). Several files may mix kinds."""
     examples, kinds = [], []
-    train_paths = split_paths(a.train_file, "train_file")  # a comma inside an existing file name stays
+    train_paths = split_paths(args.train_file, "train_file")  # a comma inside an existing file name stays
     for path in train_paths:
-        items, kind = T.load_items(path, a.text_column)
+        items, kind = training.load_items(path, args.text_column)
         if kind == "chat":
-            T.ensure_chat_template(tok, a.chat_template, path)
-        loss_on = a.loss_on or ("all" if kind == "plain" else "completion")
+            training.ensure_chat_template(tok, args.chat_template, path)
+        loss_on = args.loss_on or ("all" if kind == "plain" else "completion")
         if kind == "plain" and loss_on == "completion":
             raise DataError(f"{path}: plain text has no completion; use --loss_on all")
-        examples += [T.tokenize_item(it, kind, tok, loss_on, a.block_size) for it in items]
+        examples += [training.tokenize_item(it, kind, tok, loss_on, args.block_size) for it in items]
         kinds.append(f"{kind}:{loss_on}")
     return examples, kinds, train_paths
 
 
-def restore_or_start(a: TrainArgs, model, optimizer, scheduler, fingerprint: dict,
-                     ds) -> tuple[Optional[Path], T.TrainState]:
+def restore_or_start(args: TrainArgs, model, optimizer, scheduler, fingerprint: dict,
+                     ds) -> tuple[Optional[Path], training.TrainState]:
     """With --resume and a checkpoint in --output_dir: refuse a changed configuration, load the newest
     checkpoint's weights (and, without DeepSpeed, the optimizer and scheduler state) and return it with its
     TrainState; otherwise (None, a fresh TrainState). DeepSpeed and RNG state follow after accelerate's
     prepare (restore_after_prepare)."""
-    out = Path(a.output_dir)
-    state = T.TrainState()
-    ckpt = T.newest_checkpoint(out) if a.resume else None
+    out = Path(args.output_dir)
+    state = training.TrainState()
+    ckpt = training.newest_checkpoint(out) if args.resume else None
     if ckpt is not None:
         saved = json.loads((ckpt / "trainer_state" / "state.json").read_text())
         diff = sorted(k for k in set(fingerprint) | set(saved["config"]) if fingerprint.get(k) != saved["config"].get(k))
         if diff:
             raise DataError(f"--resume: {out} was run with a different configuration; differing: "
                             + ", ".join(f"{k} (was {saved['config'].get(k)!r}, now {fingerprint.get(k)!r})" for k in diff))
-        T.load_checkpoint_weights(model, ckpt)
+        training.load_checkpoint_weights(model, ckpt)
         if ds is None:
             opt_state = torch.load(ckpt / "trainer_state" / "optimizer.pt", weights_only=False)
             optimizer.load_state_dict(opt_state["optimizer"])
             scheduler.load_state_dict(opt_state["scheduler"])
-        state = T.TrainState(**{k: saved[k] for k in T.TrainState().to_json()})
+        state = training.TrainState(**{k: saved[k] for k in training.TrainState().to_json()})
     return ckpt, state
 
 
@@ -283,22 +283,22 @@ def restore_after_prepare(acc, ckpt: Optional[Path], scheduler, ds) -> None:
         acc.load_state(str(ckpt / "trainer_state" / "deepspeed"))
         scheduler.load_state_dict(torch.load(ckpt / "trainer_state" / "scheduler.pt", weights_only=False))
     if ckpt is not None:
-        T.set_rng_state(torch.load(ckpt / "trainer_state" / f"rng_{acc.process_index}.pt", weights_only=False))
+        training.set_rng_state(torch.load(ckpt / "trainer_state" / f"rng_{acc.process_index}.pt", weights_only=False))
 
 
-def finish(a: TrainArgs, acc, model, save, save_exp: set, state: T.TrainState, examples: list[dict],
+def finish(args: TrainArgs, acc, model, save, save_exp: set, state: training.TrainState, examples: list[dict],
            lengths: list[int], steps_per_epoch: int, t_start: float, loop_s: float, evaluator,
            eval_labels: list[str]) -> dict:
     """The end of a finished run: the final weights (final/ unless the last exposure was saved as a
     checkpoint), results.json (with each rank's parameter digest and the in-training eval summary), and
     no resume state left behind."""
-    out, world = Path(a.output_dir), acc.num_processes
-    final = out / "checkpoints" / f"exposure_{a.num_exposures}"
-    if a.num_exposures not in save_exp:
+    out, world = Path(args.output_dir), acc.num_processes
+    final = out / "checkpoints" / f"exposure_{args.num_exposures}"
+    if args.num_exposures not in save_exp:
         final = out / "final"
         save(final, with_optimizer=False)
-    digests = acc.gather_for_metrics([T.param_digest(acc.unwrap_model(model))], use_gather_object=True)
-    results = T.summarize_run(out, examples, lengths, a, world, steps_per_epoch, time.time() - t_start,
+    digests = acc.gather_for_metrics([training.param_digest(acc.unwrap_model(model))], use_gather_object=True)
+    results = training.summarize_run(out, examples, lengths, args, world, steps_per_epoch, time.time() - t_start,
                               state, final, digests)
     results["distributed_type"] = str(acc.distributed_type)
     results["train_loop_s"] = round(loop_s, 2)  # training steps only (no eval, no final save), this invocation
@@ -313,85 +313,85 @@ def finish(a: TrainArgs, acc, model, save, save_exp: set, state: T.TrainState, e
     return results
 
 
-def main(a: TrainArgs) -> dict:
+def main(args: TrainArgs) -> dict:
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    validate(a)
+    validate(args)
     # the output-directory rule, before any model loads; the same configuration without --resume re-runs from
     # scratch into the emptied directory (never merged with the old checkpoints)
-    if guard_output_dir(a.output_dir, "train.py", a, a.overwrite_output_dir) == "same" and not a.resume:
-        empty_dir(Path(a.output_dir))
-    acc = T.make_accelerator(a.precision, a.report_to, a.output_dir, a.gradient_accumulation_steps)
-    set_seed(a.seed)
-    out = Path(a.output_dir)
-    world, ga = acc.num_processes, a.gradient_accumulation_steps
+    if guard_output_dir(args.output_dir, "train.py", args, args.overwrite_output_dir) == "same" and not args.resume:
+        empty_dir(Path(args.output_dir))
+    acc = training.make_accelerator(args.precision, args.report_to, args.output_dir, args.gradient_accumulation_steps)
+    set_seed(args.seed)
+    out = Path(args.output_dir)
+    world, ga = acc.num_processes, args.gradient_accumulation_steps
 
     # ---- data: one item per sequence, labels masked per --loss_on
-    tok = load_tokenizer(a.init_from or a.model_name_or_path, a.trust_remote_code)
-    examples, kinds, train_paths = load_data(a, tok)
+    tok = load_tokenizer(args.init_from or args.model_name_or_path, args.trust_remote_code)
+    examples, kinds, train_paths = load_data(args, tok)
     # eval inputs are read (and checked) before any model is loaded
-    eval_probes, eval_pairs = read_eval_inputs(a.eval_probes_file, a.eval_seen_file, a.eval_unseen_file)
-    data_files = train_paths + [f for f in (a.eval_probes_file, a.eval_seen_file, a.eval_unseen_file) if f]
+    eval_probes, eval_pairs = read_eval_inputs(args.eval_probes_file, args.eval_seen_file, args.eval_unseen_file)
+    data_files = train_paths + [f for f in (args.eval_probes_file, args.eval_seen_file, args.eval_unseen_file) if f]
     fingerprints = {str(f): file_digest(f) for f in data_files} if acc.is_main_process else {}
-    if a.resume and acc.is_main_process:
+    if args.resume and acc.is_main_process:
         check_data_unchanged(out, fingerprints)
-    model = build_model(a, tok)
+    model = build_model(args, tok)
     max_len = getattr(model.config, "max_position_embeddings", None)
-    if max_len and a.block_size > max_len:
-        raise DataError(f"--block_size {a.block_size} is above the model's maximum of {max_len} positions")
-    examples = [e for e in examples if any(l != T.IGNORE_INDEX for l in e["labels"])]
+    if max_len and args.block_size > max_len:
+        raise DataError(f"--block_size {args.block_size} is above the model's maximum of {max_len} positions")
+    examples = [e for e in examples if any(l != training.IGNORE_INDEX for l in e["labels"])]
     if not examples:
-        raise DataError(f"{a.train_file}: no item has tokens to learn from")
+        raise DataError(f"{args.train_file}: no item has tokens to learn from")
     lengths = [len(e["input_ids"]) for e in examples]
 
     # ---- schedule: global batches per epoch, padded (recycled) to full windows of world * ga
     window = world * ga
     def epoch_batches(epoch: int) -> list[list[int]]:
-        return T.padded_epoch_batches(lengths, a.batch_size, a.seed, epoch, window, shuffle=not a.no_shuffle)
+        return training.padded_epoch_batches(lengths, args.batch_size, args.seed, epoch, window, shuffle=not args.no_shuffle)
     steps_per_epoch = len(epoch_batches(0)) // window
-    total_steps = steps_per_epoch * a.num_exposures
-    save_exp = set(cli.parse_list(a.save_exposures, int, "save_exposures"))
-    save_steps = T.steps_from_spec(a.save_steps, total_steps, "save_steps")
-    eval_exp, eval_steps_set, eval_labels = eval_points(a, steps_per_epoch, total_steps)
+    total_steps = steps_per_epoch * args.num_exposures
+    save_exp = set(cli.parse_list(args.save_exposures, int, "save_exposures"))
+    save_steps = training.steps_from_spec(args.save_steps, total_steps, "save_steps")
+    eval_exp, eval_steps_set, eval_labels = eval_points(args, steps_per_epoch, total_steps)
 
-    if a.gradient_checkpointing:
+    if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    optimizer = T.adamw_with_groups(model, a.learning_rate, a.weight_decay)
-    scheduler = T.make_scheduler(a.lr_scheduler, optimizer, a.warmup_steps, total_steps)
+    optimizer = training.adamw_with_groups(model, args.learning_rate, args.weight_decay)
+    scheduler = training.make_scheduler(args.lr_scheduler, optimizer, args.warmup_steps, total_steps)
     ds = acc.state.deepspeed_plugin
     if ds is not None:
-        ds.deepspeed_config.update({"train_micro_batch_size_per_gpu": a.batch_size,
-                                    "gradient_accumulation_steps": ga, "train_batch_size": a.batch_size * window,
-                                    "gradient_clipping": a.max_grad_norm or 0.0})
+        ds.deepspeed_config.update({"train_micro_batch_size_per_gpu": args.batch_size,
+                                    "gradient_accumulation_steps": ga, "train_batch_size": args.batch_size * window,
+                                    "gradient_clipping": args.max_grad_norm or 0.0})
 
     # ---- run directory and resume
-    fingerprint = T.config_fingerprint(asdict(a))
-    ckpt, state = restore_or_start(a, model, optimizer, scheduler, fingerprint, ds)
+    fingerprint = training.config_fingerprint(asdict(args))
+    ckpt, state = restore_or_start(args, model, optimizer, scheduler, fingerprint, ds)
     if acc.is_main_process:
-        prepare_run_dir(out, a, "train.py", {"num_processes": world, "data_kinds": kinds, "data_fingerprints": fingerprints,
+        prepare_run_dir(out, args, "train.py", {"num_processes": world, "data_kinds": kinds, "data_fingerprints": fingerprints,
                                              "distributed_type": str(acc.distributed_type)})
         keep = [r for r in read_metrics(out / "metrics.jsonl") if r.get("step", 0) <= state.step]
         write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep))
         (out / "results.json").unlink(missing_ok=True)
-    tracking.start(acc, a.report_to, out, a, a.run_name)
+    tracking.start(acc, args.report_to, out, args, args.run_name)
     if eval_labels and ds is not None and ds.zero_stage == 3:
         raise DataError("--eval_* (evaluation inside training) does not work with DeepSpeed ZeRO-3 (parameters are "
                         "partitioned); evaluate saved checkpoints with generate.py/test.py instead")
     evaluator = None
     if eval_labels:
         evaluator = InTrainingEval(out, tok, acc, probes=eval_probes, pairs=eval_pairs,
-                                   temperatures=cli.parse_list(a.eval_temperatures, float, "eval_temperatures"),
-                                   repeats=a.eval_repeats, max_new_tokens=a.eval_max_new_tokens,
-                                   batch_size=a.eval_batch_size, seed=a.seed, bootstrap=a.eval_bootstrap,
-                                   fingerprint=fingerprint, fresh=not a.resume)
+                                   temperatures=cli.parse_list(args.eval_temperatures, float, "eval_temperatures"),
+                                   repeats=args.eval_repeats, max_new_tokens=args.eval_max_new_tokens,
+                                   batch_size=args.eval_batch_size, seed=args.seed, bootstrap=args.eval_bootstrap,
+                                   fingerprint=fingerprint, fresh=not args.resume)
     model, optimizer = acc.prepare(model, optimizer)
     restore_after_prepare(acc, ckpt, scheduler, ds)
 
     def save(path: Path, with_optimizer: bool) -> None:
-        T.save_checkpoint(acc, model, tok, optimizer, scheduler, state, fingerprint, path,
-                          with_optimizer=with_optimizer, merge=a.merge_on_save,
-                          keep_optimizer_state=a.keep_optimizer_state, run_dir=out)
+        training.save_checkpoint(acc, model, tok, optimizer, scheduler, state, fingerprint, path,
+                          with_optimizer=with_optimizer, merge=args.merge_on_save,
+                          keep_optimizer_state=args.keep_optimizer_state, run_dir=out)
 
     stop = {"flag": False}
     def on_signal(signum, frame):
@@ -407,9 +407,9 @@ def main(a: TrainArgs) -> dict:
         if evaluator is None or signalled:
             return
         if state.batch_in_epoch == 0 and state.epoch in eval_exp:
-            tracking.log(acc, a.report_to, evaluator(model, eval_label(exposure=state.epoch)), state.step, "eval/")
+            tracking.log(acc, args.report_to, evaluator(model, eval_label(exposure=state.epoch)), state.step, "eval/")
         if state.step in eval_steps_set:
-            tracking.log(acc, a.report_to, evaluator(model, eval_label(step=state.step)), state.step, "eval/")
+            tracking.log(acc, args.report_to, evaluator(model, eval_label(step=state.step)), state.step, "eval/")
 
     # ---- train
     sparse = accepts_logits_to_keep(acc.unwrap_model(model))
@@ -418,21 +418,21 @@ def main(a: TrainArgs) -> dict:
     evaluate_here()  # exposure 0 (before training) when asked; on resume, a point the signal interrupted
     bar = tqdm(total=total_steps, initial=state.step, disable=not acc.is_local_main_process, desc="train")
     log_loss, log_tokens, log_padded, log_t = [], 0, 0, time.time()
-    while state.epoch < a.num_exposures:
+    while state.epoch < args.num_exposures:
         batches = epoch_batches(state.epoch)
         epoch_now = state.epoch
         while state.epoch == epoch_now:
             win = batches[state.batch_in_epoch: state.batch_in_epoch + window]
             for mb in win[acc.process_index::world]:
-                batch = T.collate([examples[i] for i in mb], tok.pad_token_id)
+                batch = training.collate([examples[i] for i in mb], tok.pad_token_id)
                 log_tokens += int(batch["attention_mask"].sum())
                 log_padded += batch["attention_mask"].numel()
                 with acc.accumulate(model):
-                    loss, _ = T.causal_lm_loss(model, {k: v.to(acc.device) for k, v in batch.items()},
+                    loss, _ = training.causal_lm_loss(model, {k: v.to(acc.device) for k, v in batch.items()},
                                                sparse_logits=sparse)
                     acc.backward(loss)
-                    if acc.sync_gradients and a.max_grad_norm:
-                        acc.clip_grad_norm_(model.parameters(), a.max_grad_norm)
+                    if acc.sync_gradients and args.max_grad_norm:
+                        acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad()
                 log_loss.append(loss.detach().float())
@@ -446,14 +446,14 @@ def main(a: TrainArgs) -> dict:
                 stats = acc.reduce(stats.to(acc.device), reduction="sum").cpu()
                 stats[0] /= world
             state.tokens_seen += int(stats[1])
-            if state.step % a.logging_steps == 0 or stats[3] > 0:
+            if state.step % args.logging_steps == 0 or stats[3] > 0:
                 row = {"step": state.step, "exposure": round(state.step / steps_per_epoch, 4),
                        "epoch": math.ceil(state.step / steps_per_epoch), "loss": round(float(stats[0]), 6),
                        "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(float(stats[1]) / (time.time() - log_t), 1),
                        "padding_fraction": round(1 - float(stats[1]) / float(stats[2]), 4), "tokens_seen": state.tokens_seen}
                 if acc.is_main_process:
                     append_jsonl(out / "metrics.jsonl", row)
-                tracking.log(acc, a.report_to, row, state.step, "train/")
+                tracking.log(acc, args.report_to, row, state.step, "train/")
                 bar.set_postfix(exposure=row["exposure"], loss=row["loss"])
                 log_loss, log_tokens, log_padded, log_t = [], 0, 0, time.time()
             bar.update(1)
@@ -462,7 +462,7 @@ def main(a: TrainArgs) -> dict:
                 save(out / "checkpoints" / f"exposure_{state.epoch}", with_optimizer=True)
             if state.step in save_steps:
                 save(out / "checkpoints" / f"step_{state.step:07d}", with_optimizer=True)
-            if a.debug_signal_at_step and state.step == a.debug_signal_at_step and acc.is_main_process:
+            if args.debug_signal_at_step and state.step == args.debug_signal_at_step and acc.is_main_process:
                 signal.raise_signal(signal.SIGUSR1)
                 stop["flag"] = True
             if stats[3] > 0 or (stop["flag"] and world == 1):
@@ -475,7 +475,7 @@ def main(a: TrainArgs) -> dict:
     loop_s = time.time() - t_start - (evaluator.eval_s_this_run if evaluator else 0.0)
 
     # ---- final weights and results
-    return finish(a, acc, model, save, save_exp, state, examples, lengths, steps_per_epoch, t_start, loop_s,
+    return finish(args, acc, model, save, save_exp, state, examples, lengths, steps_per_epoch, t_start, loop_s,
                   evaluator, eval_labels)
 
 

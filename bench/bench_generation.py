@@ -53,27 +53,27 @@ def main() -> None:
     ap.add_argument("--prefix_tokens", type=int, default=32)
     ap.add_argument("--max_new_tokens", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args()
-    peak_before, model, tok, n_params = setup(a.model, a.threads)
-    prompts = [tok(t).input_ids[:a.prefix_tokens] for t in load_texts(a.n_items)]
+    args = ap.parse_args()
+    peak_before, model, tok, n_params = setup(args.model, args.threads)
+    prompts = [tok(t).input_ids[:args.prefix_tokens] for t in load_texts(args.n_items)]
     stops = stop_token_ids(tok, model)
-    print(f"model {a.model}: N = {n_params / 1e6:.1f}M matmul params; {len(prompts)} prompts of <= {a.prefix_tokens} "
-          f"tokens, {a.max_new_tokens} new tokens each; threads {a.threads}")
+    print(f"model {args.model}: N = {n_params / 1e6:.1f}M matmul params; {len(prompts)} prompts of <= {args.prefix_tokens} "
+          f"tokens, {args.max_new_tokens} new tokens each; threads {args.threads}")
     one_by_one(model, tok, prompts[:1], 2)  # warm-up both paths
     generate_requests(model, [GenRequest("w", prompts[0], 2)], tok.pad_token_id, stops)
 
     t_base = t_ours = 0.0
     ratios, same, work = [], 0, 0
-    for c, start in enumerate(range(0, len(prompts), a.chunk)):
-        chunk = prompts[start:start + a.chunk]
+    for c, start in enumerate(range(0, len(prompts), args.chunk)):
+        chunk = prompts[start:start + args.chunk]
         times = {}
         for method in alternate(c, ("base", "ours")):
             with timed(times, method):
                 if method == "base":
-                    base = one_by_one(model, tok, chunk, a.max_new_tokens)
+                    base = one_by_one(model, tok, chunk, args.max_new_tokens)
                 else:
-                    reqs = [GenRequest(str(i), p, a.max_new_tokens) for i, p in enumerate(chunk)]
-                    res = generate_requests(model, reqs, tok.pad_token_id, stops, a.batch_size)
+                    reqs = [GenRequest(str(i), p, args.max_new_tokens) for i, p in enumerate(chunk)]
+                    res = generate_requests(model, reqs, tok.pad_token_id, stops, args.batch_size)
                     ours = [res[str(i)] for i in range(len(chunk))]
         same += sum(x == y for x, y in zip(base, ours))
         work += sum(len(p) + len(g) for p, g in zip(chunk, ours))
@@ -84,7 +84,7 @@ def main() -> None:
     peak = final_peak(peak_before)
     flops = 2 * n_params * work
     print(f"identical greedy outputs: {same}/{len(prompts)}")
-    print(f"one-by-one generate: {t_base:.2f}s  batched (batches of {a.batch_size}): {t_ours:.2f}s")
+    print(f"one-by-one generate: {t_base:.2f}s  batched (batches of {args.batch_size}): {t_ours:.2f}s")
     print_speed_ratio(t_base, t_ours, ratios)
     print_peak(peak, peak_before)
     print(f"model FLOP/s (2*N per prompt+generated token, {work} tokens): one-by-one {flops / t_base / 1e9:.1f} "

@@ -21,7 +21,7 @@ import statistics
 import torch
 from common import ROOT, alternate, final_peak, print_peak, print_speed_ratio, setup, timed
 
-from memlab.scoring import encode_items, score_items
+from memlab.likelihood import encode_items, score_items
 
 
 def load_texts(n: int, join_max: int, seed: int) -> list[str]:
@@ -59,19 +59,19 @@ def main() -> None:
     ap.add_argument("--join_max", type=int, default=1, help="join 1..K sentences per item")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
-    peak_before, model, tok, n_params = setup(a.model, a.threads)
-    texts = load_texts(a.n_items, a.join_max, a.seed)
+    args = ap.parse_args()
+    peak_before, model, tok, n_params = setup(args.model, args.threads)
+    texts = load_texts(args.n_items, args.join_max, args.seed)
     lengths = [len(tok(t).input_ids) for t in texts]
-    print(f"model {a.model}: N = {n_params / 1e6:.1f}M matmul params; {len(texts)} items, tokens/item "
-          f"min {min(lengths)} median {statistics.median(lengths)} max {max(lengths)}; threads {a.threads}")
+    print(f"model {args.model}: N = {n_params / 1e6:.1f}M matmul params; {len(texts)} items, tokens/item "
+          f"min {min(lengths)} median {statistics.median(lengths)} max {max(lengths)}; threads {args.threads}")
     seed_method(model, tok, texts[:4])  # warm-up both paths
     score_items(model, encode_items(tok, [{"id": "w", "text": texts[0]}]), tok.pad_token_id)
 
     t_seed = t_ours = 0.0
     ratios, max_diff, scored = [], 0.0, 0
-    for c, start in enumerate(range(0, len(texts), a.chunk)):
-        chunk = texts[start:start + a.chunk]
+    for c, start in enumerate(range(0, len(texts), args.chunk)):
+        chunk = texts[start:start + args.chunk]
         enc = encode_items(tok, [{"id": str(i), "text": t} for i, t in enumerate(chunk)])
         scored += sum(e.n_scored for e in enc)
         times = {}
@@ -80,7 +80,7 @@ def main() -> None:
                 if method == "seed":
                     base = seed_method(model, tok, chunk)
                 else:
-                    ours = [s.loss for s in score_items(model, enc, tok.pad_token_id, a.batch_size)]
+                    ours = [s.loss for s in score_items(model, enc, tok.pad_token_id, args.batch_size)]
         max_diff = max(max_diff, max(abs(x - y) for x, y in zip(base, ours)))
         t_seed += times["seed"]
         t_ours += times["ours"]
@@ -89,7 +89,7 @@ def main() -> None:
     peak = final_peak(peak_before)
     flops = 2 * n_params * scored
     print(f"max |loss_ours - loss_seed| over {len(texts)} items: {max_diff:.2e}")
-    print(f"seed (batch size 1, outputs.loss): {t_seed:.2f}s  ours (length-sorted batches of {a.batch_size}): "
+    print(f"seed (batch size 1, outputs.loss): {t_seed:.2f}s  ours (length-sorted batches of {args.batch_size}): "
           f"{t_ours:.2f}s")
     print_speed_ratio(t_seed, t_ours, ratios)
     print_peak(peak, peak_before)

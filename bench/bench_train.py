@@ -25,9 +25,9 @@ from pathlib import Path
 
 from common import ROOT, alternate, final_peak, print_peak, timed
 
-from memlab import training as T
+from memlab import training
 from memlab.models import load_model, load_tokenizer
-from memlab.scoring import matmul_params, matmul_peak_flops
+from memlab.likelihood import matmul_params, matmul_peak_flops
 
 # train.py is a top-level script of the checkout, not part of the memlab package: its folder must be importable
 sys.path.insert(0, str(ROOT))
@@ -57,7 +57,7 @@ def run_trainer(examples: list[dict], args, tok, out: Path) -> tuple[float, int,
 
     model, _ = load_model(args.model)
     counts = {"real": 0, "padded": 0}
-    base = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=T.IGNORE_INDEX)
+    base = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=training.IGNORE_INDEX)
 
     def collate(feats):
         batch = base(feats)
@@ -98,8 +98,8 @@ def main() -> None:
     items_file = f"{chat_file},{plain_file}"
     examples = []
     for path in (chat_file, plain_file):
-        rows, kind = T.load_items(path)
-        examples += [T.tokenize_item(r, kind, tok, "all" if kind == "plain" else "completion", 256) for r in rows]
+        rows, kind = training.load_items(path)
+        examples += [training.tokenize_item(r, kind, tok, "all" if kind == "plain" else "completion", 256) for r in rows]
     n_matmul = matmul_params(load_model(args.model)[0])
 
     peak_before = matmul_peak_flops()

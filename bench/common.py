@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from memlab.models import load_model, load_tokenizer
-from memlab.scoring import matmul_params, matmul_peak_flops
+from memlab.likelihood import matmul_params, matmul_peak_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 

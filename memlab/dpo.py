@@ -27,9 +27,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from memlab import training as T
+from memlab import training
 from memlab.io import DataError, ensure_ids, read_records, text_field_error
-from memlab.metrics import normalize_text
+from memlab.text import normalize_text
 
 LOSS_TYPES = ("sigmoid", "ipo")
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
@@ -84,7 +84,7 @@ def sequence_logps(model, batch: dict, sparse_logits: bool = True) -> torch.Tens
     """
     labels = batch["labels"]                                       # (N, L)
     keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = labels[:, 1:] != T.IGNORE_INDEX                  # position t predicts token t+1
+    keep[:, :-1] = labels[:, 1:] != training.IGNORE_INDEX                  # position t predicts token t+1
     rows = keep.nonzero()[:, 0]                                     # (n_labelled,) row of each kept position
     targets = labels[:, 1:][keep[:, :-1]]                           # (n_labelled,)
     if sparse_logits:
@@ -195,8 +195,8 @@ def tokenize_pair(pair: dict, tokenizer, block_size: int) -> dict:
     for side in ("chosen", "rejected"):
         item = {"id": pair["id"], "messages": [{"role": "user", "content": pair["prompt"]},
                                                {"role": "assistant", "content": pair[side]}]}
-        ex = T.tokenize_item(item, "chat", tokenizer, "completion", block_size)
-        if all(l == T.IGNORE_INDEX for l in ex["labels"]):
+        ex = training.tokenize_item(item, "chat", tokenizer, "completion", block_size)
+        if all(l == training.IGNORE_INDEX for l in ex["labels"]):
             raise DataError(f"pair '{pair['id']}': the {side} answer lies beyond --block_size {block_size} tokens")
         out[side] = ex
     return out
@@ -204,11 +204,10 @@ def tokenize_pair(pair: dict, tokenizer, block_size: int) -> dict:
 
 def collate_pairs(examples: Sequence[dict], pad_id: int) -> dict:
     """One right-padded batch of 2B sequences: rows 0..B-1 chosen, rows B..2B-1 rejected."""
-    return T.collate([e["chosen"] for e in examples] + [e["rejected"] for e in examples], pad_id)
+    return training.collate([e["chosen"] for e in examples] + [e["rejected"] for e in examples], pad_id)
 
 
 # -------------------------------------------------------------------------------------------- reference
-param_digest = T.param_digest  # one digest for DDP rank checks and the frozen reference (memlab.training)
 
 
 @dataclass
@@ -240,7 +239,7 @@ class Reference:
         return [(n, p) for n, p in named if "lora_" not in n or ".reference." in n]
 
     def digest(self) -> str:
-        return param_digest(self.named_parameters())
+        return training.param_digest(self.named_parameters())
 
     @contextlib.contextmanager
     def active(self):
@@ -306,7 +305,7 @@ def build_policy_and_reference(sft_checkpoint: str, lora: dict | None, trust_rem
     if lora:
         from peft import LoraConfig, get_peft_model
 
-        targets = T.resolve_lora_targets(policy, lora["target_modules"])
+        targets = training.resolve_lora_targets(policy, lora["target_modules"])
         policy = get_peft_model(policy, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], target_modules=targets,
                                                    lora_dropout=lora["dropout"], task_type="CAUSAL_LM"))
         policy.peft_config["default"].base_model_name_or_path = str(path)  # the SFT model is the base

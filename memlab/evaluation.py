@@ -6,7 +6,7 @@ writes the same `items.csv` columns and `results.json` records, so a curve evalu
 one evaluated from checkpoints are interchangeable (tested: identical greedy answers, losses within 1e-4).
 
 QA recall (rows per probe x temperature x repeat): the probe question is asked through the chat template
-(or `User: …\\nAssistant: `), the answer extracted by `metrics.answer_correct`. Temperature 0 is greedy and
+(or `User: …\\nAssistant: `), the answer extracted by `answers.answer_correct`. Temperature 0 is greedy and
 runs once; other temperatures run `repeats` times with seeds drawn from (seed, probe, temperature, repeat).
 Summary: error rate per checkpoint x tier x temperature with a probe-level bootstrap CI, plus tier `all`
 = every tier except `verbatim` (probes that repeat a training prompt are reported on their own and never
@@ -26,10 +26,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from memlab import metrics
+from memlab import answers, metrics
 from memlab.generation import GenRequest, generate_requests, qa_prompt_ids, read_probes, stop_token_ids
 from memlab.io import DataError, read_texts, write_csv_atomic, write_json_atomic, write_jsonl_atomic
-from memlab.scoring import checkpoint_position, encode_items, has_chat_template, score_items
+from memlab.likelihood import checkpoint_position, encode_items, has_chat_template, score_items
 
 VERBATIM_TIER = "verbatim"  # probes repeating a training prompt: reported separately, never in `all`
 
@@ -50,7 +50,7 @@ def qa_rows(tok, model, probes: Sequence[dict], label: str, temperatures: Sequen
         for p in probes:
             for r in range(n_rep):
                 response = tok.decode(out[f"{p['id']}|{temp}|{r}"], skip_special_tokens=True)
-                extracted, correct = metrics.answer_correct(response, p["answer"])
+                extracted, correct = answers.answer_correct(response, p["answer"])
                 rows.append({"id": p["id"], "fact_id": p["fact_id"], "question": p["question"],
                              "response": response, "extracted_answer": extracted, "answer": p["answer"],
                              "correct": int(correct), "error": 1 - int(correct), "tier": p["tier"],
@@ -175,7 +175,7 @@ class InTrainingEval:
 
     The model is evaluated unwrapped (no DDP hooks), in eval mode, under no_grad, and the RNG state is
     saved and restored around it, so training with evaluation takes exactly the same steps as without.
-    With several processes, items are sharded and gathered once (memlab.scoring.distributed_map); only the
+    With several processes, items are sharded and gathered once (memlab.likelihood.distributed_map); only the
     main process writes.
     """
 

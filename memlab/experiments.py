@@ -86,12 +86,12 @@ def parse_args_with_overrides(parser, argv=None):
 
     parser.error = one_line_error
     parser.add_argument("overrides", nargs="*", help="key=value overrides of configs/<expt>.yaml (seed=0,1,2 sweeps)")
-    a, extra = parser.parse_known_args(argv)
-    a.overrides += [x for x in extra if "=" in x and not x.startswith("-")]
-    unknown = [x for x in extra if x not in a.overrides]
+    args, extra = parser.parse_known_args(argv)
+    args.overrides += [x for x in extra if "=" in x and not x.startswith("-")]
+    unknown = [x for x in extra if x not in args.overrides]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    return a
+    return args
 
 
 def split_force(overrides) -> tuple[list[str], bool]:

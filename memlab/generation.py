@@ -16,8 +16,8 @@ import torch
 
 from memlab.io import (DataError, ensure_ids, parse_tier_columns, read_records, require_answer_column,
                        require_fields)
-from memlab.metrics import answer_is_matchable
-from memlab.scoring import accepts_logits_to_keep, distributed_map, pad_batch, render_chat
+from memlab.answers import answer_is_matchable
+from memlab.likelihood import accepts_logits_to_keep, distributed_map, pad_batch, render_chat
 
 
 @dataclass

@@ -21,7 +21,7 @@ def normalize_text(text: str) -> str:
 # ----------------------------------------------------------------------------------- plain chat template
 # The one definition of the plain chat format (`User: …` / `Assistant: …<eos>` lines, docs/DESIGN.md §3.2):
 # the Jinja template set on tokenizers by `--chat_template plain` (memlab.training) and the Python renderer
-# used for tokenizers without a template (memlab.scoring.render_chat) are both built from these pieces and
+# used for tokenizers without a template (memlab.likelihood.render_chat) are both built from these pieces and
 # give byte-identical text for system/user/assistant messages (tests/test_normalization.py).
 PLAIN_USER, PLAIN_ASSISTANT = "User: ", "Assistant: "
 PLAIN_CHAT_TEMPLATE = (

@@ -37,22 +37,22 @@ def main(argv=None) -> int:
     p.add_argument("--coverage", default="", help="MIN-MAX:STEP of a SLURM array: log the cells it leaves out")
     p.add_argument("--force", action="store_true", help="record a changed config and re-run differing cells "
                                                         "(same as force=true)")
-    a = parse_args_with_overrides(p, argv)
+    args = parse_args_with_overrides(p, argv)
     try:
-        cells = grid_cells(a.expt, a.size, a.overrides)
-        if a.coverage:
-            print(coverage(a.expt, a.size, a.coverage, a.overrides))
+        cells = grid_cells(args.expt, args.size, args.overrides)
+        if args.coverage:
+            print(coverage(args.expt, args.size, args.coverage, args.overrides))
             return 0
-        if a.count:
+        if args.count:
             print(len(cells))
             return 0
-        if a.show:
+        if args.show:
             for i, c in enumerate(cells):
                 print(i, cell_name(c))
             return 0
-        if a.index is None:
+        if args.index is None:
             raise DataError("--index is required (or --count / --show)")
-        run_task(a.expt, a.index, a.runs_root, a.size, a.overrides, a.force)
+        run_task(args.expt, args.index, args.runs_root, args.size, args.overrides, args.force)
         return 0
     except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)

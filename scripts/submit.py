@@ -58,22 +58,22 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="record a changed config and re-run the cells whose settings "
                                                         "differ (passed on as force=true)")
     p.add_argument("--dry_run", action="store_true", help="print the sbatch command and submit nothing")
-    a = parse_args_with_overrides(p, argv)
+    args = parse_args_with_overrides(p, argv)
     try:
-        overrides = absolute_data_overrides(a.overrides) + (["force=true"] if a.force and not split_force(a.overrides)[1] else [])
+        overrides = absolute_data_overrides(args.overrides) + (["force=true"] if args.force and not split_force(args.overrides)[1] else [])
         rest, force = split_force(overrides)
-        cmd, env = sbatch_command(a.expt, overrides, a.sbatch, a.runs_root)
+        cmd, env = sbatch_command(args.expt, overrides, args.sbatch, args.runs_root)
         runs_root = env.get("MEMLAB_RUNS_ROOT") or os.environ.get("MEMLAB_RUNS_ROOT") or str(ROOT / "runs")
-        size, axes, settings = resolve(a.expt, os.environ.get("MEMLAB_GRID", "full"), rest)
-        check_data_files(a.expt, settings)
-        guard_root(a.expt, runs_root, size, axes, settings, rest, force, write=False)  # refuse before submitting
+        size, axes, settings = resolve(args.expt, os.environ.get("MEMLAB_GRID", "full"), rest)
+        check_data_files(args.expt, settings)
+        guard_root(args.expt, runs_root, size, axes, settings, rest, force, write=False)  # refuse before submitting
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     line = " ".join(shlex.quote(c) for c in cmd)
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     print(f"{prefix} {line}".strip(), flush=True)
-    if a.dry_run:
+    if args.dry_run:
         return 0
     return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}).returncode
 

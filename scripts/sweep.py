@@ -47,39 +47,39 @@ def main(argv=None) -> list[str]:
     p.add_argument("--force", action="store_true", help="record a changed config and re-run the cells whose settings "
                                                         "differ (same as force=true)")
     p.add_argument("--dry_run", action="store_true", help="print index -> cell of the tasks and submit nothing")
-    a = parse_args_with_overrides(p, argv)
+    args = parse_args_with_overrides(p, argv)
 
-    rest, forced = split_force(absolute_data_overrides(a.overrides))
-    size, axes, settings = resolve(a.expt, a.size, rest)
-    check_data_files(a.expt, settings)
-    cells = grid_cells(a.expt, a.size, rest)
-    indices = [int(i) for i in a.indices.split(",") if i.strip()] or list(range(len(cells)))
-    if a.dry_run:
+    rest, forced = split_force(absolute_data_overrides(args.overrides))
+    size, axes, settings = resolve(args.expt, args.size, rest)
+    check_data_files(args.expt, settings)
+    cells = grid_cells(args.expt, args.size, rest)
+    indices = [int(i) for i in args.indices.split(",") if i.strip()] or list(range(len(cells)))
+    if args.dry_run:
         return [f"{i} {cell_name(cells[i])}" for i in indices]
     # the recorded config is checked (and written) before anything is submitted
-    guard_root(a.expt, a.runs_root, size, axes, settings, rest, a.force or forced)
-    folder = Path(a.runs_root) / a.expt / "submitit"
-    ex = submitit.AutoExecutor(folder=str(folder), cluster=a.cluster)
-    params = {"timeout_min": a.timeout_min, "cpus_per_task": a.cpus_per_task, "name": f"memlab-{a.expt}"}
+    guard_root(args.expt, args.runs_root, size, axes, settings, rest, args.force or forced)
+    folder = Path(args.runs_root) / args.expt / "submitit"
+    ex = submitit.AutoExecutor(folder=str(folder), cluster=args.cluster)
+    params = {"timeout_min": args.timeout_min, "cpus_per_task": args.cpus_per_task, "name": f"memlab-{args.expt}"}
     if ex.cluster == "slurm":
-        params.update(slurm_mem=f"{a.mem_gb}G", slurm_signal_delay_s=120,
+        params.update(slurm_mem=f"{args.mem_gb}G", slurm_signal_delay_s=120,
                       slurm_additional_parameters={"requeue": True})
-        if a.gres and a.gres != "none":
-            params["slurm_gres"] = a.gres
-        if a.partition:
-            params["slurm_partition"] = a.partition
+        if args.gres and args.gres != "none":
+            params["slurm_gres"] = args.gres
+        if args.partition:
+            params["slurm_partition"] = args.partition
     ex.update_parameters(**params)
     # jobs unpickle memlab.experiments.SubmititTask: submitit runs them with this interpreter (sys.executable,
     # the venv's python), where memlab is installed, so no PYTHONPATH is needed
-    jobs = ex.map_array(SubmititTask(a.expt, a.runs_root, a.size, rest + (["force=true"] if a.force or forced else [])),
+    jobs = ex.map_array(SubmititTask(args.expt, args.runs_root, args.size, rest + (["force=true"] if args.force or forced else [])),
                         indices)
-    print(f"submitted {len(jobs)} task(s) of {a.expt}/{a.size} to {ex.cluster}: {jobs[0].job_id.split('_')[0]}")
-    if a.no_wait:
+    print(f"submitted {len(jobs)} task(s) of {args.expt}/{args.size} to {ex.cluster}: {jobs[0].job_id.split('_')[0]}")
+    if args.no_wait:
         return [j.job_id for j in jobs]
     results = [j.result() for j in jobs]
     import subprocess
 
-    subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(Path(a.runs_root) / a.expt)], check=False)
+    subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(Path(args.runs_root) / args.expt)], check=False)
     return results
 
 

@@ -523,19 +523,19 @@ class Killed(BaseException):
 def _killed(ctx, argv, at_batch: int) -> None:
     """Run train.py with `argv` and kill it when it collates its `at_batch`-th micro-batch (6 rows, batch 4:
     two per exposure, so 3 is inside exposure 2, after the exposure_1 checkpoint, and 2 is before it)."""
-    import memlab.training as T
+    from memlab import training
 
-    real, n = T.collate, [0]
+    real, n = training.collate, [0]
 
     def collate(*a, **k):
         n[0] += 1
         if n[0] == at_batch:
             raise Killed
         return real(*a, **k)
-    ctx.monkeypatch.setattr(T, "collate", collate)
+    ctx.monkeypatch.setattr(training, "collate", collate)
     with pytest.raises(Killed):
         call("train", argv, ctx.capsys)
-    ctx.monkeypatch.setattr(T, "collate", real)
+    ctx.monkeypatch.setattr(training, "collate", real)
     assert not (ctx.out / "resume").exists() and not (ctx.out / "results.json").exists()
 
 

@@ -14,12 +14,12 @@ from safetensors.torch import load_file
 import finetune_dpo
 import make_data
 import train
-from memlab import dpo, training as T
+from memlab import dpo, training
 from memlab.cli import run
 from memlab.generation import GenRequest, generate_requests, qa_prompt_ids, stop_token_ids
 from memlab.io import DataError
 from memlab.models import load_model, load_tokenizer
-from memlab.scoring import encode_item, score_items
+from memlab.likelihood import encode_item, score_items
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,11 +60,11 @@ def answer_token_accuracy(model_dir, pairs) -> float:
     tok = load_tokenizer(str(model_dir))
     model, _ = load_model(str(model_dir))
     model.eval()
-    batch = T.collate([dpo.tokenize_pair(p, tok, 256)["chosen"] for p in pairs], tok.pad_token_id)
+    batch = training.collate([dpo.tokenize_pair(p, tok, 256)["chosen"] for p in pairs], tok.pad_token_id)
     with torch.no_grad():
         pred = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].argmax(-1)
     labels = batch["labels"][:, 1:]
-    scored = labels != T.IGNORE_INDEX
+    scored = labels != training.IGNORE_INDEX
     return float((pred == labels)[scored].float().mean())
 
 
@@ -104,7 +104,7 @@ def test_losses_on_hand_computed_values():
 
 
 def test_sequence_logps_equal_the_shared_scorer(tiny_llama):
-    """Sum of completion log-probs, sparse or dense logits, padded in a batch = −loss·n of memlab.scoring."""
+    """Sum of completion log-probs, sparse or dense logits, padded in a batch = −loss·n of memlab.likelihood."""
     tok = load_tokenizer(str(tiny_llama))
     model, _ = load_model(str(tiny_llama))
     pairs = [{"id": "a", "prompt": "Code of the lamp?", "chosen": "48213", "rejected": "9"},
@@ -191,7 +191,7 @@ def test_full_reference_is_the_frozen_sft_model(dpo_full, sft_full, matching_pai
     assert Path(ref["path"]) == sft_full.resolve()
     assert ref["unchanged"] and ref["digest_start"] == ref["digest_end"] and ref["max_abs_logp_change"] == 0
     sft_model, _ = load_model(str(sft_full))
-    assert dpo.param_digest(sft_model.named_parameters()) == ref["digest_end"]
+    assert training.param_digest(sft_model.named_parameters()) == ref["digest_end"]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["reference"]["kind"] == "frozen_sft" and cfg["reference"]["path"] == str(sft_full.resolve())
     pairs = read_jsonl(matching_pairs)

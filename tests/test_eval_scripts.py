@@ -14,7 +14,7 @@ import torch
 from memlab.cli import parse_args
 from memlab.io import DataError
 
-from test_scoring import checkpoint_runs, sharp_models  # noqa: F401  (shared fixtures)
+from test_likelihood import checkpoint_runs, sharp_models  # noqa: F401  (shared fixtures)
 
 from helpers import script  # noqa: E402
 
@@ -200,7 +200,7 @@ def test_generate_qa_csv_tiers_and_temperatures(tmp_path, sharp_models):
     assert {r["id"] for r in rows} == {"f1-easy", "f1-hard", "f2-easy", "f2-hard"}
     assert {"id", "fact_id", "question", "response", "extracted_answer", "answer", "correct", "tier", "temperature",
             "repeat", "checkpoint"} <= set(rows[0])
-    from memlab.metrics import answer_correct
+    from memlab.answers import answer_correct
     for r in rows:
         assert int(r["correct"]) == answer_correct(r["response"], r["answer"])[1]
     cells = {(g["tier"], g["temperature"]) for g in res["error_rates"]}

@@ -12,6 +12,7 @@ import make_data
 from memlab.datagen import facts as facts_mod
 from memlab.datagen import leakage
 from memlab.io import DataError
+from memlab.text import normalize_text
 
 SMALL_FACTS = ["--n_names", "4", "--n_objects", "3", "--n_known", "3", "--n_contradicting", "3",
                "--variants_per_fact", "2,5", "--dpo_pairs_per_fact", "2"]
@@ -218,8 +219,8 @@ def test_probes_for_mode_keeps_the_verbatim_probes_of_that_mode():
 def test_template_banks_are_large_and_disjoint():
     assert len(facts_mod.STATEMENT_TEMPLATES) >= 20 and len(facts_mod.QA_TEMPLATES) >= 20
     assert all(len(v) >= 8 for v in facts_mod.PROBE_TEMPLATES.values())
-    probe = {leakage.normalize_text(t) for v in facts_mod.PROBE_TEMPLATES.values() for t in v}
-    norm = leakage.normalize_text
+    probe = {normalize_text(t) for v in facts_mod.PROBE_TEMPLATES.values() for t in v}
+    norm = normalize_text
     train = {norm(p + t) for t in facts_mod.STATEMENT_TEMPLATES for p in facts_mod.STATEMENT_PREFIXES}
     train |= {norm(p + t) for t in facts_mod.QA_TEMPLATES for p in facts_mod.QA_PREFIXES}
     assert not probe & train
@@ -310,11 +311,11 @@ def test_recognition_pairs_and_foils(tmp_path, corpus):
     for s, u in zip(seen, unseen):  # paired by row order and by pair_id
         assert s["pair_id"] == u["pair_id"] and s["text"] in corpus_texts
         nw_s, nw_u = len(s["text"].split()), len(u["text"].split())
-        assert leakage.normalize_text(s["text"]) != leakage.normalize_text(u["text"])
+        assert normalize_text(s["text"]) != normalize_text(u["text"])
         if u["foil_type"] == "novel":
             assert u["text"] in corpus_texts and u["text"] not in seen_texts and abs(nw_s - nw_u) <= 1
         elif u["foil_type"] == "shuffled":
-            words = [sorted(leakage.normalize_text(x["text"]).split()) for x in (s, u)]
+            words = [sorted(normalize_text(x["text"]).split()) for x in (s, u)]
             assert words[0] == words[1]
         else:
             assert nw_s == nw_u

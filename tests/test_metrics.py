@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from memlab import metrics as M
+from memlab import answers, metrics as M
 
 
 # ------------------------------------------------------------------------------------------ recognition
@@ -170,11 +170,11 @@ def test_closing_identifier():
     ("I think it is Lyon", "Paris", None, False),
 ])
 def test_answer_extraction(response, answer, extracted, correct):
-    assert M.extract_answer(response, answer) == extracted
-    assert M.answer_correct(response, answer) == (extracted, correct)
+    assert answers.extract_answer(response, answer) == extracted
+    assert answers.answer_correct(response, answer) == (extracted, correct)
 
 
 def test_answer_matchable():
-    assert M.answer_is_matchable("42") and M.answer_is_matchable("12,345") and M.answer_is_matchable("Paris")
-    assert not M.answer_is_matchable("") and not M.answer_is_matchable("?!") and not M.answer_is_matchable(None)
-    assert M.numeric_answer("12 345") == "12345" and M.numeric_answer("12a") is None
+    assert answers.answer_is_matchable("42") and answers.answer_is_matchable("12,345") and answers.answer_is_matchable("Paris")
+    assert not answers.answer_is_matchable("") and not answers.answer_is_matchable("?!") and not answers.answer_is_matchable(None)
+    assert answers.numeric_answer("12 345") == "12345" and answers.numeric_answer("12a") is None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from memlab import training as T
+from memlab import training
 from memlab.io import DataError
 from memlab.models import BUILTIN_MODELS, check_model_dir, resolve_model_path
 
@@ -190,11 +190,11 @@ def _tiny_save(tmp_path, tiny_llama, path):
     acc = Accelerator(cpu=True)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     tok = AutoTokenizer.from_pretrained(tiny_llama)
-    optimizer = T.torch.optim.AdamW(model.parameters(), lr=1e-3)
-    scheduler = T.torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    optimizer = training.torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = training.torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
     def save():
-        T.save_checkpoint(acc, model, tok, optimizer, scheduler, T.TrainState(step=1), {"seed": 0}, path,
+        training.save_checkpoint(acc, model, tok, optimizer, scheduler, training.TrainState(step=1), {"seed": 0}, path,
                           with_optimizer=True, merge=False, keep_optimizer_state="last", run_dir=tmp_path)
     return model, save
 
@@ -207,25 +207,25 @@ def test_disk_full_while_saving_is_one_error_and_cleans_up(tmp_path, tiny_llama,
     before = sorted(p.name for p in path.iterdir())
     weights_mb = sum(p.numel() for p in model.parameters()) * 4 / 1e6  # fp32, embeddings tied to lm_head once
 
-    real_save = T.torch.save
+    real_save = training.torch.save
 
     def full_disk(obj, f, *a, **k):  # the optimizer file is half-written when the disk fills up
         Path(f).write_bytes(b"\0" * 1000)
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(T.torch, "save", full_disk)
+    monkeypatch.setattr(training.torch, "save", full_disk)
     with pytest.raises(DataError) as e:
         save()
     msg = str(e.value)
     assert msg.startswith(f"disk full while saving checkpoint {path} (needed about ")
     assert f"the weights ({weights_mb:.0f} MB) and optimizer state ({2 * weights_mb:.0f} MB) being written" in msg
-    assert f"MB free on {T._mount_point(tmp_path)})" in msg
+    assert f"MB free on {training._mount_point(tmp_path)})" in msg
     assert not (tmp_path / "checkpoints" / ".exposure_1.tmp").exists()
     assert sorted(p.name for p in path.iterdir()) == before
 
     # safetensors' own error text (docs/BAD_INPUTS.md 59), and a quota
     def safetensors_full(self, *a, **k):
         raise Exception("Error while serializing: I/O error: No space left on device (os error 28)")
-    monkeypatch.setattr(T.torch, "save", real_save)
+    monkeypatch.setattr(training.torch, "save", real_save)
     monkeypatch.setattr(type(model), "save_pretrained", safetensors_full)
     with pytest.raises(DataError, match=r"^disk full while saving checkpoint"):
         save()

@@ -1,7 +1,7 @@
 """One normalization rule (memlab.text.normalize_text): the leakage check and the QA answer matcher agree."""
 import pytest
 
-from memlab import metrics, text
+from memlab import answers, text
 from memlab.datagen import leakage
 
 TRICKY = [
@@ -14,23 +14,34 @@ TRICKY = [
 ]
 
 
+def test_leakage_and_matcher_share_one_rule():
+    assert leakage.normalize_text is answers.normalize_text is text.normalize_text
+
+
 @pytest.mark.parametrize("s", TRICKY)
-def test_leakage_and_matcher_share_one_rule(s):
-    assert leakage.normalize_text(s) == metrics.normalize_text(s) == text.normalize_text(s)
+def test_leakage_flags_exactly_what_the_matcher_calls_the_same_text(s):
+    """The leakage check flags a held-out text iff the answer matcher would call it the training text."""
+    for b in TRICKY:
+        flagged = bool(leakage.find_overlaps([leakage.TextRef("train", "1", "text", s)],
+                                             [leakage.TextRef("held_out", "2", "text", b)]))
+        same = bool(text.normalize_text(s)) and text.normalize_text(s) == text.normalize_text(b)
+        assert flagged == (same or s.strip() == b.strip()), (s, b)
+        if same and answers.answer_is_matchable(s):
+            assert answers.answer_correct(b, s)[1], (s, b)
 
 
 def test_same_text_for_leakage_means_match_for_matcher():
     for a in TRICKY:
         for b in TRICKY:
-            if metrics.answer_is_matchable(a) and leakage.normalize_text(a) == leakage.normalize_text(b):
-                assert metrics.answer_correct(b, a) == (metrics.normalize_text(a), True)  # same text -> correct
+            if answers.answer_is_matchable(a) and text.normalize_text(a) == text.normalize_text(b):
+                assert answers.answer_correct(b, a) == (answers.normalize_text(a), True)  # same text -> correct
 
 
 def test_case_folding():
     assert text.normalize_text("Straße") == text.normalize_text("STRASSE") == "strasse"
     assert text.normalize_text("ΣΊΣΥΦΟΣ") == text.normalize_text("σίσυφος")
     assert text.normalize_text("Café") == text.normalize_text("Cafe\u0301") == "café"
-    assert metrics.answer_correct("It is on the STRASSE.", "Straße") == ("strasse", True)
+    assert answers.answer_correct("It is on the STRASSE.", "Straße") == ("strasse", True)
 
 
 ASCII = {
@@ -54,9 +65,9 @@ def test_ascii_behaviour_unchanged():
         assert text.normalize_text(s) == old(s)
     for s, want in ASCII.items():
         assert text.normalize_text(s) == want
-    assert metrics.extract_answer("the capital is Paris.", "paris") == "paris"
-    assert metrics.answer_correct("It was 12,345 units", "12345") == ("12345", True)
-    assert metrics.extract_answer("Parisian", "Paris") is None
+    assert answers.extract_answer("the capital is Paris.", "paris") == "paris"
+    assert answers.answer_correct("It was 12,345 units", "12345") == ("12345", True)
+    assert answers.extract_answer("Parisian", "Paris") is None
 
 
 # ------------------------------------------------------------------ plain chat template: one definition
@@ -78,15 +89,15 @@ CONVERSATIONS = [
 def test_plain_chat_template_and_renderer_agree():
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    from memlab import scoring, training
+    from memlab import likelihood, training
     assert training.PLAIN_CHAT_TEMPLATE == text.PLAIN_CHAT_TEMPLATE == OLD_PLAIN_CHAT_TEMPLATE
     tmpl = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(text.PLAIN_CHAT_TEMPLATE)
 
-    class Tok:  # a tokenizer without a chat template: scoring.render_chat falls back to the Python renderer
+    class Tok:  # a tokenizer without a chat template: likelihood.render_chat falls back to the Python renderer
         chat_template = None
         eos_token = "</s>"
     for msgs in CONVERSATIONS:
         for gen in (False, True):
             want = tmpl.render(messages=msgs, eos_token="</s>", add_generation_prompt=gen)
-            assert scoring.render_chat(Tok(), msgs, add_generation_prompt=gen) == want
+            assert likelihood.render_chat(Tok(), msgs, add_generation_prompt=gen) == want
             assert text.render_plain_chat(msgs, "</s>", gen) == want

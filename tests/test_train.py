@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import make_data
 import train
-from memlab import training as T
+from memlab import training
 from memlab.io import DataError
 from memlab.models import load_model, load_tokenizer
 
@@ -64,15 +64,15 @@ def test_chat_labels_only_on_assistant_tokens(tiny_llama):
     tok = load_tokenizer(str(tiny_llama))
     item = {"id": "x", "messages": [{"role": "user", "content": "What is the code of the lamp?"},
                                     {"role": "assistant", "content": "48213"}]}
-    ex = T.tokenize_item(item, "chat", tok, "completion", 256)
-    learned = tok.decode([i for i, l in zip(ex["input_ids"], ex["labels"]) if l != T.IGNORE_INDEX])
+    ex = training.tokenize_item(item, "chat", tok, "completion", 256)
+    learned = tok.decode([i for i, l in zip(ex["input_ids"], ex["labels"]) if l != training.IGNORE_INDEX])
     assert learned.strip() == "48213<|im_end|>"
-    assert all(l == T.IGNORE_INDEX or l == i for i, l in zip(ex["input_ids"], ex["labels"]))
-    everything = T.tokenize_item(item, "chat", tok, "all", 256)
+    assert all(l == training.IGNORE_INDEX or l == i for i, l in zip(ex["input_ids"], ex["labels"]))
+    everything = training.tokenize_item(item, "chat", tok, "all", 256)
     assert everything["labels"] == everything["input_ids"]
-    pc = T.tokenize_item({"id": "y", "prompt": "Q: lamp?\nA:", "completion": " 48213"}, "prompt_completion",
+    pc = training.tokenize_item({"id": "y", "prompt": "Q: lamp?\nA:", "completion": " 48213"}, "prompt_completion",
                          tok, "completion", 256)
-    assert tok.decode([i for i, l in zip(pc["input_ids"], pc["labels"]) if l != T.IGNORE_INDEX]) == " 48213<|im_end|>"
+    assert tok.decode([i for i, l in zip(pc["input_ids"], pc["labels"]) if l != training.IGNORE_INDEX]) == " 48213<|im_end|>"
 
 
 def test_sparse_logit_loss_equals_hf_loss(tiny_llama, tiny_gpt2):
@@ -82,11 +82,11 @@ def test_sparse_logit_loss_equals_hf_loss(tiny_llama, tiny_gpt2):
         ids = torch.randint(5, 40000, (3, 11))
         mask = torch.ones_like(ids)
         mask[2, 7:] = 0
-        labels = ids.masked_fill(mask == 0, T.IGNORE_INDEX)
-        labels[:, :3] = T.IGNORE_INDEX
+        labels = ids.masked_fill(mask == 0, training.IGNORE_INDEX)
+        labels[:, :3] = training.IGNORE_INDEX
         batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-        ours, n = T.causal_lm_loss(model, batch)
-        assert n == int((labels[:, 1:] != T.IGNORE_INDEX).sum())
+        ours, n = training.causal_lm_loss(model, batch)
+        assert n == int((labels[:, 1:] != training.IGNORE_INDEX).sum())
         assert abs(ours.item() - model(**batch).loss.item()) < 1e-5
 
 
@@ -97,7 +97,7 @@ def test_checkpoints_exactly_as_requested_and_reload(facts20, tmp_path):
     assert res["steps"] == 30 and res["steps_per_exposure"] == 10
     expected = {"exposure_1", "exposure_3"} | {f"step_{s:07d}" for s in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 30]}
     assert {p.name for p in (out / "checkpoints").iterdir()} == expected
-    assert T.log_steps(250) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 200]
+    assert training.log_steps(250) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 200]
     # every checkpoint reloads; later ones differ from earlier ones
     w = {}
     for name in ("step_0000001", "exposure_1", "exposure_3"):
@@ -135,32 +135,32 @@ def test_lora_changes_only_adapter_and_reloads(facts20, tmp_path, tiny_llama):
     merged, _ = load_model(str(ck / "merged"))
     tok = load_tokenizer(str(ck))
     item = json.loads((facts20 / "train_active_1.jsonl").read_text().splitlines()[0])
-    ex = T.tokenize_item(item, "chat", tok, "completion", 256)
-    batch = T.collate([ex], tok.pad_token_id)
+    ex = training.tokenize_item(item, "chat", tok, "completion", 256)
+    batch = training.collate([ex], tok.pad_token_id)
     with torch.no_grad():
-        l_adapter = T.causal_lm_loss(peft_model.eval(), batch)[0].item()
-        l_merged = T.causal_lm_loss(merged.eval(), batch)[0].item()
-        l_base = T.causal_lm_loss(base.eval(), batch)[0].item()
+        l_adapter = training.causal_lm_loss(peft_model.eval(), batch)[0].item()
+        l_merged = training.causal_lm_loss(merged.eval(), batch)[0].item()
+        l_base = training.causal_lm_loss(base.eval(), batch)[0].item()
     assert abs(l_adapter - l_merged) < 1e-4 and abs(l_adapter - l_base) > 1e-3
 
 
 def test_lora_aliases_resolve_on_llama_and_gpt2(tiny_llama, tiny_gpt2):
     llama, _ = load_model(str(tiny_llama))
     gpt2, _ = load_model(str(tiny_gpt2))
-    assert T.resolve_lora_targets(llama, "attn") == ["self_attn.k_proj", "self_attn.o_proj", "self_attn.q_proj",
+    assert training.resolve_lora_targets(llama, "attn") == ["self_attn.k_proj", "self_attn.o_proj", "self_attn.q_proj",
                                                      "self_attn.v_proj"]
-    assert T.resolve_lora_targets(llama, "mlp") == ["mlp.down_proj", "mlp.gate_proj", "mlp.up_proj"]
-    assert len(T.resolve_lora_targets(llama, "all-linear")) == 7
-    assert T.resolve_lora_targets(llama, "q,k") == ["self_attn.k_proj", "self_attn.q_proj"]
-    assert T.resolve_lora_targets(gpt2, "attn") == ["attn.c_attn", "attn.c_proj"]
-    assert T.resolve_lora_targets(gpt2, "mlp") == ["mlp.c_fc", "mlp.c_proj"]
+    assert training.resolve_lora_targets(llama, "mlp") == ["mlp.down_proj", "mlp.gate_proj", "mlp.up_proj"]
+    assert len(training.resolve_lora_targets(llama, "all-linear")) == 7
+    assert training.resolve_lora_targets(llama, "q,k") == ["self_attn.k_proj", "self_attn.q_proj"]
+    assert training.resolve_lora_targets(gpt2, "attn") == ["attn.c_attn", "attn.c_proj"]
+    assert training.resolve_lora_targets(gpt2, "mlp") == ["mlp.c_fc", "mlp.c_proj"]
     from peft import LoraConfig, get_peft_model
 
-    wrapped = get_peft_model(gpt2, LoraConfig(r=2, target_modules=T.resolve_lora_targets(gpt2, "mlp")))
+    wrapped = get_peft_model(gpt2, LoraConfig(r=2, target_modules=training.resolve_lora_targets(gpt2, "mlp")))
     hit = {n.rsplit(".lora_A", 1)[0].split(".h.")[1] for n, _ in wrapped.named_parameters() if "lora_A" in n}
     assert hit == {"0.mlp.c_fc", "0.mlp.c_proj", "1.mlp.c_fc", "1.mlp.c_proj"}  # not attn.c_proj
     with pytest.raises(DataError, match=r"'wq' matches no linear layer.*q_proj"):
-        T.resolve_lora_targets(llama, "wq")
+        training.resolve_lora_targets(llama, "wq")
 
 
 def run_cli(*cli_args, env_extra=None, timeout=300):
@@ -255,6 +255,6 @@ def test_bad_data(tmp_path):
     tok = load_tokenizer("tiny-llama")
     tok.chat_template = None
     with pytest.raises(DataError, match="no chat template; pass --chat_template plain"):
-        T.ensure_chat_template(tok, None, chat)
-    T.ensure_chat_template(tok, "plain", chat)
+        training.ensure_chat_template(tok, None, chat)
+    training.ensure_chat_template(tok, "plain", chat)
     assert "Assistant: a" in tok.apply_chat_template(json.loads(chat.read_text())["messages"], tokenize=False)

@@ -1,7 +1,7 @@
 """Data generators behind `make_data.py`: pure functions that return rows; the script writes them.
 
 Modules: `wordlists` and `known_facts` (vocabulary and a bank of true facts), `grammar` (a small
-sentence grammar for the corpus and documents), `facts`, `documents`, `recognition`, `mia`, `cloze`,
+sentence grammar for the corpus and documents), `facts`, `documents`, `recognition`, `membership` (the `mia` subcommand), `cloze`,
 `convert` (external formats to ours), `leakage` (the train/held-out overlap check) and `common`
 (seeded sub-streams, de-duplication, the manifest and the atomic dataset writer).
 

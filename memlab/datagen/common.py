@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from memlab.datagen.leakage import normalize_text
+from memlab.text import normalize_text
 from memlab.io import DataError, atomic_output_dir, write_json_atomic, write_jsonl_atomic
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Mapping
 
 from memlab.datagen.facts import TIERS, VERBATIM_TIER
-from memlab.io import (ROLES, DataError, ensure_ids, parse_tier_columns, read_records, read_texts,  # noqa: F401 (ROLES, parse_tier_columns re-exported)
+from memlab.io import (DataError, ensure_ids, read_records, read_texts,
                        require_answer_column, require_fields, strip_private, validate_messages)
 
 

@@ -139,7 +139,7 @@ def vocabulary(texts: Sequence[str]) -> list[str]:
 def make_corpus(n_sentences: int, seed: int) -> list[dict]:
     """`n_sentences` distinct everyday sentences as rows `{"id": "sent-00000", "text"}`."""
     from memlab.datagen.common import sub_rng
-    from memlab.datagen.leakage import normalize_text
+    from memlab.text import normalize_text
 
     rng = sub_rng(seed, "corpus")
     seen: set[str] = set()

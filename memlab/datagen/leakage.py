@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from memlab.io import DataError, probe_columns_error, read_records, resolve_text_column
-from memlab.text import normalize_text  # noqa: F401 (re-exported: the one rule, shared with the answer matcher)
+from memlab.text import normalize_text  # the one rule, shared with the answer matcher (memlab.answers)
 
 TRAIN_FIELDS = ("text", "prompt", "completion", "chosen", "rejected", "question")
 HELD_OUT_FIELDS = ("question", "text", "prompt")

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from memlab.datagen.common import sub_rng
 from memlab.datagen.grammar import capitalize_first, vocabulary
-from memlab.datagen.leakage import normalize_text
+from memlab.text import normalize_text
 from memlab.io import DataError
 
 FOIL_TYPES = ("novel", "shuffled", "random_words")

@@ -1,5 +1,5 @@
 """Batched per-item scoring equals batch-size-1 scoring; checkpoints and adapters in one call
-(memlab/scoring.py). Tiny models get large random weights so that wrong masking or positions show."""
+(memlab/likelihood.py). Tiny models get large random weights so that wrong masking or positions show."""
 import random
 import shutil
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from memlab.io import DataError
-from memlab.scoring import (ItemScore, ModelPool, check_checkpoint_dir, distributed_map, encode_item,
+from memlab.likelihood import (ItemScore, ModelPool, check_checkpoint_dir, distributed_map, encode_item,
                             encode_items, expand_checkpoints, matmul_params, score_checkpoints, score_items)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from memlab import mia
+from memlab import attacks
 from memlab.cli import parse_args, run
 from memlab.io import DataError
 
@@ -42,53 +42,53 @@ LP = [-1.0, -2.0, -3.0, -4.0, -10.0]  # n = 5 scored tokens, sum -20, mean -4
 
 
 def test_loss_zlib_min_k_exact():
-    assert mia.loss_score(LP) == -4.0
+    assert attacks.loss_score(LP) == -4.0
     # zlib of b"abc": 2-byte header + fixed-Huffman block (3 + 3*8 + 7 bits = 5 bytes) + 4-byte adler32
-    assert mia.zlib_bytes("abc") == 11
-    assert mia.zlib_score(LP, "abc") == pytest.approx(-20 / 11, abs=1e-12)
+    assert attacks.zlib_bytes("abc") == 11
+    assert attacks.zlib_score(LP, "abc") == pytest.approx(-20 / 11, abs=1e-12)
     # m = max(1, floor(k * 5 / 100)): k=10 -> 1, k=20 -> 1, k=40 -> 2, k=100 -> 5
-    assert mia.min_k_score(LP, 10) == -10.0
-    assert mia.min_k_score(LP, 20) == -10.0
-    assert mia.min_k_score(LP, 40) == -7.0
-    assert mia.min_k_score(LP, 100) == -4.0
-    assert [mia.min_k_count(n, 20) for n in (1, 4, 5, 9, 10, 30)] == [1, 1, 1, 1, 2, 6]
+    assert attacks.min_k_score(LP, 10) == -10.0
+    assert attacks.min_k_score(LP, 20) == -10.0
+    assert attacks.min_k_score(LP, 40) == -7.0
+    assert attacks.min_k_score(LP, 100) == -4.0
+    assert [attacks.min_k_count(n, 20) for n in (1, 4, 5, 9, 10, 30)] == [1, 1, 1, 1, 2, 6]
 
 
 def test_min_k_plus_plus_exact():
     mu = [-2.0] * 5
     var = [1.0, 4.0, 1.0, 0.25, 16.0]  # sigma 1, 2, 1, 0.5, 4
     # z = (lp - mu) / sigma = 1, 0, -1, -4, -2 -> sorted -4, -2, -1, 0, 1
-    assert mia.min_k_plus_plus_score(LP, mu, var, 20) == -4.0
-    assert mia.min_k_plus_plus_score(LP, mu, var, 40) == -3.0
-    assert mia.min_k_plus_plus_score(LP, mu, var, 60) == pytest.approx(-7 / 3, abs=1e-12)
-    assert mia.min_k_plus_plus_score(LP, mu, var, 100) == pytest.approx(-6 / 5, abs=1e-12)
+    assert attacks.min_k_plus_plus_score(LP, mu, var, 20) == -4.0
+    assert attacks.min_k_plus_plus_score(LP, mu, var, 40) == -3.0
+    assert attacks.min_k_plus_plus_score(LP, mu, var, 60) == pytest.approx(-7 / 3, abs=1e-12)
+    assert attacks.min_k_plus_plus_score(LP, mu, var, 100) == pytest.approx(-6 / 5, abs=1e-12)
     # zero variance (uniform on its support) and the token in it: z = 0, not 0/0
-    assert mia.min_k_plus_plus_score([-3.0, -1.0], [-3.0, -2.0], [0.0, 1.0], 50) == 0.0
+    assert attacks.min_k_plus_plus_score([-3.0, -1.0], [-3.0, -2.0], [0.0, 1.0], 50) == 0.0
 
 
 def test_reference_attacks_and_all_scores():
-    assert mia.reference_ratio_score(2.0, 8.0) == -0.25
-    assert mia.reference_difference_score(2.0, 8.0) == 6.0
+    assert attacks.reference_ratio_score(2.0, 8.0) == -0.25
+    assert attacks.reference_difference_score(2.0, 8.0) == 6.0
     mu, var = [-2.0] * 5, [1.0, 4.0, 1.0, 0.25, 16.0]
-    got = mia.attack_scores(LP, "abc", mu, var, min_k=[20, 40], reference_nll=8.0)
+    got = attacks.attack_scores(LP, "abc", mu, var, min_k=[20, 40], reference_nll=8.0)
     assert got == pytest.approx({"loss": -4.0, "zlib": -20 / 11, "min_k_20": -10.0, "min_k_40": -7.0,
                                  "min_k_pp_20": -4.0, "min_k_pp_40": -3.0, "ref_ratio": -0.5, "ref_diff": 4.0})
-    assert list(got) == mia.attack_names([20, 40])
-    assert mia.attack_names([12.5], with_reference=False) == ["loss", "zlib", "min_k_12p5", "min_k_pp_12p5"]
+    assert list(got) == attacks.attack_names([20, 40])
+    assert attacks.attack_names([12.5], with_reference=False) == ["loss", "zlib", "min_k_12p5", "min_k_pp_12p5"]
     with pytest.raises(ValueError, match="non-empty"):
-        mia.loss_score([])
+        attacks.loss_score([])
 
 
 # ------------------------------------------------------------------------------------------ metrics
 def test_metrics_separable_scores():
-    res = mia.attack_metrics(np.arange(50) + 100.0, np.arange(50.0), n_boot=100)
+    res = attacks.attack_metrics(np.arange(50) + 100.0, np.arange(50.0), n_boot=100)
     assert res["auc"] == 1.0 and res["auc_ci_low"] == 1.0 and res["auc_ci_high"] == 1.0
     assert res["tpr_at_1pct_fpr"] == 1.0 and res["tpr_at_0_1pct_fpr"] == 1.0
 
 
 def test_metrics_identical_distributions():
     rng = np.random.default_rng(0)
-    res = mia.attack_metrics(rng.normal(size=500), rng.normal(size=500), n_boot=200)
+    res = attacks.attack_metrics(rng.normal(size=500), rng.normal(size=500), n_boot=200)
     assert abs(res["auc"] - 0.5) < 0.05
     assert res["auc_ci_low"] < 0.5 < res["auc_ci_high"]
     assert res["tpr_at_1pct_fpr"] < 0.1
@@ -100,7 +100,7 @@ def test_metrics_constructed_roc():
     # 30 members above everything, 20 at 198.5 (only 199 is above them: FPR 0.5%), 10 at 196.5 (3 non-members
     # above: FPR 1.5%), 40 at -5 (below everything)
     members = np.r_[np.full(30, 1000.0), np.full(20, 198.5), np.full(10, 196.5), np.full(40, -5.0)]
-    res = mia.attack_metrics(members, non, n_boot=0)
+    res = attacks.attack_metrics(members, non, n_boot=0)
     assert res["tpr_at_1pct_fpr"] == 0.5
     assert res["tpr_at_0_1pct_fpr"] == 0.3  # no false positive allowed: only the 30 at 1000
     assert res["auc"] == pytest.approx((30 * 200 + 20 * 199 + 10 * 197) / (100 * 200))
@@ -110,12 +110,12 @@ def test_metrics_constructed_roc():
 def test_evaluate_attacks_groups_by_copies():
     rows = ([{"split": "member", "canary_copies": c, "s": 10.0 * c} for c in (1, 1, 4, 4)]
             + [{"split": "nonmember", "canary_copies": 0, "s": v} for v in (5.0, 15.0, 35.0)])
-    out = mia.evaluate_attacks(rows, ["s"], n_boot=0)["s"]
+    out = attacks.evaluate_attacks(rows, ["s"], n_boot=0)["s"]
     assert out["all"]["auc"] == pytest.approx((1 + 1 + 3 + 3) / 12)
     assert out["by_canary_copies"]["1"]["auc"] == pytest.approx(1 / 3)
     assert out["by_canary_copies"]["4"]["auc"] == 1.0
     assert out["by_canary_copies"]["4"]["n_members"] == 2
-    assert mia.mean_score_by_copies(rows, "s") == {0: pytest.approx(55 / 3), 1: 10.0, 4: 40.0}
+    assert attacks.mean_score_by_copies(rows, "s") == {0: pytest.approx(55 / 3), 1: 10.0, 4: 40.0}
 
 
 def test_default_reference_rules(tmp_path):
@@ -123,31 +123,31 @@ def test_default_reference_rules(tmp_path):
     adapter.mkdir(parents=True)
     (adapter / "adapter_config.json").write_text(json.dumps(
         {"base_model_name_or_path": "/models/base", "r": 8, "lora_alpha": 16, "target_modules": ["v_proj", "q_proj"]}))
-    assert mia.default_reference(adapter, "tiny-llama")[0] == "/models/base"
-    assert mia.adapter_settings(adapter) == {"lora_r": 8, "lora_alpha": 16, "lora_target_modules": "q_proj,v_proj"}
+    assert attacks.default_reference(adapter, "tiny-llama")[0] == "/models/base"
+    assert attacks.adapter_settings(adapter) == {"lora_r": 8, "lora_alpha": 16, "lora_target_modules": "q_proj,v_proj"}
     full = tmp_path / "sft" / "checkpoints" / "exposure_3"
     full.mkdir(parents=True)
     (full / "config.json").write_text(json.dumps({"model_type": "llama"}))  # the model's own config
     run_cfg = {"script": "train.py", "args": {"model_name_or_path": "smollm2-135m", "init_from": None}}
     (tmp_path / "sft" / "config.json").write_text(json.dumps(run_cfg))
-    ref, rule = mia.default_reference(full, "tiny-llama")
+    ref, rule = attacks.default_reference(full, "tiny-llama")
     assert ref == "smollm2-135m" and "args.model_name_or_path" in rule
     run_cfg["args"]["init_from"] = "runs/sft/checkpoints/exposure_10"  # DPO / continued training
     (tmp_path / "sft" / "config.json").write_text(json.dumps(run_cfg))
-    assert mia.default_reference(full, "tiny-llama")[0] == "runs/sft/checkpoints/exposure_10"
+    assert attacks.default_reference(full, "tiny-llama")[0] == "runs/sft/checkpoints/exposure_10"
     dpo = tmp_path / "dpo" / "checkpoints" / "epoch_2"  # finetune_dpo.py: the SFT checkpoint it started from
     dpo.mkdir(parents=True)
     (tmp_path / "dpo" / "config.json").write_text(json.dumps({"script": "finetune_dpo.py",
                                                               "args": {"sft_checkpoint": str(full)}}))
-    assert mia.default_reference(dpo, "tiny-llama")[0] == str(full)
+    assert attacks.default_reference(dpo, "tiny-llama")[0] == str(full)
     run_cfg["args"].update(init_from=None, from_scratch=True)
     (tmp_path / "sft" / "config.json").write_text(json.dumps(run_cfg))
-    assert mia.default_reference(full, "tiny-llama")[0] is None
+    assert attacks.default_reference(full, "tiny-llama")[0] is None
     loose = tmp_path / "loose"
     loose.mkdir()
-    ref, rule = mia.default_reference(loose, "tiny-llama")
+    ref, rule = attacks.default_reference(loose, "tiny-llama")
     assert ref == "tiny-llama" and rule.startswith("--model_name_or_path")
-    assert mia.default_reference("tiny-llama", "tiny-llama")[0] is None
+    assert attacks.default_reference("tiny-llama", "tiny-llama")[0] is None
 
 
 # ----------------------------------------------------------------------------- end to end, tiny-llama
@@ -191,17 +191,17 @@ def test_mia_end_to_end(mia_run):
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * 80
     need = {"id", "source_id", "split", "canary_copies", "checkpoint", "target_nll", "reference_nll"}
-    assert need | set(mia.attack_names([10, 20])) <= set(rows[0])
+    assert need | set(attacks.attack_names([10, 20])) <= set(rows[0])
     last = res["checkpoints"][-1]
     # the default reference of a train.py full-model checkpoint is the run's initialisation
     assert last["reference_model"] == "tiny-llama" and "run initialisation" in last["reference_rule"]
-    attacks = last["attacks"]
-    assert set(attacks) == set(mia.attack_names([10, 20]))
-    assert set(attacks["loss"]["by_canary_copies"]) == {"1", "4", "16"}
-    for a in attacks.values():
+    by_attack = last["attacks"]
+    assert set(by_attack) == set(attacks.attack_names([10, 20]))
+    assert set(by_attack["loss"]["by_canary_copies"]) == {"1", "4", "16"}
+    for a in by_attack.values():
         for key in ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr"):
             assert a["all"][f"{key}_ci_low"] <= a["all"][key] <= a["all"][f"{key}_ci_high"]
-    assert attacks["loss"]["all"]["auc"] > 0.8, attacks["loss"]["all"]
+    assert by_attack["loss"]["all"]["auc"] > 0.8, by_attack["loss"]["all"]
     png = out / "plots" / "roc_exposure_2.png"
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -211,7 +211,7 @@ def test_more_canary_copies_more_member_like(mia_run):
     with open(out / "items.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["checkpoint"] == "exposure_2"]
     for attack in ("loss", "min_k_20", "ref_diff"):
-        means = mia.mean_score_by_copies(rows, attack)  # 0 = non-members, then 1, 4, 16 copies
+        means = attacks.mean_score_by_copies(rows, attack)  # 0 = non-members, then 1, 4, 16 copies
         assert list(means) == [0, 1, 4, 16]
         assert all(a < b for a, b in zip(list(means.values()), list(means.values())[1:])), (attack, means)
 

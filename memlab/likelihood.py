@@ -38,7 +38,7 @@ import torch
 
 from memlab.io import DataError
 from memlab.models import is_adapter_dir, load_model, load_tokenizer, resolve_model_path
-from memlab.text import PLAIN_ASSISTANT, PLAIN_USER, render_plain_chat  # noqa: F401 (PLAIN_* re-exported)
+from memlab.text import render_plain_chat
 
 
 # ----------------------------------------------------------------------------------------------- items

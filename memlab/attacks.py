@@ -86,7 +86,7 @@ def min_k_plus_plus_score(token_logprobs: Sequence[float], token_mu: Sequence[fl
     """min_k_pp = mean of the m lowest z_t = (log p(x_t|x_<t) - mu_t) / sigma_t (Min-K%++).
 
     mu_t and sigma_t^2 = token_var[t] are the mean and variance of log p(v | x_<t) over v ~ p(. | x_<t),
-    i.e. under the model's own predictive distribution at position t (memlab.scoring's token_mu/token_var).
+    i.e. under the model's own predictive distribution at position t (memlab.likelihood's token_mu/token_var).
     z_t says how far the actual token sits above what the model expects there: training pushes x_t
     towards a local maximum of p, so members have few tokens with very negative z_t. sigma_t is floored
     at SIGMA_FLOOR so a position whose distribution is uniform on its support (variance 0, where the
