@@ -39,7 +39,7 @@ from memlab import cli, dpo, tracking, training
 from memlab.io import append_jsonl, write_csv_atomic, write_json_atomic, write_jsonl_atomic
 from memlab.models import is_adapter_dir, load_tokenizer
 from memlab.rundir import empty_dir, guard_output_dir, prepare_run_dir, read_metrics, write_results
-from memlab.likelihood import accepts_logits_to_keep, distributed_map
+from memlab.likelihood import distributed_map
 
 
 @dataclass
@@ -210,7 +210,6 @@ def main(args: DPOArgs) -> dict:
         reference.mechanism, "full")
     if reference.mechanism == "separate_copy":
         reference.model.to(acc.device)
-    sparse = accepts_logits_to_keep(policy)
     n_trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
     optimizer = training.adamw_with_groups(policy, args.learning_rate, args.weight_decay)
 
@@ -232,7 +231,7 @@ def main(args: DPOArgs) -> dict:
 
     # ---- reference log-probs of every pair (= the policy's "before"); optionally the only reference pass
     ref_digest_start = reference.digest()
-    ref_lp = score_pairs(lambda b: reference.logps(b, sparse), len(pairs), batch_of, args.batch_size, acc)
+    ref_lp = score_pairs(lambda b: reference.logps(b), len(pairs), batch_of, args.batch_size, acc)
     if acc.is_main_process:
         write_jsonl_atomic(out / "reference_logps.jsonl", [
             {"id": p["id"], "fact_id": p["fact_id"], "chosen_logp": float(c), "rejected_logp": float(r)}
@@ -254,9 +253,9 @@ def main(args: DPOArgs) -> dict:
             if args.precompute_reference:
                 ref_c, ref_r = ref_lp[mb, 0].to(acc.device), ref_lp[mb, 1].to(acc.device)
             else:  # before the policy's forward, so the adapter switch never sits between forward and backward
-                ref = reference.logps(batch, sparse)
+                ref = reference.logps(batch)
                 ref_c, ref_r = ref[:B], ref[B:]
-            logps = dpo.sequence_logps(model, batch, sparse)
+            logps = dpo.sequence_logps(model, batch)
             losses, chosen_rewards, rejected_rewards = dpo.preference_loss(logps[:B], logps[B:], ref_c, ref_r,
                                                                            args.beta, args.loss)
             loss = losses.mean()
@@ -300,11 +299,11 @@ def main(args: DPOArgs) -> dict:
     def policy_logps(b):
         unwrapped.eval()
         with torch.no_grad():
-            return dpo.sequence_logps(unwrapped, b, sparse)
+            return dpo.sequence_logps(unwrapped, b)
     after_lp = score_pairs(policy_logps, len(pairs), batch_of, args.batch_size, acc)
     ref_check = {"digest_start": ref_digest_start}
     if reference.model is not None:
-        ref_again = score_pairs(lambda b: reference.logps(b, sparse), len(pairs), batch_of, args.batch_size, acc)
+        ref_again = score_pairs(lambda b: reference.logps(b), len(pairs), batch_of, args.batch_size, acc)
         ref_check.update(digest_end=reference.digest(), unchanged=reference.digest() == ref_digest_start,
                          max_abs_logp_change=float((ref_again - ref_lp).abs().max()))
     rewards = args.beta * ((after_lp[:, 0] - ref_lp[:, 0]) - (after_lp[:, 1] - ref_lp[:, 1]))

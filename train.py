@@ -45,7 +45,6 @@ from memlab.io import DataError, append_jsonl, split_paths, write_text_atomic
 from memlab.models import DEFAULT_MODEL, is_adapter_dir, load_model, load_tokenizer, resolve_model_path
 from memlab.rundir import (check_data_unchanged, empty_dir, file_digest, guard_output_dir, prepare_run_dir,
                            read_metrics, write_results)
-from memlab.likelihood import accepts_logits_to_keep
 
 EXIT_REQUEUE = 75  # checkpointed on a signal; rerun with --resume
 
@@ -412,7 +411,6 @@ def main(args: TrainArgs) -> dict:
             tracking.log(acc, args.report_to, evaluator(model, eval_label(step=state.step)), state.step, "eval/")
 
     # ---- train
-    sparse = accepts_logits_to_keep(acc.unwrap_model(model))
     model.train()
     t_start = time.time()
     evaluate_here()  # exposure 0 (before training) when asked; on resume, a point the signal interrupted
@@ -428,8 +426,7 @@ def main(args: TrainArgs) -> dict:
                 log_tokens += int(batch["attention_mask"].sum())
                 log_padded += batch["attention_mask"].numel()
                 with acc.accumulate(model):
-                    loss, _ = training.causal_lm_loss(model, {k: v.to(acc.device) for k, v in batch.items()},
-                                               sparse_logits=sparse)
+                    loss, _ = training.causal_lm_loss(model, {k: v.to(acc.device) for k, v in batch.items()})
                     acc.backward(loss)
                     if acc.sync_gradients and args.max_grad_norm:
                         acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from memlab import training
 from memlab.io import DataError, ensure_ids, read_records, text_field_error
+from memlab.likelihood import labelled_token_logps
 from memlab.text import normalize_text
 
 LOSS_TYPES = ("sigmoid", "ipo")
@@ -77,24 +78,11 @@ def pair_summary(logps: torch.Tensor) -> dict[str, float]:
 
 # -------------------------------------------------------------------------------------------- log-probs
 def sequence_logps(model, batch: dict, sparse_logits: bool = True) -> torch.Tensor:
-    """(N,) sum over labelled tokens of log p(token | prefix), for a right-padded batch from `collate`.
-
-    With `sparse_logits`, only positions whose next token carries a label go through the LM head
-    (transformers' boolean `logits_to_keep`, which returns those rows flattened in row-major order).
-    """
-    labels = batch["labels"]                                       # (N, L)
-    keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = labels[:, 1:] != training.IGNORE_INDEX                  # position t predicts token t+1
-    rows = keep.nonzero()[:, 0]                                     # (n_labelled,) row of each kept position
-    targets = labels[:, 1:][keep[:, :-1]]                           # (n_labelled,)
-    if sparse_logits:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
-        logits = out.logits.reshape(-1, out.logits.shape[-1])      # (n_labelled, V)
-    else:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        logits = out.logits[keep]
-    token_logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None])[:, 0]
-    return torch.zeros(labels.shape[0], device=token_logps.device).index_add(0, rows, token_logps)
+    """(N,) sum over labelled tokens of log p(token | prefix), for a right-padded batch from `collate`
+    (`memlab.likelihood.labelled_token_logps`: logits only where a label is)."""
+    token_lp, rows, _ = labelled_token_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                             sparse=sparse_logits)
+    return torch.zeros(batch["labels"].shape[0], device=token_lp.device).index_add(0, rows, token_lp)
 
 
 # ------------------------------------------------------------------------------------------------ pairs

@@ -159,48 +159,94 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, padding_side: str = "l
 
 
 def accepts_logits_to_keep(model) -> bool:
+    """Whether the model's forward takes `logits_to_keep` at all (an int or 1-D indices)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
+IGNORE_INDEX = -100  # label of a token that carries no loss (the Hugging Face convention)
+_KEEP_MASK_OK: dict[str, bool] = {}  # model class -> whether its forward takes a 2-D boolean logits_to_keep
+
+
+def labelled_logits(model, input_ids, attention_mask, labels, position_ids=None, sparse: bool = True):
+    """The logits that predict each labelled token: (logits (n, V), targets (n,), rows (n,)).
+
+    The one place where memlab turns a batch with labels into next-token logits; training's loss
+    (`memlab.training.causal_lm_loss`), DPO's sequence log-probs (`memlab.dpo.sequence_logps`) and per-item
+    scoring (`score_batch`) all call it. Position t predicts token t+1; a token labelled IGNORE_INDEX is not
+    scored. The n labelled tokens come in row-major order and `rows` gives each one's batch row.
+
+    With `sparse`, only the positions that predict a labelled token go through the LM head (transformers'
+    2-D boolean `logits_to_keep`): the vocabulary projection dominates a small model's cost (49k-way for
+    SmolLM2), so prompt and padding positions cost nothing there. Capability is detected once per model
+    class: a model without `logits_to_keep`, or a transformers release that takes only an int or 1-D
+    indices (5.17 raised "too many indices for tensor of dimension 3"), gets full logits instead; the values
+    are the same either way (tests compare both).
+    """
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    targets = labels[:, 1:][keep[:, :-1]]
+    rows = keep.nonzero()[:, 0]
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if position_ids is not None:
+        inputs["position_ids"] = position_ids
+    kind = type(model.get_base_model() if hasattr(model, "get_base_model") else model).__name__
+    if sparse and _KEEP_MASK_OK.get(kind, True) and accepts_logits_to_keep(model):
+        try:
+            logits = model(**inputs, logits_to_keep=keep).logits
+            logits = logits.reshape(-1, logits.shape[-1])
+            if logits.shape[0] != targets.numel():
+                raise IndexError(f"logits_to_keep gave {logits.shape[0]} rows for {targets.numel()} labelled tokens")
+            _KEEP_MASK_OK[kind] = True
+            return logits, targets, rows
+        except torch.OutOfMemoryError:
+            raise
+        except (IndexError, TypeError, RuntimeError):
+            if _KEEP_MASK_OK.get(kind):
+                raise  # the boolean form worked before for this class: a real error
+            _KEEP_MASK_OK[kind] = False
+    logits = model(**inputs).logits[keep]
+    return logits, targets, rows
+
+
+def labelled_token_logps(model, input_ids, attention_mask, labels, position_ids=None, sparse: bool = True,
+                         full: bool = False):
+    """log p(token | prefix) of each labelled token, (n,), with `rows` (n,) and, with `full`, the (n, V)
+    log-softmax rows the values were gathered from (for the predictive mean/variance of min-k%++)."""
+    logits, targets, rows = labelled_logits(model, input_ids, attention_mask, labels, position_ids, sparse)
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    token_lp = lp.gather(-1, targets[:, None])[:, 0]
+    return token_lp, rows, (lp if full else None)
 
 
 @torch.no_grad()
 def score_batch(model, batch: Sequence[EncodedItem], pad_id: int, padding_side: str = "left",
                 token_logprobs: bool = False, distribution_stats: bool = False) -> list[ItemScore]:
-    """Score one padded batch in one forward pass.
-
-    Only the positions that predict a scored token go through the LM head (`logits_to_keep` with the
-    union of those positions: with left padding, the last max(n_scored)+1 positions), so padding and
-    prompt positions cost no vocabulary projection.
-    """
+    """Score one padded batch in one forward pass (`labelled_token_logps`: only the positions that predict
+    a scored token go through the LM head, so padding and prompt positions cost no vocabulary projection)."""
     device = next(model.parameters()).device
     ids, mask, pos, offsets = pad_batch([it.input_ids for it in batch], pad_id, padding_side, device)
-    # logits at position t predict token t+1: item i needs positions off+score_start-1 .. off+len-2
-    starts = [off + it.score_start - 1 for off, it in zip(offsets, batch)]
-    ends = [off + len(it.input_ids) - 1 for off, it in zip(offsets, batch)]  # exclusive
-    lo, hi = min(starts), max(ends)
-    kwargs = {}
-    if accepts_logits_to_keep(model):
-        kwargs["logits_to_keep"] = torch.arange(lo, hi, device=device)
-        base = lo
-    else:
-        base = 0
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, **kwargs).logits
-    out = []
-    for i, it in enumerate(batch):
-        lp = torch.log_softmax(logits[i, starts[i] - base:ends[i] - base].float(), dim=-1)  # [n, V]
-        targets = torch.tensor(it.input_ids[it.score_start:], device=device)
-        tok_lp = lp.gather(-1, targets[:, None])[:, 0]
-        score = ItemScore(it.id, float(-tok_lp.mean()), it.n_scored)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    for i, (off, it) in enumerate(zip(offsets, batch)):
+        labels[i, off + it.score_start:off + len(it.input_ids)] = ids[i, off + it.score_start:off + len(it.input_ids)]
+    tok_lp, _, lp = labelled_token_logps(model, ids, mask, labels, position_ids=pos, full=distribution_stats)
+    out, start = [], 0
+    for it in batch:  # row-major: item i's scored tokens are contiguous
+        n = len(it.input_ids) - it.score_start
+        item_lp = tok_lp[start:start + n]
+        score = ItemScore(it.id, float(-item_lp.mean()), it.n_scored)
         if token_logprobs:
-            score.token_logprobs = tok_lp.tolist()
+            score.token_logprobs = item_lp.tolist()
         if distribution_stats:
-            p = lp.exp()
-            plp = torch.where(p > 0, p * lp, torch.zeros_like(lp))  # 0 * log 0 = 0
+            rows_lp = lp[start:start + n]
+            p = rows_lp.exp()
+            plp = torch.where(p > 0, p * rows_lp, torch.zeros_like(rows_lp))  # 0 * log 0 = 0
             mu = plp.sum(-1)
-            second = torch.where(p > 0, plp * lp, torch.zeros_like(lp)).sum(-1)
+            second = torch.where(p > 0, plp * rows_lp, torch.zeros_like(rows_lp)).sum(-1)
             score.token_mu = mu.tolist()
             score.token_var = (second - mu * mu).clamp(min=0).tolist()
         out.append(score)
+        start += n
     return out
 
 

@@ -27,11 +27,11 @@ import torch
 
 from memlab.io import (DataError, ensure_ids, read_records, require_fields, resolve_text_column, validate_messages,
                        write_json_atomic)
+from memlab.likelihood import IGNORE_INDEX, labelled_token_logps
 # A plain template for tokenizers without one (`--chat_template plain`), as docs/DESIGN.md §3.2 describes;
 # defined once in memlab.text, next to the Python renderer scoring uses for template-less tokenizers.
 from memlab.text import PLAIN_CHAT_TEMPLATE
 
-IGNORE_INDEX = -100
 
 
 # ----------------------------------------------------------------------------------------------- items
@@ -153,42 +153,12 @@ def collate(examples: Sequence[dict], pad_id: int) -> dict:
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-_BOOLEAN_KEEP_OK: dict[str, bool] = {}  # model class -> whether its forward takes a boolean logits_to_keep
-
-
 def causal_lm_loss(model, batch: dict, sparse_logits: bool = True) -> tuple[torch.Tensor, int]:
-    """Mean next-token NLL over labelled tokens, and their count.
-
-    With `sparse_logits`, logits are computed only at positions whose next token carries a label
-    (transformers' boolean `logits_to_keep`). The vocabulary projection dominates small models' cost
-    (49k-way for SmolLM2's tokenizer), so completion-only training skips most of it; the loss is the same
-    as HF's `outputs.loss` (checked in tests).
-    """
-    import torch.nn.functional as F
-
-    labels = batch["labels"]
-    targets_mask = labels[:, 1:] != IGNORE_INDEX                # (B, L-1): position t predicts t+1
-    kind = type(model).__name__
-    if sparse_logits and _BOOLEAN_KEEP_OK.get(kind, True):
-        keep = torch.zeros_like(labels, dtype=torch.bool)
-        keep[:, :-1] = targets_mask
-        try:
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
-            _BOOLEAN_KEEP_OK[kind] = True
-        except (IndexError, TypeError, RuntimeError):
-            # transformers before the boolean-mask form of logits_to_keep (seen with 5.17 on a GPU machine:
-            # "too many indices for tensor of dimension 3") takes only an int or 1-D indices: fall back to
-            # full logits, once per model class; the loss is the same, only the vocabulary projection costs more
-            if _BOOLEAN_KEEP_OK.get(kind):
-                raise
-            _BOOLEAN_KEEP_OK[kind] = False
-            return causal_lm_loss(model, batch, sparse_logits=False)
-        logits = out.logits.reshape(-1, out.logits.shape[-1])   # (n_labelled, V)
-    else:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        logits = out.logits[:, :-1][targets_mask]
-    targets = labels[:, 1:][targets_mask]
-    return F.cross_entropy(logits.float(), targets), int(targets.numel())
+    """Mean next-token NLL over labelled tokens, and their count: the same value as HF's `outputs.loss`
+    (checked in tests), from `memlab.likelihood.labelled_token_logps` (logits only where a label is)."""
+    token_lp, _, _ = labelled_token_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                          sparse=sparse_logits)
+    return -token_lp.mean(), int(token_lp.numel())
 
 
 # ------------------------------------------------------------------------------------------- schedules

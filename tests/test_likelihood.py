@@ -276,3 +276,37 @@ def test_matmul_params_counts_lm_head_not_embeddings(tiny_llama):
     linear = sum(m.weight.numel() for n, m in model.named_modules()
                  if isinstance(m, torch.nn.Linear) and n != "lm_head")
     assert matmul_params(model) == linear + emb  # tied lm_head counted once, as a matmul
+
+
+def test_transformers_without_boolean_logits_to_keep_falls_back_to_full_logits(sharp_models):
+    """A forward that takes `logits_to_keep` only as an int or 1-D indices (transformers 5.17 on the lent
+    GPU raised IndexError for the 2-D boolean form): training loss, DPO log-probs and scoring fall back
+    to full logits, once per model class, with the same values."""
+    from memlab import dpo, likelihood, training
+
+    model, tok = load(sharp_models["tiny-llama"])
+
+    class OldForward(torch.nn.Module):  # its own class name: the capability cache is per model class
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls, self.config = inner, [], inner.config
+
+        def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0):
+            self.calls.append(logits_to_keep)
+            if torch.is_tensor(logits_to_keep) and logits_to_keep.dim() == 2:
+                raise IndexError("too many indices for tensor of dimension 3")
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+
+    old = OldForward(model)
+    items = mixed_items()
+    want = score_items(model, encode_items(tok, items), tok.pad_token_id, batch_size=4, token_logprobs=True)
+    got = score_items(old, encode_items(tok, items), tok.pad_token_id, batch_size=4, token_logprobs=True)
+    assert [round(s.loss, 4) for s in got] == [round(s.loss, 4) for s in want]
+    assert likelihood._KEEP_MASK_OK["OldForward"] is False
+    n_calls = len(old.calls)
+    assert sum(torch.is_tensor(c) for c in old.calls) == 1  # tried once, then full logits only
+    batch = training.collate([training.tokenize_item(it, "plain", tok, "all", 64) for it in items[:4]], tok.pad_token_id)
+    with torch.no_grad():
+        assert abs(training.causal_lm_loss(old, batch)[0].item() - training.causal_lm_loss(model, batch)[0].item()) < 1e-5
+        assert torch.allclose(dpo.sequence_logps(old, batch), dpo.sequence_logps(model, batch), atol=1e-4)
+    assert all(not torch.is_tensor(c) for c in old.calls[n_calls:])
