@@ -10,10 +10,12 @@ is one `error:` line naming the file, exit 2, nothing written. `--skip_broken` i
 cell.json) or stage out, with a warning per file on stderr and a `skipped ...` line at the top of summary.txt.
 A stage without results.json (not run, not finished) is left out as always.
 Writes into RUNS_ROOT/ (atomically): `tidy_recall.csv` (one row per task x checkpoint x tier x temperature),
-`tidy_recognition.csv` (task x checkpoint), `tidy_train.csv` (task x exposure: training loss),
-`tidy_retention.csv` (expt2: task x measure x steps of interference), `tidy_error_rates.csv` (expt3: task x
-tier x temperature), `tidy_prefix.csv` (expt5: task x checkpoint x prefix length), `tidy_prior.csv` (expt7:
-task x exposure x fact kind) and `plots/*.png`. Each CSV row carries the task's grid cell (model, seed,
+`tidy_recognition.csv` (task x checkpoint), `tidy_recognition_by_foil.csv` (task x checkpoint x foil type: 2AFC
+per foil design of make_data.py recognition, from items.csv's `foil_type`; plotted in
+`plots/recognition_by_foil_type.png`, 2AFC vs exposures, one line per foil type), `tidy_train.csv` (task x
+exposure: training loss), `tidy_retention.csv` (expt2: task x measure x steps of interference),
+`tidy_error_rates.csv` (expt3: task x tier x temperature), `tidy_prefix.csv` (expt5: task x checkpoint x prefix
+length), `tidy_prior.csv` (expt7: task x exposure x fact kind) and `plots/*.png`. Each CSV row carries the task's grid cell (model, seed,
 method, mode, ...) so it can be grouped by any axis. Recall is QA accuracy = 1 - error rate, with the
 bootstrap 95% CI from generate.py.
 
@@ -300,7 +302,7 @@ def collect(root: Path, inputs: Inputs | None = None) -> dict[str, pd.DataFrame]
     they have). A present but broken input raises BrokenInput, or is left out with `inputs.skip_broken`."""
     inputs = inputs or Inputs()
     recall, recog, train, retention, error_rates, prefix, prior = [], [], [], [], [], [], []
-    mia, mia_items, dpo = [], [], []
+    mia, mia_items, dpo, by_foil = [], [], [], []
     for cell_file in sorted(root.rglob("cell.json")):
         task = cell_file.parent
         cell = inputs.cell(cell_file)
@@ -326,8 +328,10 @@ def collect(root: Path, inputs: Inputs | None = None) -> dict[str, pd.DataFrame]
         mia += _mia_rows(task, cell, inputs)
         mia_items += _mia_item_rows(task, cell, inputs)
         dpo += _dpo_rows(task, cell, inputs)
+        by_foil += _foil_type_rows(task, cell, inputs)
     return {"mia": pd.DataFrame(mia), "mia_items": pd.DataFrame(mia_items), "dpo": pd.DataFrame(dpo),
             "recall": pd.DataFrame(recall), "recognition": pd.DataFrame(recog), "train": pd.DataFrame(train),
+            "recognition_by_foil": pd.DataFrame(by_foil),
             "retention": pd.DataFrame(retention), "error_rates": pd.DataFrame(error_rates),
             "prefix": pd.DataFrame(prefix), "prior": pd.DataFrame(prior)}
 
@@ -437,6 +441,39 @@ def _dpo_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
                          "tier": row["tier"], "accuracy": 1 - row["error_rate"],
                          "accuracy_ci_low": 1 - row["error_rate_ci_high"], "accuracy_ci_high": 1 - row["error_rate_ci_low"]})
     return rows
+
+
+def foil_type_table(items: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """2AFC accuracy per checkpoint x foil type from recognition items.csv rows carrying `foil_type`
+    (make_data.py recognition's foils; test.py and the in-training evaluation pass it through): the share of
+    pairs whose seen item has the lower loss, with a bootstrap 95% CI over the pairs of that foil type.
+    Columns: checkpoint, exposure, step, foil_type, n_pairs, two_afc, two_afc_ci_low, two_afc_ci_high.
+    Empty when no row has a foil type."""
+    from memlab.learning import pair_recognition
+    from memlab.likelihood import checkpoint_position
+    from memlab.metrics import bootstrap_ci
+
+    cols = ["checkpoint", "exposure", "step", "foil_type", "n_pairs", "two_afc", "two_afc_ci_low", "two_afc_ci_high"]
+    if items is None or items.empty or "foil_type" not in items or not {"pair_id", "split", "loss"} <= set(items):
+        return pd.DataFrame(columns=cols)
+    d = items[items.foil_type.notna() & (items.foil_type.astype(str) != "")]
+    if d.empty:
+        return pd.DataFrame(columns=cols)
+    pairs = pair_recognition(d.assign(foil_type=d.foil_type.astype(str)), ["checkpoint", "foil_type"])
+    rows = []
+    for (ck, foil), g in pairs.groupby(["checkpoint", "foil_type"], sort=True):
+        hits = g.recognized.to_numpy(float)
+        lo, hi = bootstrap_ci(lambda x: float(x.mean()), hits, n_boot=n_boot, seed=seed)
+        pos = checkpoint_position(str(ck))
+        rows.append({"checkpoint": ck, "exposure": pos["exposure"], "step": pos["step"], "foil_type": foil,
+                     "n_pairs": len(g), "two_afc": float(hits.mean()), "two_afc_ci_low": lo, "two_afc_ci_high": hi})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _foil_type_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
+    """tidy_recognition_by_foil.csv rows of one task: `foil_type_table` of its recognition stage, with the cell."""
+    t = foil_type_table(inputs.items(task, "recognition"))
+    return [{**cell, **r} for r in t.to_dict("records")]
 
 
 # ---------------------------------------------------------------------- per-item and per-fact tables
@@ -639,6 +676,36 @@ def plot_exposures(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
         axes[1].axhline(0.5, color="grey", ls="--", lw=1)
     fig.suptitle("Recall and recognition vs exposures")
     return _save(fig, out / "recall_recognition_vs_exposures.png")
+
+
+FOIL_ORDER = ("novel", "paraphrase", "synonym", "shuffled", "char_scramble", "random_words")
+
+
+def plot_recognition_by_foil(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
+    """2AFC accuracy against exposures, one line per foil type (the recognition study's main figure): one
+    panel per condition (model/method/mode where they vary), mean over seeds with the per-seed CI band."""
+    df = tables.get("recognition_by_foil", pd.DataFrame())
+    if df.empty:
+        return None
+    df = df.dropna(subset=["exposure"])
+    if df.empty:
+        return None
+    plt = _pyplot()
+    conds = _varying(df, ["model", "method", "mode"])
+    groups = list(df.groupby(conds, sort=True)) if conds else [((), df)]
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
+    present = set(df.foil_type)
+    order = [f for f in FOIL_ORDER if f in present] + sorted(present - set(FOIL_ORDER))
+    for ax, (_, g) in zip(axes.flat, groups):
+        for foil in order:
+            d = g[g.foil_type == foil]
+            if not d.empty:
+                _mean_lines(ax, d, "exposure", "two_afc", "two_afc_ci_low", "two_afc_ci_high", [], label_prefix=foil)
+        ax.axhline(0.5, color="grey", ls="--", lw=1, label="chance (0.5)")
+        _fraction_axis(ax, "exposures (epochs over the study set)", "2AFC accuracy (fraction, 95% CI band)",
+                       _series_label(g.iloc[0], conds) if conds else "recognition by foil type", legend_title="foil type")
+    fig.suptitle("Recognition (2AFC) by foil type vs exposures")
+    return _save(fig, out / "recognition_by_foil_type.png")
 
 
 def _pyplot():
@@ -1096,8 +1163,8 @@ def main(args: AnalyzeArgs) -> dict:
             _write_csv_if_changed(root / f"{name}.csv", df)
             written.append(f"{name}.csv")
     plots = [p for p in [plot(tables, root / "plots") for plot in
-                         (plot_exposures, plot_retention, plot_error_rates, plot_prefix, plot_prior,
-                          plot_mia_rank_module, plot_mia_roc, plot_mia_vs_perplexity, plot_dpo)] if p]
+                         (plot_exposures, plot_recognition_by_foil, plot_retention, plot_error_rates, plot_prefix,
+                          plot_prior, plot_mia_rank_module, plot_mia_roc, plot_mia_vs_perplexity, plot_dpo)] if p]
     plots += [p for p in [plot(facts, root / "plots") for plot in (plot_learning_ecdf, plot_learning_by_knownness)]
               if p]
     table = summary_table(tables)

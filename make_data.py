@@ -11,7 +11,8 @@ JSONL files plus manifest.json (generator, arguments, seed, counts, package vers
     python make_data.py documents --output_dir data/documents --n_docs 50 --doc_tokens 256
     # the shipped everyday-sentence corpus
     python make_data.py corpus --output_dir data/corpus --n_sentences 5000
-    # recognition: seen.jsonl / unseen.jsonl paired by row order and pair_id; foils novel|shuffled|random_words
+    # recognition: seen.jsonl / unseen.jsonl paired by row order and pair_id; foils novel|shuffled|random_words|
+    # synonym|paraphrase|char_scramble (paraphrases of a non-grammar corpus need --paraphrase_model DIR)
     python make_data.py recognition --output_dir data/recognition --n_pairs 300 --foil_type novel,shuffled,random_words
     # membership inference: members / nonmembers / train.jsonl with canaries repeated 1..32 times
     python make_data.py mia --output_dir data/mia --source corpus --canary_copies 1,2,4,8,16,32 --canaries_per_copy 2
@@ -28,6 +29,8 @@ JSONL files plus manifest.json (generator, arguments, seed, counts, package vers
     # a held-out CSV with one question column per tier: the same flags as convert --to probes
     python make_data.py check --train train.jsonl --held_out probes.csv --answer_column Answer \
         --tier_columns "easy=Question 1,mid=Question 2,hard=Question 3"
+    # token frequency table for the dc_pdd attack (membership_inference.py --freqs DIR), model's tokenizer
+    python make_data.py freqs --corpus data/corpus/sentences.jsonl --model_name_or_path smollm2-135m --output_dir runs/freqs
 
 Every subcommand also takes --config args.yaml (command-line flags override it). Bad input prints one
 `error: ...` line naming file:line or the field and exits with status 2, leaving no output directory.
@@ -95,8 +98,13 @@ class RecognitionArgs:
     corpus: str = arg(DEFAULT_CORPUS, "text corpus (JSONL/TXT/CSV) the seen sentences and novel foils are drawn from")
     text_column: str = arg("", "text column of --corpus (default: text, else the first string column)")
     n_pairs: int = arg(200, "number of seen/unseen pairs (seen.jsonl and unseen.jsonl, paired by row and pair_id)")
-    foil_type: str = arg("novel", "novel, shuffled, random_words, or a comma list taken in turn")
+    foil_type: str = arg("novel", "novel, shuffled, random_words, synonym, paraphrase, char_scramble, or a comma "
+                                  "list taken in turn")
     min_words: int = arg(3, "seen sentences have at least this many words")
+    lexicon: str = arg("", "synonym foils: a JSON file word -> [synonyms] used instead of the built-in table (which "
+                           "covers the words of memlab's grammar, i.e. the shipped corpus)")
+    paraphrase_model: str = arg("", "paraphrase foils of sentences that are not memlab grammar sentences: a local "
+                                    "instruct model dir (greedy, offline); without it such sentences are an error")
 
 
 @dataclass
@@ -144,6 +152,15 @@ class CheckArgs:
     tier_columns: str = arg("", "for such a held-out file: tier=column pairs, e.g. easy=q_easy,mid=q_mid,hard=q_hard; "
                                 "its question columns are checked (a held-out file with no question/text/prompt "
                                 "field and no --tier_columns is an error)")
+
+
+
+@dataclass
+class FreqsArgs:
+    output_dir: str = arg("", "directory to write freqs.json to (required)")
+    corpus: str = arg(DEFAULT_CORPUS, "reference corpus (JSONL/TXT/CSV) whose token frequencies are counted")
+    text_column: str = arg("", "text column of --corpus (default: text, else the first string column)")
+    model_name_or_path: str = arg("smollm2-135m", "model (built-in name or local dir) whose tokenizer counts tokens")
 
 
 def _writable(output_dir: str) -> tuple[bool, str]:
@@ -235,9 +252,26 @@ def run_recognition(args: RecognitionArgs) -> Path:
          f"--foil_type must be among {', '.join(recognition.FOIL_TYPES)}, got '{args.foil_type}'"),
         (args.n_pairs >= 1, "--n_pairs must be >= 1"), (args.min_words >= 2, "--min_words must be >= 2")])
     corpus, dropped = _read_corpus(args.corpus, args.text_column)
-    seen, unseen = recognition.make_recognition(corpus, args.n_pairs, types, args.seed, args.min_words)
+    from memlab.datagen import lexicon as lex
+
+    table = lex.read_lexicon(args.lexicon) if args.lexicon else lex.BUILTIN_SYNONYMS
+    loaded = []
+
+    def paraphraser(texts):  # the model loads only when a paraphrase foil needs it
+        if not loaded:
+            loaded.append(recognition.model_paraphraser(args.paraphrase_model))
+        return loaded[0](texts)
+
+    seen, unseen = recognition.make_recognition(
+        corpus, args.n_pairs, types, args.seed, args.min_words, table, paraphraser if args.paraphrase_model else None,
+        f"--corpus {args.corpus}", f"lexicon {args.lexicon}" if args.lexicon else "built-in synonym table")
     files = {"seen.jsonl": seen, "unseen.jsonl": unseen}
-    return _finish("recognition", args, files, ["seen.jsonl"], ["unseen.jsonl"], {"corpus_duplicates_dropped": dropped})
+    extra = {"corpus_duplicates_dropped": dropped}
+    if "synonym" in types:
+        extra["synonym_lexicon"] = f"--lexicon {args.lexicon}" if args.lexicon else lex.SOURCE_BUILTIN
+    if loaded:
+        extra["paraphrase_prompt"] = recognition.PARAPHRASE_PROMPT
+    return _finish("recognition", args, files, ["seen.jsonl"], ["unseen.jsonl"], extra)
 
 
 def run_mia(args: MiaArgs) -> Path:
@@ -300,10 +334,25 @@ def run_check(args: CheckArgs) -> Path | None:
     return Path(args.data_dir) if args.data_dir else None
 
 
+
+def run_freqs(args: FreqsArgs) -> Path:
+    """Token counts of --corpus under the model's tokenizer (memlab/datagen/freqs.py), for dc_pdd."""
+    from memlab.datagen import freqs
+    from memlab.models import load_tokenizer
+
+    collect_errors([(bool(args.output_dir), "--output_dir is required"), _writable(args.output_dir or "."),
+                    (bool(args.corpus), "--corpus is required")])
+    tok = load_tokenizer(args.model_name_or_path)
+    table = freqs.build_table(_corpus_path(args.corpus), tok, args.model_name_or_path, args.text_column or None)
+    freqs.write_table(args.output_dir, table)
+    print(f"wrote {Path(args.output_dir) / freqs.FILE}: {table['n_tokens']} tokens of {table['n_texts']} texts")
+    return Path(args.output_dir)
+
+
 COMMANDS = {"facts": (FactsArgs, run_facts), "documents": (DocumentsArgs, run_documents),
             "corpus": (CorpusArgs, run_corpus), "recognition": (RecognitionArgs, run_recognition),
             "mia": (MiaArgs, run_mia), "cloze": (ClozeArgs, run_cloze), "convert": (ConvertArgs, run_convert),
-            "check": (CheckArgs, run_check)}
+            "check": (CheckArgs, run_check), "freqs": (FreqsArgs, run_freqs)}
 
 
 def main(argv: list[str] | None = None) -> Path | None:

@@ -44,11 +44,14 @@ import numpy as np
 
 from memlab import attacks
 from memlab.cli import arg, collect_errors, parse_list, run
-from memlab.io import DataError, read_texts, write_csv_atomic
+from memlab.io import DataError, read_texts, split_paths, write_csv_atomic
 from memlab.models import DEFAULT_MODEL, resolve_model_path
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
-from memlab.likelihood import (ModelPool, check_tokenizer_match, checkpoint_position, checkpoints_field,
-                            encode_items, load_eval_tokenizer, score_items, targets_and_labels)
+from memlab.likelihood import (EncodedItem, ModelPool, check_tokenizer_match, checkpoint_position, checkpoints_field,
+                            distributed_map, encode_items, load_eval_tokenizer, score_items, targets_and_labels)
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_FREQS_CORPUS = "data/corpus/sentences.jsonl"
 
 
 @dataclass
@@ -84,11 +87,41 @@ class MiaArgs:
     bootstrap: int = arg(1000, "bootstrap resamples for the 95%% confidence intervals; 0 = none")
     seed: int = arg(0, "random seed of the bootstrap resampling")
     dtype: str = arg("float32", "dtype the models are loaded in: float32, bfloat16 or float16")
+    attacks: Optional[str] = arg(None, "attacks to run, comma-separated (see the table in the README); when not "
+                                 "given: every attack the inputs allow (recall when a non-member prefix set is "
+                                 "available, ref_* with a reference model, rmia with --reference_models)")
+    recall_prefix_file: Optional[str] = arg(None, "recall: known non-member texts whose concatenation is the prefix "
+                                            "P; when not given, --recall_prefix_n non-members are held apart as P and "
+                                            "removed from the evaluated set")
+    recall_prefix_n: int = arg(5, "recall: non-members held apart as the prefix when no --recall_prefix_file")
+    freqs: Optional[str] = arg(None, "dc_pdd: a token frequency table (make_data.py freqs --output_dir DIR) made "
+                               "with the target's tokenizer; when not given: built from the shipped corpus "
+                               "data/corpus/sentences.jsonl on first use and cached under $MEMLAB_CACHE/freqs")
+    dc_pdd_a: float = arg(0.01, "dc_pdd: upper bound a of each token's term (paper default 0.01)")
+    neighbours: int = arg(10, "neighbourhood: neighbours per item")
+    neighbour_rate: float = arg(0.1, "neighbourhood: fraction of an item's words replaced in each neighbour (at "
+                                "least one word)")
+    neighbour_model: Optional[str] = arg(None, "neighbourhood: a local masked LM directory (e.g. BERT) proposing the "
+                                         "substitutes; when not given: words drawn from the evaluated items' "
+                                         "vocabulary (neighbour_source corpus_word_substitution)")
+    reference_models: Optional[str] = arg(None, "rmia: reference model directories, comma-separated (models "
+                                          "fine-tuned on random halves of the population); their tokenizer must "
+                                          "equal the target's")
+    rmia_population: Optional[str] = arg(None, "rmia: population samples z (text file); when not given: the "
+                                         "evaluated non-members")
+    rmia_gamma: float = arg(1.0, "rmia: the likelihood-ratio threshold gamma")
+
+
+def valid_attacks(ks) -> list[str]:
+    return attacks.attack_names(ks, with_reference=True) + list(attacks.EXTRA_ATTACKS)
 
 
 def validate(args: MiaArgs) -> list[float]:
     """Every argument problem at once; returns the parsed --min_k."""
     ks = parse_list(args.min_k, float, "min_k")
+    names = parse_list(args.attacks, str, "attacks")
+    valid = valid_attacks([k for k in ks if 0 < k <= 100])
+    unknown = [a for a in names if a not in valid]
     files = bool(args.members) or bool(args.nonmembers)
     collect_errors([
         (bool(args.mia_dir) != files, "give either --mia_dir or both --members and --nonmembers"),
@@ -101,6 +134,15 @@ def validate(args: MiaArgs) -> list[float]:
         (args.padding_side in ("left", "right"), f"--padding_side must be left or right, got {args.padding_side}"),
         (args.dtype in ("float32", "bfloat16", "float16"),
          f"--dtype must be float32, bfloat16 or float16, got {args.dtype}"),
+        (args.attacks is None or (bool(names) and not unknown),
+         f"--attacks: unknown attack(s) {', '.join(unknown) or repr(args.attacks)}; valid: {', '.join(valid)}"),
+        (args.recall_prefix_n >= 0, f"--recall_prefix_n must be >= 0, got {args.recall_prefix_n}"),
+        (args.dc_pdd_a > 0, f"--dc_pdd_a must be > 0, got {args.dc_pdd_a}"),
+        (args.neighbours >= 1, f"--neighbours must be >= 1, got {args.neighbours}"),
+        (0 < args.neighbour_rate <= 1, f"--neighbour_rate must be in (0, 1], got {args.neighbour_rate}"),
+        (args.rmia_gamma > 0, f"--rmia_gamma must be > 0, got {args.rmia_gamma}"),
+        ("rmia" not in names or bool(args.reference_models),
+         "--attacks rmia needs --reference_models DIR,DIR,... (models fine-tuned on random halves of the population)"),
     ])
     return list(dict.fromkeys(ks))
 
@@ -156,6 +198,196 @@ def resolve_references(args: MiaArgs, targets: list, tok) -> list[tuple[Optional
     return refs
 
 
+def select_attacks(args: MiaArgs, ks: list[float], rows: list[dict]) -> list[str]:
+    """The attacks to run, in the fixed order of `valid_attacks`: --attacks, else every attack the inputs
+    allow. DataError when a requested attack lacks its inputs (ReCaLL without a non-member prefix set)."""
+    valid = valid_attacks(ks)
+    n_non = sum(r["split"] == "nonmember" for r in rows)
+    prefix_ok = bool(args.recall_prefix_file) or (args.recall_prefix_n >= 1 and n_non - args.recall_prefix_n >= 1)
+    if args.attacks is None:
+        chosen = [a for a in valid if (a != "recall" or (prefix_ok and (args.recall_prefix_file or n_non >= 2 * max(
+            args.recall_prefix_n, 1)))) and (a != "rmia" or bool(args.reference_models))]
+    else:
+        want = set(parse_list(args.attacks, str, "attacks"))
+        chosen = [a for a in valid if a in want]
+    if "recall" in chosen and not prefix_ok:
+        raise DataError(f"recall needs a prefix of known non-member texts: give --recall_prefix_file, or "
+                        f"--recall_prefix_n >= 1 non-members to hold apart while keeping at least one evaluated "
+                        f"(there are {n_non} non-members, --recall_prefix_n {args.recall_prefix_n})")
+    return chosen
+
+
+def recall_prefix(args: MiaArgs, rows: list[dict]) -> tuple[list[str], dict, list[dict]]:
+    """(prefix texts, their record for results.json, the rows left to evaluate). Without
+    --recall_prefix_file the first --recall_prefix_n non-members (in file order) are held apart."""
+    if args.recall_prefix_file:
+        texts = [r["text"] for r in read_texts(args.recall_prefix_file, args.text_column)]
+        evaluated = {r["text"] for r in rows}
+        clash = [t for t in texts if t in evaluated]
+        if clash:
+            raise DataError(f"--recall_prefix_file {args.recall_prefix_file}: holds an evaluated item's text "
+                            f"({clash[0]!r}); the prefix must be known non-members outside the evaluated set")
+        return texts, {"source": "--recall_prefix_file", "path": args.recall_prefix_file, "n": len(texts)}, rows
+    held = [r for r in rows if r["split"] == "nonmember"][:args.recall_prefix_n]
+    ids = {id(r) for r in held}
+    return ([r["text"] for r in held],
+            {"source": "non-members held apart (removed from the evaluated set)", "n": len(held),
+             "ids": [r["id"] for r in held]}, [r for r in rows if id(r) not in ids])
+
+
+def load_freqs(args: MiaArgs, tok) -> tuple[np.ndarray, dict]:
+    """Laplace-smoothed token frequencies for dc_pdd and the table's record (path, sha256, tokenizer)."""
+    from memlab.datagen import freqs
+
+    path = args.freqs
+    if not path:
+        path = freqs.default_table(ROOT / DEFAULT_FREQS_CORPUS, tok, args.model_name_or_path)
+    counts, record = freqs.load_table(path, tok)
+    return attacks.laplace_frequencies(counts), {**record, "built_by_default": not args.freqs}
+
+
+def make_neighbours(args: MiaArgs, rows: list[dict]) -> tuple[list[list[str]], dict]:
+    """`--neighbours` neighbour texts per row and the neighbourhood record (neighbour_source, rate, ...)."""
+    import zlib as _zlib
+
+    seeds = [[args.seed, _zlib.crc32(f"{r['split']}:{r['id']}".encode())] for r in rows]
+    if args.neighbour_model:
+        nbs = mlm_neighbours(args.neighbour_model, [r["text"] for r in rows], args.neighbours, args.neighbour_rate,
+                             seeds)
+        return nbs, {"neighbour_source": "masked_lm", "neighbour_model": args.neighbour_model,
+                     "n": args.neighbours, "rate": args.neighbour_rate, "top_k": MLM_TOP_K}
+    vocab = attacks.word_vocabulary([r["text"] for r in rows])
+    nbs = [attacks.substitute_neighbours(r["text"], vocab, args.neighbours, args.neighbour_rate, sd)
+           for r, sd in zip(rows, seeds)]
+    return nbs, {"neighbour_source": "corpus_word_substitution", "n": args.neighbours, "rate": args.neighbour_rate,
+                 "vocabulary_size": len(vocab),
+                 "note": "variant of Mattern et al. 2023: substitutes are words of the evaluated items, not a "
+                         "masked LM's proposals (pass --neighbour_model for those)"}
+
+
+MLM_TOP_K = 10
+
+
+def mlm_neighbours(model_dir: str, texts: list[str], n: int, rate: float, seeds) -> list[list[str]]:
+    """Neighbours proposed by a local masked LM (Mattern et al. 2023 use BERT): in each neighbour the chosen
+    words (attacks.replaced_positions) are replaced one after another, each by a word drawn uniformly from
+    the MLM's MLM_TOP_K most likely whole-word, alphabetic predictions for a [MASK] in its place (other
+    than the original word). Deterministic in the seeds (eval mode, no dropout)."""
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    d = Path(model_dir)
+    if not (d / "config.json").is_file():
+        raise DataError(f"--neighbour_model {model_dir}: not a model directory (no config.json)")
+    try:
+        mtok = AutoTokenizer.from_pretrained(str(d))
+        mlm = AutoModelForMaskedLM.from_pretrained(str(d)).eval()
+    except (OSError, ValueError) as e:
+        raise DataError(f"--neighbour_model {model_dir}: cannot load a masked LM ({e})") from None
+    if mtok.mask_token is None:
+        raise DataError(f"--neighbour_model {model_dir}: its tokenizer has no mask token; need a masked LM")
+    words = [(i, w) for w, i in mtok.get_vocab().items() if w.isalpha() and len(w) >= 2]
+    ok_ids = torch.tensor(sorted(i for i, _ in words))
+    id_word = dict(words)
+    out = []
+    for text, seed in zip(texts, seeds):
+        rng = np.random.default_rng(seed)
+        nbs = []
+        for _ in range(n):
+            cur = text
+            spans = [m.span() for m in attacks._WORD.finditer(cur)]
+            if not spans:
+                nbs.append(cur)
+                continue
+            for i in attacks.replaced_positions(len(spans), rate, rng)[::-1]:  # right to left: spans stay valid
+                a, b = spans[i]
+                orig = cur[a:b]
+                masked = cur[:a] + mtok.mask_token + cur[b:]
+                enc = mtok(masked, return_tensors="pt", truncation=True)
+                pos = (enc.input_ids[0] == mtok.mask_token_id).nonzero()
+                if pos.numel() == 0:  # truncated away
+                    continue
+                with torch.no_grad():
+                    logits = mlm(**enc).logits[0, int(pos[0, 0])]
+                cand_ids = ok_ids[logits[ok_ids].argsort(descending=True)]
+                cands = [id_word[int(t)] for t in cand_ids[:MLM_TOP_K + 1] if id_word[int(t)].lower() != orig.lower()]
+                new = cands[int(rng.integers(min(MLM_TOP_K, len(cands))))]
+                if orig[0].isupper():
+                    new = new[0].upper() + new[1:]
+                cur = cur[:a] + new + cur[b:]
+            nbs.append(cur)
+        out.append(nbs)
+    return out
+
+
+def trainable_parameters(model, target) -> tuple[list, str]:
+    """(parameters, kind) gradnorm differentiates: the active LoRA adapter's parameters for an adapter
+    checkpoint, else every parameter of the model but LoRA ones."""
+    from memlab.models import is_adapter_dir
+
+    named = list(model.named_parameters())
+    p = Path(str(target))
+    if p.is_dir() and is_adapter_dir(p):
+        active = model.active_adapter
+        active = active[0] if isinstance(active, (list, tuple)) else active
+        params = [t for n, t in named if "lora_" in n and f".{active}." in n]
+        if not params:
+            raise DataError(f"checkpoint {target}: adapter has no LoRA parameters to take the gradient of")
+        return params, "lora"
+    return [t for n, t in named if "lora_" not in n], "all"
+
+
+def gradient_norms(model, target, enc, accelerator=None) -> tuple[list[float], dict]:
+    """Per item, ||grad_theta NLL(x)||_2 (NLL = the mean over the item's scored tokens), one backward pass
+    per item (attacks.gradnorm_score)."""
+    import torch
+
+    params, kind = trainable_parameters(model, target)
+    flags = [t.requires_grad for t in params]
+    device = next(model.parameters()).device
+
+    def run(shard):
+        out = []
+        for it in shard:
+            ids = torch.tensor([it.input_ids], device=device)
+            with torch.enable_grad():
+                logits = model(input_ids=ids, use_cache=False).logits[0, it.score_start - 1:-1].float()
+                targets = ids[0, it.score_start:]
+                nll = -torch.log_softmax(logits, -1).gather(-1, targets[:, None]).mean()
+                grads = torch.autograd.grad(nll, params, allow_unused=True)
+            sq = sum(float(g.double().pow(2).sum()) for g in grads if g is not None)
+            out.append((it.id, sq ** 0.5))
+        return out
+
+    try:
+        for t in params:
+            t.requires_grad_(True)
+        model.eval()
+        res = distributed_map(run, list(enc), key=lambda it: it.id, result_key=lambda r: r[0],
+                              weight=lambda it: len(it.input_ids), accelerator=accelerator)
+    finally:
+        for t, f in zip(params, flags):
+            t.requires_grad_(f)
+    return [v for _, v in res], {"parameters": kind, "n_parameters": int(sum(t.numel() for t in params))}
+
+
+def resolve_reference_models(args: MiaArgs, tok) -> list[str]:
+    """--reference_models as a list; DataError when one is missing or tokenizes unlike the target."""
+    refs = split_paths(args.reference_models, "reference_models") if args.reference_models else []
+    base_dir = resolve_model_path(args.model_name_or_path)
+    for ref in refs:
+        try:
+            ref_dir = resolve_model_path(ref)
+        except DataError as e:
+            raise DataError(f"--reference_models: {e}") from None
+        try:
+            check_tokenizer_match(ref_dir, tok, base_dir)
+        except DataError as e:
+            raise DataError(f"--reference_models {ref}: its tokenizer differs from the target's, so its NLLs are "
+                            f"not comparable per item (rmia); {e}") from None
+    return refs
+
+
 def main(args: MiaArgs) -> dict:
     ks = validate(args)
     guard_output_dir(args.output_dir, "membership_inference.py", args, args.overwrite_output_dir)  # before any model loads
@@ -163,23 +395,80 @@ def main(args: MiaArgs) -> dict:
     from transformers import set_seed
 
     rows = load_items(args)
+    chosen = select_attacks(args, ks, rows)
+    extra = {}
+    prefix_texts = None
+    if "recall" in chosen:
+        prefix_texts, extra["recall"], rows = recall_prefix(args, rows)
     targets, labels = targets_and_labels(args.model_name_or_path, args.checkpoints)
     acc = Accelerator()
     set_seed(args.seed)
     tok = load_eval_tokenizer(args.model_name_or_path, targets)
     refs = resolve_references(args, targets, tok)
+    if any(a in chosen for a in ("ref_ratio", "ref_diff")) and args.attacks is not None \
+            and all(ref is None for ref, _ in refs):
+        raise DataError("--attacks ref_ratio/ref_diff need a reference model (--reference_model); none was given "
+                        "or found for any checkpoint")
+    freq_table = None
+    if "dc_pdd" in chosen:
+        freq_table, rec = load_freqs(args, tok)
+        extra["dc_pdd"] = {"a": args.dc_pdd_a, "freqs": rec}
+    rmia_refs = resolve_reference_models(args, tok) if "rmia" in chosen else []
     if acc.is_main_process:
         prepare_run_dir(args.output_dir, args, "membership_inference.py",
-                        extra={"num_processes": acc.num_processes, "min_k": ks})
+                        extra={"num_processes": acc.num_processes, "min_k": ks, "attacks": chosen})
+    keys = [f"{r['split']}:{r['id']}" for r in rows]
     # ids may repeat across the two files: score under a split-qualified key
-    enc = encode_items(tok, [{"id": f"{r['split']}:{r['id']}", "text": r["text"]} for r in rows])
+    enc = encode_items(tok, [{"id": k, "text": r["text"]} for k, r in zip(keys, rows)])
     pool = ModelPool(dtype=args.dtype, device=acc.device, fallback_base=args.model_name_or_path)
     ref_cache: dict[str, list] = {}
 
-    def score(target, keep=False, stats=False):
-        with pool.use(target, keep=keep) as model:  # one pass per model serves every attack
-            return score_items(model, enc, tok.pad_token_id, args.batch_size, args.padding_side,
+    def score(target, items=enc, keep=False, stats=False):
+        with pool.use(target, keep=keep) as model:  # one pass per model serves every per-token attack
+            return score_items(model, items, tok.pad_token_id, args.batch_size, args.padding_side,
                                token_logprobs=stats, distribution_stats=stats, accelerator=acc)
+
+    enc_cond = None
+    if "recall" in chosen:
+        p_ids = tok(" ".join(prefix_texts)).input_ids
+        # x's own tokens after the prefix; the same tokens are scored as without it (all but x's first)
+        enc_cond = [EncodedItem(f"recall|{e.id}", p_ids + e.input_ids, len(p_ids) + e.score_start) for e in enc]
+        extra["recall"].update(n_prefix_tokens=len(p_ids), separator="' ' between prefix texts; x tokenized alone")
+    enc_nb, nb_index = None, []
+    if "neighbourhood" in chosen:
+        nbs, extra["neighbourhood"] = make_neighbours(args, rows)
+        nb_items = []
+        for k, texts in zip(keys, nbs):
+            nb_index.append(list(range(len(nb_items), len(nb_items) + len(texts))))
+            nb_items += [{"id": f"nb{j}|{k}", "text": t} for j, t in enumerate(texts)]
+        enc_nb = encode_items(tok, nb_items)
+    pop_enc, same = None, None
+    if "rmia" in chosen:
+        if args.rmia_population:
+            pop_rows = read_texts(args.rmia_population, args.text_column)
+            pop_enc = encode_items(tok, [{"id": f"population:{r['id']}", "text": r["text"]} for r in pop_rows])
+            same = [-1] * len(rows)
+            pop_source = args.rmia_population
+        else:
+            non_idx = [i for i, r in enumerate(rows) if r["split"] == "nonmember"]
+            pop_enc = [enc[i] for i in non_idx]
+            where = {i: j for j, i in enumerate(non_idx)}
+            same = [where.get(i, -1) for i in range(len(rows))]
+            pop_source = "the evaluated non-members (each left out of its own comparison)"
+        if not pop_enc:
+            raise DataError("rmia: the population is empty (no non-members and no --rmia_population)")
+        rmia_ref_nll, rmia_ref_pop = [], []
+        for ref in rmia_refs:
+            with pool.use(ref) as model:
+                rmia_ref_nll.append([s.loss for s in score_items(model, enc, tok.pad_token_id, args.batch_size,
+                                                                 args.padding_side, accelerator=acc)])
+                rmia_ref_pop.append([s.loss for s in score_items(model, pop_enc, tok.pad_token_id, args.batch_size,
+                                                                 args.padding_side, accelerator=acc)]
+                                    if args.rmia_population else [rmia_ref_nll[-1][i] for i in non_idx])
+        extra["rmia"] = {"reference_models": rmia_refs, "gamma": args.rmia_gamma, "population": pop_source,
+                         "n_population": len(pop_enc),
+                         "p_x_given_theta": "exp(-mean token NLL) (geometric-mean token probability, as Privacy "
+                                            "Meter's LLM signal); p(x) = mean over the reference models"}
 
     items, per_ckpt = [], []
     extra_cols = [c for c in ("fact_id", "source_id", "canary") if any(c in r for r in rows)]
@@ -188,18 +477,45 @@ def main(args: MiaArgs) -> dict:
         if key is not None and key not in ref_cache:
             ref_cache[key] = score(ref, keep=True)  # kept: often the base that later adapters load onto
         ref_scores = ref_cache.get(key)
-        names = attacks.attack_names(ks, with_reference=ref is not None)
+        names = [a for a in chosen if a in attacks.attack_names(ks, with_reference=ref is not None)
+                 or a in attacks.EXTRA_ATTACKS]
+        target_scores = score(target, stats=True)
+        more: dict[str, list[float]] = {}
+        ckpt_extra = {}
+        if enc_cond is not None:
+            cond = score(target, enc_cond, stats=True)
+            more["recall"] = [attacks.recall_score(c.token_logprobs, s.token_logprobs)
+                              for c, s in zip(cond, target_scores)]
+        if freq_table is not None:
+            more["dc_pdd"] = [attacks.dc_pdd_score(e.input_ids[e.score_start:], s.token_logprobs, freq_table,
+                                                   args.dc_pdd_a) for e, s in zip(enc, target_scores)]
+        if enc_nb is not None:
+            nb_scores = score(target, enc_nb)
+            more["neighbourhood"] = [attacks.neighbourhood_score(s.loss, [nb_scores[j].loss for j in idx])
+                                     for s, idx in zip(target_scores, nb_index)]
+        if "gradnorm" in chosen:
+            with pool.use(target) as model:
+                norms, ckpt_extra["gradnorm"] = gradient_norms(model, target, enc, acc)
+            more["gradnorm"] = [attacks.gradnorm_score(v) for v in norms]
+        if "rmia" in chosen:
+            pop_t = ([target_scores[i].loss for i in non_idx] if not args.rmia_population
+                     else [s.loss for s in score(target, pop_enc)])
+            more["rmia"] = attacks.rmia_scores([s.loss for s in target_scores], rmia_ref_nll, pop_t, rmia_ref_pop,
+                                               args.rmia_gamma, same).tolist()
         ckpt_rows = []
-        for j, (r, s) in enumerate(zip(rows, score(target, stats=True))):
+        for j, (r, s) in enumerate(zip(rows, target_scores)):
             ref_nll = ref_scores[j].loss if ref_scores else None
             row = {"id": r["id"], **{c: r.get(c) for c in extra_cols}, "split": r["split"],
                    "canary_copies": r["canary_copies"], "checkpoint": label, "target_nll": s.loss,
                    "reference_nll": ref_nll, "n_tokens": s.n_tokens, "zlib_bytes": attacks.zlib_bytes(r["text"])}
-            row.update(attacks.attack_scores(s.token_logprobs, r["text"], s.token_mu, s.token_var, ks,
-                                         target_nll=s.loss, reference_nll=ref_nll))
+            per_token = attacks.attack_scores(s.token_logprobs, r["text"], s.token_mu, s.token_var, ks,
+                                              target_nll=s.loss, reference_nll=ref_nll)
+            row.update({a: v for a, v in per_token.items() if a in names})
+            row.update({a: v[j] for a, v in more.items()})
             ckpt_rows.append(row)
         items += ckpt_rows
         per_ckpt.append(summarize(ckpt_rows, names, target, label, ref, rule, args))
+        per_ckpt[-1].update(ckpt_extra)
         if acc.is_main_process:
             ref_note = f"reference {Path(str(ref)).name}" if ref else "no reference"
             attacks.plot_roc({a: ([r[a] for r in ckpt_rows], [int(r["split"] == "member") for r in ckpt_rows])
@@ -210,7 +526,7 @@ def main(args: MiaArgs) -> dict:
                "n_members": sum(r["split"] == "member" for r in rows),
                "n_nonmembers": sum(r["split"] == "nonmember" for r in rows), "min_k": ks,
                "sign": "higher score = more member-like; members are the positive class",
-               "checkpoints": per_ckpt}
+               "attacks": chosen, **extra, "checkpoints": per_ckpt}
     if acc.is_main_process:
         write_csv_atomic(Path(args.output_dir) / "items.csv", items)
         write_results(args.output_dir, results)

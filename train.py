@@ -285,38 +285,50 @@ def restore_after_prepare(acc, ckpt: Optional[Path], scheduler, ds) -> None:
         training.set_rng_state(torch.load(ckpt / "trainer_state" / f"rng_{acc.process_index}.pt", weights_only=False))
 
 
-def finish(args: TrainArgs, acc, model, save, save_exp: set, state: training.TrainState, examples: list[dict],
-           lengths: list[int], steps_per_epoch: int, t_start: float, loop_s: float, evaluator,
-           eval_labels: list[str]) -> dict:
-    """The end of a finished run: the final weights (final/ unless the last exposure was saved as a
-    checkpoint), results.json (with each rank's parameter digest and the in-training eval summary), and
-    no resume state left behind."""
-    out, world = Path(args.output_dir), acc.num_processes
-    final = out / "checkpoints" / f"exposure_{args.num_exposures}"
-    if args.num_exposures not in save_exp:
-        final = out / "final"
-        save(final, with_optimizer=False)
-    digests = acc.gather_for_metrics([training.param_digest(acc.unwrap_model(model))], use_gather_object=True)
-    results = training.summarize_run(out, examples, lengths, args, world, steps_per_epoch, time.time() - t_start,
-                              state, final, digests)
-    results["distributed_type"] = str(acc.distributed_type)
-    results["train_loop_s"] = round(loop_s, 2)  # training steps only (no eval, no final save), this invocation
-    if evaluator is not None:
-        results["eval"] = evaluator.finalize(eval_labels)
-        results["eval"]["train_loop_s"] = results["train_loop_s"]
-    if acc.is_main_process:
-        shutil.rmtree(out / "resume", ignore_errors=True)  # a finished run needs no resume state
-        write_results(out, results)
-    acc.wait_for_everyone()
-    acc.end_training()
-    return results
+@dataclass
+class Job:
+    """Everything the steps of one training run share (built by `setup`, advanced by `train_loop`)."""
+    args: TrainArgs
+    acc: object
+    tok: object
+    model: object
+    optimizer: object
+    scheduler: object
+    state: training.TrainState
+    examples: list
+    lengths: list
+    window: int                      # micro-batches per optimizer step over all ranks (world * grad accum)
+    steps_per_epoch: int
+    total_steps: int
+    save_exp: set
+    save_steps: set
+    eval_exp: set
+    eval_steps: set
+    eval_labels: list
+    evaluator: Optional[InTrainingEval]
+    fingerprint: dict
+    stop: dict                       # {"flag": bool}: a signal arrived (set by the handler)
+    t_start: float = 0.0
+
+    @property
+    def out(self) -> Path:
+        return Path(self.args.output_dir)
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This epoch's global micro-batches, padded (recycled) to full windows of world * grad accum."""
+        return training.padded_epoch_batches(self.lengths, self.args.batch_size, self.args.seed, epoch, self.window,
+                                             shuffle=not self.args.no_shuffle)
+
+    def save(self, path: Path, with_optimizer: bool) -> None:
+        training.save_checkpoint(self.acc, self.model, self.tok, self.optimizer, self.scheduler, self.state,
+                                 self.fingerprint, path, with_optimizer=with_optimizer, merge=self.args.merge_on_save,
+                                 keep_optimizer_state=self.args.keep_optimizer_state, run_dir=self.out)
 
 
-def main(args: TrainArgs) -> dict:
+def setup(args: TrainArgs) -> Job:
+    """Output directory, accelerator, data, model, optimizer and schedule, run directory, resume state."""
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
-    validate(args)
     # the output-directory rule, before any model loads; the same configuration without --resume re-runs from
     # scratch into the emptied directory (never merged with the old checkpoints)
     if guard_output_dir(args.output_dir, "train.py", args, args.overwrite_output_dir) == "same" and not args.resume:
@@ -326,10 +338,9 @@ def main(args: TrainArgs) -> dict:
     out = Path(args.output_dir)
     world, ga = acc.num_processes, args.gradient_accumulation_steps
 
-    # ---- data: one item per sequence, labels masked per --loss_on
+    # ---- data: one item per sequence, labels masked per --loss_on; eval inputs checked before any model loads
     tok = load_tokenizer(args.init_from or args.model_name_or_path, args.trust_remote_code)
     examples, kinds, train_paths = load_data(args, tok)
-    # eval inputs are read (and checked) before any model is loaded
     eval_probes, eval_pairs = read_eval_inputs(args.eval_probes_file, args.eval_seen_file, args.eval_unseen_file)
     data_files = train_paths + [f for f in (args.eval_probes_file, args.eval_seen_file, args.eval_unseen_file) if f]
     fingerprints = {str(f): file_digest(f) for f in data_files} if acc.is_main_process else {}
@@ -344,16 +355,14 @@ def main(args: TrainArgs) -> dict:
         raise DataError(f"{args.train_file}: no item has tokens to learn from")
     lengths = [len(e["input_ids"]) for e in examples]
 
-    # ---- schedule: global batches per epoch, padded (recycled) to full windows of world * ga
+    # ---- schedule
     window = world * ga
-    def epoch_batches(epoch: int) -> list[list[int]]:
-        return training.padded_epoch_batches(lengths, args.batch_size, args.seed, epoch, window, shuffle=not args.no_shuffle)
-    steps_per_epoch = len(epoch_batches(0)) // window
+    steps_per_epoch = len(training.padded_epoch_batches(lengths, args.batch_size, args.seed, 0, window,
+                                                        shuffle=not args.no_shuffle)) // window
     total_steps = steps_per_epoch * args.num_exposures
     save_exp = set(cli.parse_list(args.save_exposures, int, "save_exposures"))
-    save_steps = training.steps_from_spec(args.save_steps, total_steps, "save_steps")
-    eval_exp, eval_steps_set, eval_labels = eval_points(args, steps_per_epoch, total_steps)
-
+    save_steps = set(training.steps_from_spec(args.save_steps, total_steps, "save_steps"))
+    eval_exp, eval_steps, eval_labels = eval_points(args, steps_per_epoch, total_steps)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer = training.adamw_with_groups(model, args.learning_rate, args.weight_decay)
@@ -386,94 +395,155 @@ def main(args: TrainArgs) -> dict:
                                    fingerprint=fingerprint, fresh=not args.resume)
     model, optimizer = acc.prepare(model, optimizer)
     restore_after_prepare(acc, ckpt, scheduler, ds)
+    return Job(args, acc, tok, model, optimizer, scheduler, state, examples, lengths, window, steps_per_epoch,
+               total_steps, save_exp, save_steps, eval_exp, eval_steps, eval_labels, evaluator, fingerprint,
+               install_signal_handlers())
 
-    def save(path: Path, with_optimizer: bool) -> None:
-        training.save_checkpoint(acc, model, tok, optimizer, scheduler, state, fingerprint, path,
-                          with_optimizer=with_optimizer, merge=args.merge_on_save,
-                          keep_optimizer_state=args.keep_optimizer_state, run_dir=out)
 
+def install_signal_handlers() -> dict:
+    """SIGTERM, SIGUSR1 and Ctrl-C (SIGINT) set the stop flag: the loop saves resume state after the current
+    step; a second Ctrl-C stops at once (the first one's state save may be lost)."""
     stop = {"flag": False}
+
     def on_signal(signum, frame):
         if signum == signal.SIGINT and stop["flag"]:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once (the first one's state save may be lost)
+            raise KeyboardInterrupt
         stop["flag"] = True
-    for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):  # Ctrl-C saves resume state like a preemption
+    for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(s, on_signal)
+    return stop
 
-    def evaluate_here(signalled: bool = False) -> None:
-        """Evaluate at the current position if it is an eval point (skipped when already done); on a
-        signal the state is saved first and the point is evaluated when the run resumes."""
-        if evaluator is None or signalled:
-            return
-        if state.batch_in_epoch == 0 and state.epoch in eval_exp:
-            tracking.log(acc, args.report_to, evaluator(model, eval_label(exposure=state.epoch)), state.step, "eval/")
-        if state.step in eval_steps_set:
-            tracking.log(acc, args.report_to, evaluator(model, eval_label(step=state.step)), state.step, "eval/")
 
-    # ---- train
-    model.train()
-    t_start = time.time()
-    evaluate_here()  # exposure 0 (before training) when asked; on resume, a point the signal interrupted
-    bar = tqdm(total=total_steps, initial=state.step, disable=not acc.is_local_main_process, desc="train")
-    log_loss, log_tokens, log_padded, log_t = [], 0, 0, time.time()
-    while state.epoch < args.num_exposures:
-        batches = epoch_batches(state.epoch)
-        epoch_now = state.epoch
-        while state.epoch == epoch_now:
-            win = batches[state.batch_in_epoch: state.batch_in_epoch + window]
-            for mb in win[acc.process_index::world]:
-                batch = training.collate([examples[i] for i in mb], tok.pad_token_id)
-                log_tokens += int(batch["attention_mask"].sum())
-                log_padded += batch["attention_mask"].numel()
-                with acc.accumulate(model):
-                    loss, _ = training.causal_lm_loss(model, {k: v.to(acc.device) for k, v in batch.items()})
-                    acc.backward(loss)
-                    if acc.sync_gradients and args.max_grad_norm:
-                        acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                log_loss.append(loss.detach().float())
-            scheduler.step()
-            state.step += 1
-            state.batch_in_epoch += len(win)
-            if state.batch_in_epoch >= len(batches):
-                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            stats = torch.tensor([torch.stack(log_loss).mean().item(), log_tokens, log_padded, float(stop["flag"])])
-            if world > 1:  # one small all-reduce: mean loss, token counts, and "any rank was signalled"
-                stats = acc.reduce(stats.to(acc.device), reduction="sum").cpu()
-                stats[0] /= world
-            state.tokens_seen += int(stats[1])
-            if state.step % args.logging_steps == 0 or stats[3] > 0:
-                row = {"step": state.step, "exposure": round(state.step / steps_per_epoch, 4),
-                       "epoch": math.ceil(state.step / steps_per_epoch), "loss": round(float(stats[0]), 6),
-                       "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(float(stats[1]) / (time.time() - log_t), 1),
-                       "padding_fraction": round(1 - float(stats[1]) / float(stats[2]), 4), "tokens_seen": state.tokens_seen}
-                if acc.is_main_process:
-                    append_jsonl(out / "metrics.jsonl", row)
-                tracking.log(acc, args.report_to, row, state.step, "train/")
-                bar.set_postfix(exposure=row["exposure"], loss=row["loss"])
-                log_loss, log_tokens, log_padded, log_t = [], 0, 0, time.time()
+def evaluate_here(job: Job, signalled: bool = False) -> None:
+    """Evaluate at the current position if it is an eval point (skipped when already done); on a signal the
+    state is saved first and the point is evaluated when the run resumes."""
+    if job.evaluator is None or signalled:
+        return
+    state, args = job.state, job.args
+    if state.batch_in_epoch == 0 and state.epoch in job.eval_exp:
+        tracking.log(job.acc, args.report_to, job.evaluator(job.model, eval_label(exposure=state.epoch)), state.step, "eval/")
+    if state.step in job.eval_steps:
+        tracking.log(job.acc, args.report_to, job.evaluator(job.model, eval_label(step=state.step)), state.step, "eval/")
+
+
+def train_step(job: Job, batches: list[list[int]], log: dict) -> None:
+    """One optimizer step: this rank's micro-batches of the current window, gradients accumulated."""
+    acc, model, args = job.acc, job.model, job.args
+    win = batches[job.state.batch_in_epoch: job.state.batch_in_epoch + job.window]
+    for mb in win[acc.process_index::acc.num_processes]:
+        batch = training.collate([job.examples[i] for i in mb], job.tok.pad_token_id)
+        log["tokens"] += int(batch["attention_mask"].sum())
+        log["padded"] += batch["attention_mask"].numel()
+        with acc.accumulate(model):
+            loss, _ = training.causal_lm_loss(model, {k: v.to(acc.device) for k, v in batch.items()})
+            acc.backward(loss)
+            if acc.sync_gradients and args.max_grad_norm:
+                acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            job.optimizer.step()
+            job.optimizer.zero_grad()
+        log["loss"].append(loss.detach().float())
+    job.scheduler.step()
+    job.state.step += 1
+    job.state.batch_in_epoch += len(win)
+    if job.state.batch_in_epoch >= len(batches):
+        job.state.epoch, job.state.batch_in_epoch = job.state.epoch + 1, 0
+
+
+def log_step(job: Job, log: dict) -> bool:
+    """Reduce this step's loss and token counts over ranks, write a metrics.jsonl row every --logging_steps
+    (and on a signal); returns whether any rank was signalled."""
+    acc, state = job.acc, job.state
+    stats = torch.tensor([torch.stack(log["loss"]).mean().item(), log["tokens"], log["padded"], float(job.stop["flag"])])
+    if acc.num_processes > 1:  # one small all-reduce: mean loss, token counts, and "any rank was signalled"
+        stats = acc.reduce(stats.to(acc.device), reduction="sum").cpu()
+        stats[0] /= acc.num_processes
+    state.tokens_seen += int(stats[1])
+    signalled = bool(stats[3] > 0 or (job.stop["flag"] and acc.num_processes == 1))
+    if state.step % job.args.logging_steps == 0 or stats[3] > 0:
+        row = {"step": state.step, "exposure": round(state.step / job.steps_per_epoch, 4),
+               "epoch": math.ceil(state.step / job.steps_per_epoch), "loss": round(float(stats[0]), 6),
+               "lr": job.scheduler.get_last_lr()[0], "tokens_per_s": round(float(stats[1]) / (time.time() - log["t"]), 1),
+               "padding_fraction": round(1 - float(stats[1]) / float(stats[2]), 4), "tokens_seen": state.tokens_seen}
+        if acc.is_main_process:
+            append_jsonl(job.out / "metrics.jsonl", row)
+        tracking.log(acc, job.args.report_to, row, state.step, "train/")
+        log.update(loss=[], tokens=0, padded=0, t=time.time(), postfix={"exposure": row["exposure"], "loss": row["loss"]})
+    return signalled
+
+
+def after_step(job: Job, signalled: bool) -> None:
+    """Eval and checkpoints due at this step; on a signal, resume state saved and exit 75."""
+    state, args, acc = job.state, job.args, job.acc
+    evaluate_here(job, signalled)
+    if state.batch_in_epoch == 0 and state.epoch in job.save_exp:
+        job.save(job.out / "checkpoints" / f"exposure_{state.epoch}", with_optimizer=True)
+    if state.step in job.save_steps:
+        job.save(job.out / "checkpoints" / f"step_{state.step:07d}", with_optimizer=True)
+    if args.debug_signal_at_step and state.step == args.debug_signal_at_step and acc.is_main_process:
+        signal.raise_signal(signal.SIGUSR1)
+        job.stop["flag"] = True
+        signalled = signalled or acc.num_processes == 1
+    if signalled:
+        job.save(job.out / "resume", with_optimizer=True)
+        acc.print(f"signal received: state saved to {job.out / 'resume'} at step {state.step}; "
+                  f"rerun with --resume (exit {EXIT_REQUEUE})")
+        acc.end_training()
+        sys.exit(EXIT_REQUEUE)
+
+
+def train_loop(job: Job) -> float:
+    """The exposures from the current state to the end; returns the seconds spent in training steps."""
+    from tqdm.auto import tqdm
+
+    job.model.train()
+    job.t_start = time.time()
+    evaluate_here(job)  # exposure 0 (before training) when asked; on resume, a point the signal interrupted
+    bar = tqdm(total=job.total_steps, initial=job.state.step, disable=not job.acc.is_local_main_process, desc="train")
+    log = {"loss": [], "tokens": 0, "padded": 0, "t": time.time()}
+    while job.state.epoch < job.args.num_exposures:
+        batches = job.epoch_batches(job.state.epoch)
+        epoch_now = job.state.epoch
+        while job.state.epoch == epoch_now:
+            train_step(job, batches, log)
+            signalled = log_step(job, log)
+            if "postfix" in log:
+                bar.set_postfix(**log.pop("postfix"))
             bar.update(1)
-            evaluate_here(signalled=bool(stats[3] > 0 or (stop["flag"] and world == 1)))
-            if state.batch_in_epoch == 0 and state.epoch in save_exp:
-                save(out / "checkpoints" / f"exposure_{state.epoch}", with_optimizer=True)
-            if state.step in save_steps:
-                save(out / "checkpoints" / f"step_{state.step:07d}", with_optimizer=True)
-            if args.debug_signal_at_step and state.step == args.debug_signal_at_step and acc.is_main_process:
-                signal.raise_signal(signal.SIGUSR1)
-                stop["flag"] = True
-            if stats[3] > 0 or (stop["flag"] and world == 1):
-                save(out / "resume", with_optimizer=True)
-                acc.print(f"signal received: state saved to {out / 'resume'} at step {state.step}; "
-                          f"rerun with --resume (exit {EXIT_REQUEUE})")
-                acc.end_training()
-                sys.exit(EXIT_REQUEUE)
+            after_step(job, signalled)
     bar.close()
-    loop_s = time.time() - t_start - (evaluator.eval_s_this_run if evaluator else 0.0)
+    return time.time() - job.t_start - (job.evaluator.eval_s_this_run if job.evaluator else 0.0)
 
-    # ---- final weights and results
-    return finish(args, acc, model, save, save_exp, state, examples, lengths, steps_per_epoch, t_start, loop_s,
-                  evaluator, eval_labels)
+
+def finish(job: Job, loop_s: float) -> dict:
+    """The end of a finished run: the final weights (final/ unless the last exposure was saved as a
+    checkpoint), results.json (with each rank's parameter digest and the in-training eval summary), and
+    no resume state left behind."""
+    args, acc, out = job.args, job.acc, job.out
+    final = out / "checkpoints" / f"exposure_{args.num_exposures}"
+    if args.num_exposures not in job.save_exp:
+        final = out / "final"
+        job.save(final, with_optimizer=False)
+    digests = acc.gather_for_metrics([training.param_digest(acc.unwrap_model(job.model))], use_gather_object=True)
+    results = training.summarize_run(out, job.examples, job.lengths, args, acc.num_processes, job.steps_per_epoch,
+                                     time.time() - job.t_start, job.state, final, digests)
+    results["distributed_type"] = str(acc.distributed_type)
+    results["train_loop_s"] = round(loop_s, 2)  # training steps only (no eval, no final save), this invocation
+    if job.evaluator is not None:
+        results["eval"] = job.evaluator.finalize(job.eval_labels)
+        results["eval"]["train_loop_s"] = results["train_loop_s"]
+    if acc.is_main_process:
+        shutil.rmtree(out / "resume", ignore_errors=True)  # a finished run needs no resume state
+        write_results(out, results)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return results
+
+
+def main(args: TrainArgs) -> dict:
+    """setup -> train_loop -> finish."""
+    validate(args)
+    job = setup(args)
+    return finish(job, train_loop(job))
 
 
 if __name__ == "__main__":

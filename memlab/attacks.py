@@ -7,12 +7,20 @@ Notation for one item x = (x_1 .. x_n) whose n scored tokens have log-probs l_t 
 (natural log, nats) under the target model:
     NLL(x)          = -(1/n) sum_t l_t                       (mean token NLL, docs/DESIGN.md §6.1 "per-item loss")
     loss            = -NLL(x)                                (Yeom et al. 2018)
-    zlib            = -(n * NLL(x)) / Z(x),  Z(x) = len(zlib.compress(utf8(x)))   (Carlini et al. 2021)
+    zlib            = -NLL(x) / Z(x),  Z(x) = len(zlib.compress(utf8(x)))     (Carlini et al. 2021, as in mimir)
+    zlib_total      = -(n * NLL(x)) / Z(x)                   (memlab's earlier zlib: total, not mean, NLL)
     min_k_{k}       = mean of the m lowest l_t,  m = max(1, floor(k n / 100))     (Shi et al. 2024)
     min_k_pp_{k}    = mean of the m lowest z_t,  z_t = (l_t - mu_t) / sigma_t     (Zhang et al. 2024)
                       mu_t = E_{v~p(.|x_<t)}[log p(v|x_<t)], sigma_t^2 = Var_{v~p(.|x_<t)}[log p(v|x_<t)]
     ref_ratio       = -NLL_target(x) / NLL_reference(x)     (the LoRA-rank seed study's ratio attack)
     ref_diff        = NLL_reference(x) - NLL_target(x)       (Carlini et al. 2021 / Mireshghallah 2022)
+    recall          = -LL(x | P) / LL(x),  LL = mean token log-prob, P = non-member prefix   (Xie et al. 2024)
+    dc_pdd          = mean over the first occurrence of each token of min(p_t * log(1 / f(x_t)), a)
+                      f = Laplace-smoothed token frequency in a reference corpus   (Zhang et al. 2024)
+    neighbourhood   = mean_j NLL(x~_j) - NLL(x),  x~_j = x with words replaced   (Mattern et al. 2023)
+    gradnorm        = -|| grad_theta NLL(x) ||_2  (theta: LoRA parameters of an adapter, else all)
+    rmia            = Pr_z[ LR(x, z) > gamma ],  LR(x, z) = (p(x|theta)/p(x)) / (p(z|theta)/p(z)),
+                      p(.|theta) = exp(-NLL), p(.) = mean over reference models    (Zarifzadeh et al. 2024)
 
 Metrics per attack: ROC AUC and TPR at 1% and 0.1% FPR (memlab.metrics), each with a percentile bootstrap
 95% CI that resamples members and non-members separately (stratified).
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -58,12 +67,23 @@ def zlib_bytes(text: str) -> int:
 
 
 def zlib_score(token_logprobs: Sequence[float], text: str) -> float:
-    """zlib = -(total NLL in nats) / Z(x) = (sum_t log p(x_t | x_<t)) / len(zlib.compress(utf8(text))).
+    """zlib = -NLL(x) / Z(x) = ((1/n) sum_t log p(x_t | x_<t)) / len(zlib.compress(utf8(text))).
 
-    The target's code length for the item over a generic compressor's: a text that is merely simple
-    (repetitive, short words) is cheap for both, a memorized one only for the model. Carlini et al. 2021
-    divide log-perplexity by zlib entropy; we use the total NLL (n * mean NLL), so numerator and
-    denominator both grow with the length of the text.
+    Carlini et al. 2021 ("Extracting Training Data from Large Language Models", §5.2: the ratio of the
+    log-perplexity to the zlib entropy), as implemented in mimir (mean log-likelihood / zlib bytes). Negated
+    log-perplexity so that higher = more member-like: a text that is merely simple is cheap for both the
+    model and zlib, a memorized one only for the model.
+    """
+    return float(_logprobs(token_logprobs).mean() / zlib_bytes(text))
+
+
+def zlib_total_score(token_logprobs: Sequence[float], text: str) -> float:
+    """zlib_total = -(total NLL in nats) / Z(x) = (sum_t log p(x_t | x_<t)) / len(zlib.compress(utf8(text))).
+
+    memlab's earlier `zlib`, kept under this name: it divides the TOTAL NLL (n * mean NLL), so numerator and
+    denominator both grow with the length of the text. It is NOT the published attack (Carlini et al. 2021
+    divide the mean NLL, see `zlib_score`); on held-out sentences the two rank items differently (issue 13:
+    AUC 0.40 vs 0.66), so results labelled `zlib` now follow the paper.
     """
     return float(_logprobs(token_logprobs).sum() / zlib_bytes(text))
 
@@ -111,10 +131,166 @@ def reference_difference_score(target_nll: float, reference_nll: float) -> float
     return float(reference_nll - target_nll)
 
 
+def recall_score(conditional_logprobs: Sequence[float], token_logprobs: Sequence[float]) -> float:
+    """recall = -LL(x | P) / LL(x), ReCaLL (Xie et al. 2024, "ReCaLL: Membership Inference via Relative
+    Conditional Log-Likelihoods"), LL = mean token log-likelihood of x's tokens (the same tokens in both:
+    only x's tokens are scored after the prefix P of known non-member texts).
+
+    The paper's score is the ratio LL(x|P) / LL(x); its evaluation (the official code's ROC on -score) takes
+    a LOWER ratio as member, so we negate it (higher = more member-like)."""
+    cond, lp = _logprobs(conditional_logprobs), _logprobs(token_logprobs)
+    ll = lp.mean()
+    if ll == 0:
+        raise ValueError("recall: LL(x) is 0 (every token has probability 1); the ratio is undefined")
+    return float(-cond.mean() / ll)
+
+
+def laplace_frequencies(counts: Sequence[int]) -> np.ndarray:
+    """f(v) = (count(v) + 1) / (sum_u count(u) + V): Laplace-smoothed token frequencies (DC-PDD, Zhang et al.
+    2024, as in their reference implementation), V = number of token ids."""
+    c = np.asarray(counts, dtype=np.float64)
+    return (c + 1.0) / (c.sum() + c.size)
+
+
+def first_occurrences(token_ids: Sequence[int]) -> list[int]:
+    """Positions of the first occurrence of each distinct token id, in order (DC-PDD's FOS)."""
+    seen, out = set(), []
+    for i, t in enumerate(token_ids):
+        if int(t) not in seen:
+            seen.add(int(t))
+            out.append(i)
+    return out
+
+
+def dc_pdd_score(token_ids: Sequence[int], token_logprobs: Sequence[float], frequencies: Sequence[float],
+                 a: float = 0.01) -> float:
+    """dc_pdd = (1/|FOS|) sum_{i in FOS} min(alpha_i, a),  alpha_i = p(x_i; M) * log(1 / f(x_i)).
+
+    Zhang et al. 2024, "Pretraining Data Detection for Large Language Models: A Divergence-based Calibration
+    Method" (EMNLP): p(x_i; M) = the model's probability of the i-th scored token, f = Laplace-smoothed
+    token frequencies in a reference corpus (`laplace_frequencies`), FOS = the first occurrence of each
+    distinct token among the scored tokens, a = the upper bound (paper default 0.01). alpha_i is the token's
+    cross-entropy term between the model's token probability and the corpus frequency: a token that is
+    likely under the model but rare in general text points at training data. Higher = more member-like (as
+    in the paper; the reference code negates it for its lower-is-member ROC). `token_ids[j]` is the id
+    whose log-prob is token_logprobs[j]. The reference code scores the first text token after an injected
+    EOS; memlab scores the tokens the shared scorer scores (all but the first, which has no context).
+    """
+    lp = _logprobs(token_logprobs)
+    ids = np.asarray(token_ids, dtype=np.int64)
+    if ids.shape != lp.shape:
+        raise ValueError(f"token_ids {ids.shape} must match token_logprobs {lp.shape}")
+    f = np.asarray(frequencies, dtype=np.float64)
+    if ids.max() >= f.size or ids.min() < 0:
+        raise ValueError(f"token id {int(ids.max())} outside the frequency table ({f.size} ids)")
+    idx = first_occurrences(ids.tolist())
+    alpha = np.exp(lp[idx]) * -np.log(f[ids[idx]])
+    return float(np.minimum(alpha, a).mean())
+
+
+def neighbourhood_score(target_nll: float, neighbour_nlls: Sequence[float]) -> float:
+    """neighbourhood = (1/N) sum_j NLL(x~_j) - NLL(x): Mattern et al. 2023, "Membership Inference Attacks
+    against Language Models via Neighbourhood Comparison" (Findings of ACL). The paper thresholds
+    L(x) - mean_j L(x~_j) (lower = member); negated here so higher = more member-like. x~_j are neighbours of
+    x made by word replacement (membership_inference.py: a masked LM's substitutes, or the fallback)."""
+    nb = np.asarray(neighbour_nlls, dtype=np.float64)
+    if nb.ndim != 1 or nb.size == 0:
+        raise ValueError("neighbourhood: need at least one neighbour NLL")
+    return float(nb.mean() - target_nll)
+
+
+def gradnorm_score(grad_norm: float) -> float:
+    """gradnorm = -||grad_theta NLL(x)||_2: the L2 norm of the gradient of the item's mean token NLL w.r.t.
+    the trainable parameters theta (LoRA parameters of an adapter, else all), negated: training drives a
+    member's gradient towards 0 (gradient-norm attack as in mimir / Maini et al. 2024 "LLM Dataset Inference";
+    mimir averages per-tensor norms, we take the norm of the whole gradient)."""
+    return float(-grad_norm)
+
+
+def rmia_scores(target_nll: Sequence[float], reference_nlls: Sequence[Sequence[float]],
+                population_target_nll: Sequence[float], population_reference_nlls: Sequence[Sequence[float]],
+                gamma: float = 1.0, same: Sequence[int] | None = None) -> np.ndarray:
+    """rmia(x) = |{z in Z : LR(x, z) > gamma}| / |Z|,  LR(x, z) = [p(x|theta) / p(x)] / [p(z|theta) / p(z)].
+
+    Zarifzadeh et al. 2024, "Low-Cost High-Power Membership Inference Attacks" (ICML), with K reference
+    models theta_k trained on random halves of the population: p(x) = (1/K) sum_k p(x|theta_k) (the
+    average over IN and OUT reference models). For a language model p(x|theta) = exp(-NLL(x)), the
+    geometric-mean token probability (exp of the mean token log-prob), as Privacy Meter's LLM signal.
+    Z = population samples (non-members); `same[i]` = the index in Z of item i itself (or -1), left out of its
+    own comparison. reference_nlls: K x n, population_reference_nlls: K x m. Higher = more member-like.
+    """
+    def ratio(t, refs):
+        t, refs = np.asarray(t, np.float64), np.atleast_2d(np.asarray(refs, np.float64))
+        # log p(x|theta) - log mean_k p(x|theta_k), in log space for stability
+        lse = np.logaddexp.reduce(-refs, axis=0) - np.log(refs.shape[0])
+        return -t - lse
+
+    rx, rz = ratio(target_nll, reference_nlls), ratio(population_target_nll, population_reference_nlls)
+    log_gamma = np.log(gamma)
+    out = np.empty(rx.size)
+    for i, v in enumerate(rx):
+        above = (v - rz) > log_gamma
+        n = rz.size
+        if same is not None and same[i] >= 0:
+            above[same[i]] = False
+            n -= 1
+        if n <= 0:
+            raise ValueError("rmia: the population is empty")
+        out[i] = above.sum() / n
+    return out
+
+
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def word_vocabulary(texts: Sequence[str]) -> list[str]:
+    """The substitute words of the offline neighbourhood fallback: every alphabetic word (2+ letters,
+    lower-cased) of `texts`, sorted."""
+    return sorted({w.lower() for t in texts for w in _WORD.findall(t) if len(w) >= 2})
+
+
+def replaced_positions(n_words: int, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """max(1, round(rate * n_words)) distinct word positions (at most n_words), in increasing order."""
+    m = min(n_words, max(1, int(round(rate * n_words))))
+    return np.sort(rng.choice(n_words, size=m, replace=False))
+
+
+def substitute_neighbours(text: str, vocabulary: Sequence[str], n: int, rate: float, seed) -> list[str]:
+    """`n` neighbours of `text` (the `corpus_word_substitution` fallback of the neighbourhood attack): in
+    each, a fraction `rate` of the words (at least one) is replaced by a word drawn uniformly from
+    `vocabulary` (another word than the original; capitalisation of the first letter kept). Deterministic
+    in `seed` (e.g. [run seed, crc32 of the item id]). A text without words comes back unchanged."""
+    spans = [m.span() for m in _WORD.finditer(text)]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        if not spans or len(vocabulary) < 2:
+            out.append(text)
+            continue
+        pieces, last = [], 0
+        for i in replaced_positions(len(spans), rate, rng):
+            a, b = spans[i]
+            word = text[a:b]
+            new = word.lower()
+            while new == word.lower():
+                new = vocabulary[int(rng.integers(len(vocabulary)))]
+            if word[0].isupper():
+                new = new[0].upper() + new[1:]
+            pieces += [text[last:a], new]
+            last = b
+        out.append("".join(pieces) + text[last:])
+    return out
+
+
 def attack_names(min_k: Sequence[float] = DEFAULT_MIN_K, with_reference: bool = True) -> list[str]:
-    """Score column names in a fixed order: loss, zlib, min_k_{k}..., min_k_pp_{k}..., ref_ratio, ref_diff."""
-    names = ["loss", "zlib"] + [f"min_k_{_k(k)}" for k in min_k] + [f"min_k_pp_{_k(k)}" for k in min_k]
+    """Score column names in a fixed order: loss, zlib, zlib_total, min_k_{k}..., min_k_pp_{k}..., ref_ratio,
+    ref_diff (the per-token attacks `attack_scores` computes; the model-based ones are in EXTRA_ATTACKS)."""
+    names = ["loss", "zlib", "zlib_total"] + [f"min_k_{_k(k)}" for k in min_k] + [f"min_k_pp_{_k(k)}" for k in min_k]
     return names + (["ref_ratio", "ref_diff"] if with_reference else [])
+
+
+# attacks that need more than the target's per-token log-probs (membership_inference.py computes their inputs)
+EXTRA_ATTACKS = ("recall", "dc_pdd", "neighbourhood", "gradnorm", "rmia")
 
 
 def _k(k: float) -> str:
@@ -124,10 +300,10 @@ def _k(k: float) -> str:
 def attack_scores(token_logprobs: Sequence[float], text: str, token_mu: Sequence[float] | None = None,
                   token_var: Sequence[float] | None = None, min_k: Sequence[float] = DEFAULT_MIN_K,
                   target_nll: float | None = None, reference_nll: float | None = None) -> dict[str, float]:
-    """Every attack's score for one item, named as in `attack_names` (min-k%++ needs mu/var, the reference
-    attacks a reference NLL; those are left out when missing). `target_nll` defaults to -loss."""
+    """Every per-token attack's score for one item, named as in `attack_names` (min-k%++ needs mu/var, the
+    reference attacks a reference NLL; those are left out when missing). `target_nll` defaults to -loss."""
     lp = _logprobs(token_logprobs)
-    out = {"loss": loss_score(lp), "zlib": zlib_score(lp, text)}
+    out = {"loss": loss_score(lp), "zlib": zlib_score(lp, text), "zlib_total": zlib_total_score(lp, text)}
     for k in min_k:
         out[f"min_k_{_k(k)}"] = min_k_score(lp, k)
     if token_mu is not None and token_var is not None:

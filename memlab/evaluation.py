@@ -115,13 +115,18 @@ def recognition_items(tok, seen: Sequence[dict], unseen: Sequence[dict]):
 
 
 def recognition_rows(rows: Sequence[dict], scores, label: str, reference=None) -> list[dict]:
-    """items.csv rows of one checkpoint: id, pair_id, split, loss, n_tokens, checkpoint[, loss_delta]."""
+    """items.csv rows of one checkpoint: id, pair_id, split, loss, n_tokens, checkpoint[, loss_delta][, foil_type].
+    `foil_type` (make_data.py recognition's unseen rows) is passed through when some unseen row has one, on the
+    seen and the unseen row of its pair alike (empty for a pair without one)."""
+    foil = {r["pair_id"]: r["foil_type"] for r in rows if r["split"] == "unseen" and r.get("foil_type")}
     out = []
     for j, (r, s) in enumerate(zip(rows, scores)):
         row = {"id": r["id"], "pair_id": r["pair_id"], "split": r["split"], "loss": s.loss,
                "n_tokens": s.n_tokens, "checkpoint": label}
         if reference is not None:
             row["loss_delta"] = s.loss - reference[j].loss
+        if foil:
+            row["foil_type"] = foil.get(r["pair_id"], "")
         out.append(row)
     return out
 

@@ -155,3 +155,98 @@ def make_corpus(n_sentences: int, seed: int) -> list[dict]:
             seen.add(key)
             rows.append({"id": f"sent-{len(rows):05d}", "text": s})
     return rows
+
+
+# ------------------------------------------------------------------------------------------- paraphrases
+# Each frame's sentence read back into its slots (a regular expression over the word lists) and rendered
+# again in other surface forms with the same content: a fronted or moved adverbial, the passive voice, a
+# dative shift, reordered coordinated names, a clause turned round. `paraphrases(text)` lists them.
+PAST_PARTICIPLES = {"hid": "hidden", "forgot": "forgotten", "ate": "eaten"}  # the rest: participle = past
+
+
+def _participle(verb: str) -> str:
+    head, _, rest = verb.partition(" ")
+    return " ".join([PAST_PARTICIPLES.get(head, head)] + ([rest] if rest else []))
+
+
+def _alt(words) -> str:
+    import re
+
+    return "(?:" + "|".join(re.escape(w) for w in sorted(set(words), key=lambda w: (-len(w), w))) + ")"
+
+
+def _paraphrase_frames():
+    """(regex, renderers) per frame of FRAMES; a renderer maps the match's slots to a sentence (no period)."""
+    import re
+
+    person = f"(?:{_alt(W.PEOPLE_NAMES)}|{_alt(W.RELATION_DETERMINERS)} {_alt(W.RELATIONS)})"
+    thing = f"(?:an?) (?:{_alt(W.ADJECTIVES)} )?{_alt(t[0] for t in W.THINGS)}"
+    food = f"(?:an?) {_alt(f[0] for f in W.FOODS)}"
+    slots = {"p": person, "a": person, "b": person, "t": thing, "f": food, "noun": _alt(t[0] for t in W.THINGS),
+             "tv": _alt(W.THING_VERBS_PAST), "fv": _alt(W.FOOD_VERBS_PAST), "iv": _alt(W.INTRANSITIVE_PAST),
+             "bv": _alt(W.THING_VERBS_BASE), "pl": _alt(W.PLACES), "time": _alt(W.TIMES), "an": _alt(W.ANIMALS),
+             "av": _alt(W.ANIMAL_VERBS), "ap": _alt(W.ANIMAL_PLACES), "w": _alt(W.WEATHER), "hp": _alt(W.HOME_PLACES),
+             "occ": _alt(W.OCCASIONS), "n": _alt(W.NUMBER_WORDS), "plural": _alt(x[1] for x in W.THINGS + W.FOODS),
+             "shop": _alt(W.SHOPS), "ev": _alt(W.EVENTS), "d": _alt(W.DURATIONS), "g": _alt(W.GERUNDS),
+             "topic": _alt(W.TOPICS)}
+
+    def rx(pattern: str):
+        return re.compile("^" + re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>{slots[m.group(1)]})", pattern) + "$")
+
+    pp = _participle
+    return (
+        (rx("{p} {tv} {t} {pl}"), (lambda s: f"{s['pl']}, {s['p']} {s['tv']} {s['t']}",
+                                   lambda s: f"{s['t']} was {pp(s['tv'])} by {s['p']} {s['pl']}")),
+        (rx("{time}, {p} {fv} {f}"), (lambda s: f"{s['p']} {s['fv']} {s['f']} {s['time']}",
+                                      lambda s: f"{s['f']} was {pp(s['fv'])} by {s['p']} {s['time']}")),
+        (rx("{p} {iv} {pl} {time}"), (lambda s: f"{s['time']}, {s['p']} {s['iv']} {s['pl']}",
+                                      lambda s: f"{s['p']} {s['iv']} {s['time']} {s['pl']}")),
+        (rx("{a} asked {b} to {bv} the {noun}"),
+         (lambda s: f"{s['b']} was asked by {s['a']} to {s['bv']} the {s['noun']}",)),
+        (rx("the {an} {av} {ap} {time}"), (lambda s: f"{s['time']}, the {s['an']} {s['av']} {s['ap']}",
+                                           lambda s: f"the {s['an']} {s['av']} {s['time']} {s['ap']}")),
+        (rx("it {w} {time}, so {p} stayed {hp}"), (lambda s: f"{s['p']} stayed {s['hp']} {s['time']} because it {s['w']}",
+                                                   lambda s: f"because it {s['w']} {s['time']}, {s['p']} stayed {s['hp']}")),
+        (rx("{a} gave {b} {t} for {occ}"), (lambda s: f"{s['a']} gave {s['t']} to {s['b']} for {s['occ']}",
+                                            lambda s: f"{s['b']} was given {s['t']} by {s['a']} for {s['occ']}",
+                                            lambda s: f"for {s['occ']}, {s['a']} gave {s['b']} {s['t']}")),
+        (rx("{p} could not find the {noun} {time}"), (lambda s: f"{s['time']}, {s['p']} could not find the {s['noun']}",
+                                                      lambda s: f"{s['p']} was unable to find the {s['noun']} {s['time']}")),
+        (rx("{a} and {b} {tv} {t} together"), (lambda s: f"{s['b']} and {s['a']} {s['tv']} {s['t']} together",
+                                               lambda s: f"{s['t']} was {pp(s['tv'])} by {s['a']} and {s['b']} together")),
+        (rx("{p} bought {n} {plural} at the {shop}"), (lambda s: f"at the {s['shop']}, {s['p']} bought {s['n']} {s['plural']}",
+                                                       lambda s: f"{s['n']} {s['plural']} were bought by {s['p']} at the {s['shop']}")),
+        (rx("after {ev}, {p} {iv} {pl}"), (lambda s: f"{s['p']} {s['iv']} {s['pl']} after {s['ev']}",
+                                           lambda s: f"{s['p']} {s['iv']} after {s['ev']} {s['pl']}")),
+        (rx("{p} left {t} {pl} {time}"), (lambda s: f"{s['time']}, {s['p']} left {s['t']} {s['pl']}",
+                                          lambda s: f"{s['t']} was left {s['pl']} by {s['p']} {s['time']}")),
+        (rx("{p} spent {d} {g} {pl}"), (lambda s: f"{s['pl']}, {s['p']} spent {s['d']} {s['g']}",)),
+        (rx("{a} called {b} {time} to talk about {topic}"), (
+            lambda s: f"{s['time']}, {s['a']} called {s['b']} to talk about {s['topic']}",
+            lambda s: f"{s['b']} got a call from {s['a']} {s['time']} about {s['topic']}")),
+        (rx("{p} {tv} the {noun} before {ev}"), (lambda s: f"before {s['ev']}, {s['p']} {s['tv']} the {s['noun']}",
+                                                 lambda s: f"the {s['noun']} was {pp(s['tv'])} by {s['p']} before {s['ev']}")),
+    )
+
+
+_PARAPHRASE_FRAMES = None
+
+
+def paraphrases(text: str) -> list[str]:
+    """Other surface forms of a sentence of this grammar (without a cast), same content: the frame's slots
+    read back and rendered by each of the frame's other templates, each capitalized with a final period.
+    [] when `text` is not a sentence of the grammar (a user's corpus)."""
+    global _PARAPHRASE_FRAMES
+    if _PARAPHRASE_FRAMES is None:
+        _PARAPHRASE_FRAMES = _paraphrase_frames()
+    body = text.strip()
+    if body.endswith("."):
+        body = body[:-1]
+    first = body.split(" ", 1)[0].rstrip(",")
+    if first not in W.PEOPLE_NAMES:  # the sentence-initial capital is the only one that is not the word's own
+        body = body[:1].lower() + body[1:]
+    for pattern, renderers in _PARAPHRASE_FRAMES:
+        m = pattern.match(body)
+        if m:
+            return [capitalize_first(r(m.groupdict())) + "." for r in renderers]
+    return []
