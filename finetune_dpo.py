@@ -29,21 +29,22 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from memlab import cli, dpo, tracking, training
+from memlab import cli, dpo, runtime, tracking, training
 from memlab.io import append_jsonl, write_csv_atomic, write_json_atomic, write_jsonl_atomic
 from memlab.models import is_adapter_dir, load_tokenizer
+from memlab.runtime import TrainRuntimeArgs
 from memlab.rundir import empty_dir, guard_output_dir, prepare_run_dir, read_metrics, write_results
 from memlab.likelihood import distributed_map
 
 
 @dataclass
-class DPOArgs:
+class DPOArgs(TrainRuntimeArgs):
     sft_checkpoint: Optional[str] = cli.arg(None, "SFT checkpoint of train.py to start from (required): a full model "
                                             "directory or a LoRA adapter directory; the SFT model, frozen, is the "
                                             "reference")
@@ -92,7 +93,6 @@ class DPOArgs:
     precompute_reference: bool = cli.arg(False, "compute the reference log-probs once before training, then free "
                                          "the reference (less memory; the reference is not re-checked after "
                                          "training)")
-    precision: str = cli.arg("fp32", "fp32 or bf16 (mixed precision through accelerate)")
     seed: int = cli.arg(0, "random seed of the pair order and of a new LoRA adapter's initialisation")
     logging_steps: int = cli.arg(1, "write a row (loss, reward margin and accuracy, log-probs, learning rate) to "
                                  "metrics.jsonl and the trackers every this many optimizer steps and at the last")
@@ -128,7 +128,6 @@ def validate(args: DPOArgs) -> None:
         (all(1 <= k <= args.num_epochs for k in epochs),
          f"--save_epochs {epochs} goes beyond --num_epochs {args.num_epochs}"),
         (args.lr_scheduler in ("constant", "linear", "cosine"), f"--lr_scheduler {args.lr_scheduler} unknown"),
-        (args.precision in ("fp32", "bf16"), f"--precision must be fp32 or bf16, got '{args.precision}'"),
         (args.lora_r >= 0, "--lora_r must be >= 0"),
         *cli.numeric_checks(args, positive=("learning_rate", "beta", "block_size", "logging_steps"),
                             non_negative=("weight_decay", "warmup_steps", "max_grad_norm", "lora_alpha", "seed"),
@@ -178,16 +177,55 @@ def save_checkpoint(acc, model, tok, path: Path, state: dict) -> None:
     acc.wait_for_everyone()
 
 
-def main(args: DPOArgs) -> dict:
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
+@dataclass
+class Job:
+    """Everything the steps of one DPO run share (built by `setup`)."""
+    args: DPOArgs
+    acc: object
+    tok: object
+    model: object
+    optimizer: object
+    scheduler: object
+    reference: dpo.Reference
+    pairs: list
+    pairs_info: dict
+    examples: list
+    lengths: list
+    steps_per_epoch: int
+    total_steps: int
+    policy_kind: str
+    runtime: dict                    # precision, attention, quantization, device as resolved (memlab.runtime)
+    step: int = 0
+    saved: list = field(default_factory=list)  # checkpoints written by this run
 
-    t0 = time.time()
-    validate(args)
+    @property
+    def out(self) -> Path:
+        return Path(self.args.output_dir)
+
+    def batch_of(self, idx: list[int]) -> dict:
+        """2B rows on this process's device: B chosen, then B rejected."""
+        return {k: v.to(self.acc.device)
+                for k, v in dpo.collate_pairs([self.examples[i] for i in idx], self.tok.pad_token_id).items()}
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """One micro-batch per process per optimizer step."""
+        return training.padded_epoch_batches(self.lengths, self.args.batch_size, self.args.seed, epoch,
+                                             self.acc.num_processes)
+
+    def score(self, logps_fn) -> torch.Tensor:
+        return score_pairs(logps_fn, len(self.pairs), self.batch_of, self.args.batch_size, self.acc)
+
+
+def setup(args: DPOArgs) -> Job:
+    """Output directory, accelerator, pairs, policy and frozen reference, optimizer and schedule, run directory."""
+    from accelerate.utils import set_seed
+
+    # precision, attention kernel, k-bit loading: resolved for this machine and checked before anything is written
+    rt = runtime.resolve_train(args, lora=args.lora_r > 0 or is_adapter_dir(args.sft_checkpoint))
     # the output-directory rule, before any model loads; the same configuration re-runs into the emptied directory
     if guard_output_dir(args.output_dir, "finetune_dpo.py", args, args.overwrite_output_dir) == "same":
         empty_dir(Path(args.output_dir))
-    acc = training.make_accelerator(args.precision, args.report_to, args.output_dir)
+    acc = training.make_accelerator(rt["precision"], args.report_to, args.output_dir)
     set_seed(args.seed)
     out, world = Path(args.output_dir), acc.num_processes
 
@@ -198,24 +236,19 @@ def main(args: DPOArgs) -> dict:
     examples = [dpo.tokenize_pair(p, tok, args.block_size) for p in pairs]
     lengths = [max(len(e["chosen"]["input_ids"]), len(e["rejected"]["input_ids"])) for e in examples]
 
-    def batch_of(idx: list[int]) -> dict:  # 2B rows: B chosen, then B rejected
-        return {k: v.to(acc.device) for k, v in dpo.collate_pairs([examples[i] for i in idx], tok.pad_token_id).items()}
-
     # ---- policy and the frozen SFT reference
     lora = {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
             "target_modules": args.lora_target_modules} if args.lora_r > 0 else None
     policy, reference = dpo.build_policy_and_reference(args.sft_checkpoint, lora, args.trust_remote_code,
-                                                       load_reference_copy=not args.precompute_reference)
+                                                       load_reference_copy=not args.precompute_reference,
+                                                       load=runtime.load_kwargs(rt, acc.device), rt=rt)
     policy_kind = {"frozen_adapter_copy": "continue_sft_adapter", "adapters_disabled": "new_lora"}.get(
         reference.mechanism, "full")
     if reference.mechanism == "separate_copy":
         reference.model.to(acc.device)
     n_trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
     optimizer = training.adamw_with_groups(policy, args.learning_rate, args.weight_decay)
-
-    def epoch_batches(epoch: int) -> list[list[int]]:  # one micro-batch per process per optimizer step
-        return training.padded_epoch_batches(lengths, args.batch_size, args.seed, epoch, world)
-    steps_per_epoch = len(epoch_batches(0)) // world
+    steps_per_epoch = len(training.padded_epoch_batches(lengths, args.batch_size, args.seed, 0, world)) // world
     total_steps = steps_per_epoch * args.num_epochs
     scheduler = training.make_scheduler(args.lr_scheduler, optimizer, args.warmup_steps, total_steps)
     model, optimizer = acc.prepare(policy, optimizer)
@@ -223,87 +256,115 @@ def main(args: DPOArgs) -> dict:
         prepare_run_dir(out, args, "finetune_dpo.py", {
             "reference": {**reference.describe(), "precomputed": args.precompute_reference},
             "policy": {"kind": policy_kind, "trainable_params": n_trainable},
-            "pairs": pairs_info, "num_processes": world, "distributed_type": str(acc.distributed_type)})
+            "pairs": pairs_info, "num_processes": world, "distributed_type": str(acc.distributed_type),
+            "runtime": rt})
         write_jsonl_atomic(out / "pairs.jsonl", pairs)
         (out / "metrics.jsonl").unlink(missing_ok=True)
         (out / "results.json").unlink(missing_ok=True)
     tracking.start(acc, args.report_to, out, args, args.run_name)
+    return Job(args, acc, tok, model, optimizer, scheduler, reference, pairs, pairs_info, examples, lengths,
+               steps_per_epoch, total_steps, policy_kind, rt)
 
-    # ---- reference log-probs of every pair (= the policy's "before"); optionally the only reference pass
-    ref_digest_start = reference.digest()
-    ref_lp = score_pairs(lambda b: reference.logps(b), len(pairs), batch_of, args.batch_size, acc)
-    if acc.is_main_process:
-        write_jsonl_atomic(out / "reference_logps.jsonl", [
+
+def reference_pass(job: Job) -> torch.Tensor:
+    """The reference's log-probs of every pair (= the policy's "before"), written to reference_logps.jsonl;
+    with --precompute_reference the only reference pass, and the reference is freed after it."""
+    ref_lp = job.score(lambda b: job.reference.logps(b))
+    if job.acc.is_main_process:
+        write_jsonl_atomic(job.out / "reference_logps.jsonl", [
             {"id": p["id"], "fact_id": p["fact_id"], "chosen_logp": float(c), "rejected_logp": float(r)}
-            for p, (c, r) in zip(pairs, ref_lp.tolist())])
-    if args.precompute_reference:
-        reference.free()
+            for p, (c, r) in zip(job.pairs, ref_lp.tolist())])
+    if job.args.precompute_reference:
+        job.reference.free()
+    return ref_lp
 
-    # ---- train
-    model.train()
-    step, t_start, log_t = 0, time.time(), time.time()
+
+def train_step(job: Job, mb: list[int], ref_lp: torch.Tensor) -> torch.Tensor:
+    """One optimizer step on this process's micro-batch; returns its stats row for logging."""
+    args, acc, model = job.args, job.acc, job.model
+    batch, B = job.batch_of(mb), len(mb)
+    if args.precompute_reference:
+        ref_c, ref_r = ref_lp[mb, 0].to(acc.device), ref_lp[mb, 1].to(acc.device)
+    else:  # before the policy's forward, so the adapter switch never sits between forward and backward
+        ref = job.reference.logps(batch)
+        ref_c, ref_r = ref[:B], ref[B:]
+    logps = dpo.sequence_logps(model, batch)
+    losses, chosen_rewards, rejected_rewards = dpo.preference_loss(logps[:B], logps[B:], ref_c, ref_r,
+                                                                   args.beta, args.loss)
+    loss = losses.mean()
+    acc.backward(loss)
+    if args.max_grad_norm:
+        acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+    job.optimizer.step()
+    job.scheduler.step()
+    job.optimizer.zero_grad()
+    job.step += 1
+    rs = dpo.reward_stats(chosen_rewards, rejected_rewards)
+    return torch.tensor([loss.item(), rs["reward_margin"], rs["reward_accuracy"], logps[:B].mean().item(),
+                         logps[B:].mean().item(), rs["chosen_reward"], rs["rejected_reward"], B])
+
+
+def log_window(job: Job, window_stats: list, log_t: float) -> dict:
+    """The mean of the stats since the last row, over processes, as one metrics.jsonl row."""
+    acc = job.acc
+    stats = torch.stack(window_stats).mean(0)
+    if acc.num_processes > 1:
+        stats = acc.reduce(stats.to(acc.device), reduction="mean").cpu()
+    row = {"step": job.step, "epoch": math.ceil(job.step / job.steps_per_epoch),
+           "epoch_progress": round(job.step / job.steps_per_epoch, 4),
+           **{k: round(float(v), 6) for k, v in zip(
+               ("loss", "reward_margin", "reward_accuracy", "chosen_logp", "rejected_logp",
+                "chosen_reward", "rejected_reward"), stats[:7])},
+           "lr": job.scheduler.get_last_lr()[0],
+           "pairs_per_s": round(float(stats[7]) * len(window_stats) * acc.num_processes / (time.time() - log_t), 2)}
+    if acc.is_main_process:
+        append_jsonl(job.out / "metrics.jsonl", row)
+    tracking.log(acc, job.args.report_to, row, job.step, "dpo/")
+    return row
+
+
+def train_loop(job: Job, ref_lp: torch.Tensor) -> float:
+    """The epochs: steps, a metrics row every --logging_steps, checkpoints at --save_epochs and the last
+    epoch; returns the seconds spent."""
+    from tqdm.auto import tqdm
+
+    args, acc = job.args, job.acc
+    save_epochs = set(cli.parse_list(args.save_epochs, int, "save_epochs")) | {args.num_epochs}
+    job.model.train()
+    t_start = log_t = time.time()
     window_stats: list[torch.Tensor] = []
-    saved: list[str] = []  # checkpoints written by this run
-    bar = tqdm(total=total_steps, disable=not acc.is_local_main_process, desc="dpo")
+    bar = tqdm(total=job.total_steps, disable=not acc.is_local_main_process, desc="dpo")
     for epoch in range(args.num_epochs):
-        batches = epoch_batches(epoch)
-        for s in range(steps_per_epoch):
-            mb = batches[s * world + acc.process_index]
-            batch, B = batch_of(mb), len(mb)
-            if args.precompute_reference:
-                ref_c, ref_r = ref_lp[mb, 0].to(acc.device), ref_lp[mb, 1].to(acc.device)
-            else:  # before the policy's forward, so the adapter switch never sits between forward and backward
-                ref = reference.logps(batch)
-                ref_c, ref_r = ref[:B], ref[B:]
-            logps = dpo.sequence_logps(model, batch)
-            losses, chosen_rewards, rejected_rewards = dpo.preference_loss(logps[:B], logps[B:], ref_c, ref_r,
-                                                                           args.beta, args.loss)
-            loss = losses.mean()
-            acc.backward(loss)
-            if args.max_grad_norm:
-                acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            step += 1
-            rs = dpo.reward_stats(chosen_rewards, rejected_rewards)
-            window_stats.append(torch.tensor([loss.item(), rs["reward_margin"], rs["reward_accuracy"],
-                                              logps[:B].mean().item(), logps[B:].mean().item(),
-                                              rs["chosen_reward"], rs["rejected_reward"], B]))
-            if step % args.logging_steps == 0 or step == total_steps:
-                stats = torch.stack(window_stats).mean(0)
-                if world > 1:
-                    stats = acc.reduce(stats.to(acc.device), reduction="mean").cpu()
-                row = {"step": step, "epoch": math.ceil(step / steps_per_epoch),
-                       "epoch_progress": round(step / steps_per_epoch, 4),
-                       **{k: round(float(v), 6) for k, v in zip(
-                           ("loss", "reward_margin", "reward_accuracy", "chosen_logp", "rejected_logp",
-                            "chosen_reward", "rejected_reward"), stats[:7])},
-                       "lr": scheduler.get_last_lr()[0],
-                       "pairs_per_s": round(float(stats[7]) * len(window_stats) * world / (time.time() - log_t), 2)}
-                if acc.is_main_process:
-                    append_jsonl(out / "metrics.jsonl", row)
-                tracking.log(acc, args.report_to, row, step, "dpo/")
+        batches = job.epoch_batches(epoch)
+        for s in range(job.steps_per_epoch):
+            window_stats.append(train_step(job, batches[s * acc.num_processes + acc.process_index], ref_lp))
+            if job.step % args.logging_steps == 0 or job.step == job.total_steps:
+                row = log_window(job, window_stats, log_t)
                 bar.set_postfix(loss=row["loss"], margin=row["reward_margin"])
                 window_stats, log_t = [], time.time()
             bar.update(1)
-        if epoch + 1 in set(cli.parse_list(args.save_epochs, int, "save_epochs")) | {args.num_epochs}:
-            saved.append(f"epoch_{epoch + 1}")
-            save_checkpoint(acc, model, tok, out / "checkpoints" / saved[-1],
-                            {"step": step, "epoch": epoch + 1, "config": training.config_fingerprint(asdict(args))})
+        if epoch + 1 in save_epochs:
+            job.saved.append(f"epoch_{epoch + 1}")
+            save_checkpoint(acc, job.model, job.tok, job.out / "checkpoints" / job.saved[-1],
+                            {"step": job.step, "epoch": epoch + 1, "config": training.config_fingerprint(asdict(args))})
     bar.close()
-    loop_s = time.time() - t_start
+    return time.time() - t_start
 
-    # ---- after: the policy on the training pairs; the reference re-checked where it is still held
-    unwrapped = acc.unwrap_model(model)
+
+def finish(job: Job, ref_lp: torch.Tensor, ref_digest_start: str, loop_s: float, t0: float) -> dict:
+    """After training: the policy's log-probs of the training pairs, the reference re-checked where it is
+    still held, items.csv and results.json."""
+    args, acc, out, reference = job.args, job.acc, job.out, job.reference
+    unwrapped = acc.unwrap_model(job.model)
+
     def policy_logps(b):
         unwrapped.eval()
         with torch.no_grad():
             return dpo.sequence_logps(unwrapped, b)
-    after_lp = score_pairs(policy_logps, len(pairs), batch_of, args.batch_size, acc)
+    after_lp = job.score(policy_logps)
     ref_check = {"digest_start": ref_digest_start}
     if reference.model is not None:
-        ref_again = score_pairs(lambda b: reference.logps(b), len(pairs), batch_of, args.batch_size, acc)
+        ref_again = job.score(lambda b: reference.logps(b))
         ref_check.update(digest_end=reference.digest(), unchanged=reference.digest() == ref_digest_start,
                          max_abs_logp_change=float((ref_again - ref_lp).abs().max()))
     rewards = args.beta * ((after_lp[:, 0] - ref_lp[:, 0]) - (after_lp[:, 1] - ref_lp[:, 1]))
@@ -312,17 +373,18 @@ def main(args: DPOArgs) -> dict:
                                     / max(1, sum(r["epoch"] == k for r in rows)), 6)
                       for k in range(1, args.num_epochs + 1)}
     results = {
-        "loss": args.loss, "beta": args.beta, "n_pairs": len(pairs), "steps": step, "steps_per_epoch": steps_per_epoch,
+        "loss": args.loss, "beta": args.beta, "n_pairs": len(job.pairs), "steps": job.step,
+        "steps_per_epoch": job.steps_per_epoch,
         "num_epochs": args.num_epochs, "loss_per_epoch": loss_per_epoch, "final": rows[-1] if rows else None,
         "before": dpo.pair_summary(ref_lp), "after": {**dpo.pair_summary(after_lp),
                                                   "reward_margin": round(float(rewards.mean()), 4),
                                                   "reward_accuracy": round(float((rewards > 0).float().mean()), 4)},
         "reference": {**reference.describe(), "mechanism": reference.mechanism if reference.model is not None
                       else f"{reference.mechanism} (freed after precomputing)", **ref_check},
-        "policy": policy_kind, "pairs": pairs_info,
-        "checkpoints": saved,
+        "policy": job.policy_kind, "pairs": job.pairs_info, "runtime": job.runtime,
+        "checkpoints": job.saved,
         "final_checkpoint": str(out / "checkpoints" / f"epoch_{args.num_epochs}"),
-        "train_loop_s": round(loop_s, 2), "wall_time_s": round(time.time() - t0, 2), "num_processes": world,
+        "train_loop_s": round(loop_s, 2), "wall_time_s": round(time.time() - t0, 2), "num_processes": acc.num_processes,
     }
     if acc.is_main_process:
         write_csv_atomic(out / "items.csv", [
@@ -330,11 +392,21 @@ def main(args: DPOArgs) -> dict:
              "rejected_logp_before": round(b[1], 4), "chosen_logp_after": round(f[0], 4),
              "rejected_logp_after": round(f[1], 4), "logp_margin_before": round(b[0] - b[1], 4),
              "logp_margin_after": round(f[0] - f[1], 4), "reward_margin": round(float(r), 4)}
-            for p, b, f, r in zip(pairs, ref_lp.tolist(), after_lp.tolist(), rewards)])
+            for p, b, f, r in zip(job.pairs, ref_lp.tolist(), after_lp.tolist(), rewards)])
         write_results(out, results)
     acc.wait_for_everyone()
     acc.end_training()
     return results
+
+
+def main(args: DPOArgs) -> dict:
+    """setup -> reference_pass -> train_loop -> finish."""
+    t0 = time.time()
+    validate(args)
+    job = setup(args)
+    ref_digest_start = job.reference.digest()
+    ref_lp = reference_pass(job)
+    return finish(job, ref_lp, ref_digest_start, train_loop(job, ref_lp), t0)
 
 
 if __name__ == "__main__":

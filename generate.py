@@ -33,13 +33,14 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-from memlab import evaluation, metrics
+from memlab import evaluation, metrics, runtime
 from memlab.cli import arg, collect_errors, parse_list, run
 from memlab.generation import (GenRequest, SentenceEmbedder, generate_requests, prefix_tasks, read_probes,
                                stop_token_ids)
 from memlab.io import read_texts, write_csv_atomic
 from memlab.models import DEFAULT_MODEL
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
+from memlab.runtime import EvalRuntimeArgs
 from memlab.likelihood import (ModelPool, checkpoint_position, checkpoints_field, has_chat_template,
                             load_eval_tokenizer, targets_and_labels)
 
@@ -47,7 +48,7 @@ RECALL_METRICS = ("exact_match", "token_accuracy", "lcp_tokens", "rouge_l", "id_
 
 
 @dataclass
-class GenerateArgs:
+class GenerateArgs(EvalRuntimeArgs):
     mode: Optional[str] = arg(None, "what to test (required): prefix (complete the start of each text) or qa "
                               "(answer probe questions)")
     input_file: Optional[str] = arg(None, "input (required); prefix: plain text items; qa: probes (.jsonl, or .csv "
@@ -68,7 +69,6 @@ class GenerateArgs:
     seed: int = arg(0, "random seed: sampling seeds derive from (seed, item, prefix/temperature, sample/repeat); "
                     "it also seeds the bootstrap")
     bootstrap: int = arg(1000, "bootstrap resamples for the 95%% confidence intervals; 0 = none")
-    dtype: str = arg("float32", "dtype the models are loaded in: float32, bfloat16 or float16")
     # prefix mode
     text_column: Optional[str] = arg(None, "prefix mode: column holding the text; when not given: `text`, else the "
                                      "first string column")
@@ -112,7 +112,6 @@ def validate(args: GenerateArgs) -> None:
         (args.num_samples == 1 or args.temperature > 0,
          "--num_samples > 1 needs --temperature > 0 (greedy gives the same continuation every time)"),
         (args.similarity in (None, "embed"), f"--similarity must be 'embed', got {args.similarity}"),
-        (args.dtype in ("float32", "bfloat16", "float16"), "--dtype must be float32, bfloat16 or float16"),
     ])
 
 
@@ -174,6 +173,7 @@ def summarize(args, rows: list[dict], labels: list[str], paths: list, extra: dic
 
 def main(args: GenerateArgs) -> dict:
     validate(args)
+    rt = runtime.resolve_eval(args)  # precision, attention, k-bit loading: checked before any model loads
     guard_output_dir(args.output_dir, "generate.py", args, args.overwrite_output_dir)  # before any model loads
     from accelerate import Accelerator
     from transformers import set_seed
@@ -192,8 +192,8 @@ def main(args: GenerateArgs) -> dict:
         tasks, extra["skipped"] = prefix_tasks(items, tok, parse_list(args.prefix_tokens, int, "prefix_tokens"),
                                                args.prefix_fraction, args.max_new_tokens or 0, args.input_file)
     if acc.is_main_process:
-        prepare_run_dir(args.output_dir, args, "generate.py", extra={"num_processes": acc.num_processes})
-    pool = ModelPool(dtype=args.dtype, device=acc.device, fallback_base=args.model_name_or_path)
+        prepare_run_dir(args.output_dir, args, "generate.py", extra={"num_processes": acc.num_processes, "runtime": rt})
+    pool = ModelPool(device=acc.device, fallback_base=args.model_name_or_path, **runtime.pool_kwargs(rt))
     rows = []
     for target, label in zip(targets, labels):
         with pool.use(target) as model:
@@ -201,7 +201,7 @@ def main(args: GenerateArgs) -> dict:
                 rows += prefix_rows(args, tok, model, acc, label, items, tasks, embedder)
             else:
                 rows += qa_rows(args, tok, model, acc, label, probes)
-    results = {"script": "generate.py", "mode": args.mode, "num_processes": acc.num_processes,
+    results = {"script": "generate.py", "mode": args.mode, "num_processes": acc.num_processes, "runtime": rt,
                **summarize(args, rows, labels, targets, extra)}
     if args.mode == "qa":
         results["temperature_0_runs_once"] = True  # greedy answers are identical across repeats

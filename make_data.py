@@ -249,7 +249,8 @@ def run_recognition(args: RecognitionArgs) -> Path:
     types = parse_list(args.foil_type, str, "foil_type")
     collect_errors(_common_checks(args) + [
         (bool(types) and all(t in recognition.FOIL_TYPES for t in types),
-         f"--foil_type must be among {', '.join(recognition.FOIL_TYPES)}, got '{args.foil_type}'"),
+         f"--foil_type must be among {', '.join(recognition.FOIL_TYPES)}, got '{args.foil_type}'"
+         + "".join(f" (unknown: {t})" for t in types if t not in recognition.FOIL_TYPES)),
         (args.n_pairs >= 1, "--n_pairs must be >= 1"), (args.min_words >= 2, "--min_words must be >= 2")])
     corpus, dropped = _read_corpus(args.corpus, args.text_column)
     from memlab.datagen import lexicon as lex

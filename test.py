@@ -28,16 +28,17 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-from memlab import evaluation
+from memlab import evaluation, runtime
 from memlab.cli import arg, collect_errors, run
 from memlab.io import write_csv_atomic
 from memlab.models import DEFAULT_MODEL
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
+from memlab.runtime import EvalRuntimeArgs
 from memlab.likelihood import ModelPool, checkpoints_field, load_eval_tokenizer, score_items, targets_and_labels
 
 
 @dataclass
-class RecognitionArgs:
+class RecognitionArgs(EvalRuntimeArgs):
     seen_file: Optional[str] = arg(None, "texts the model was trained on (required): .jsonl, .csv or .txt, one "
                                    "text per row")
     unseen_file: Optional[str] = arg(None, "matched texts it was not trained on (required), paired with "
@@ -59,7 +60,6 @@ class RecognitionArgs:
                             "(padding is masked and positions are explicit)")
     bootstrap: int = arg(1000, "bootstrap resamples (of pairs) for the 95%% confidence intervals; 0 = none")
     seed: int = arg(0, "random seed of the bootstrap resampling")
-    dtype: str = arg("float32", "dtype the models are loaded in: float32, bfloat16 or float16")
 
 
 def validate(args: RecognitionArgs) -> None:
@@ -70,12 +70,12 @@ def validate(args: RecognitionArgs) -> None:
         (args.batch_size >= 1, f"--batch_size must be >= 1, got {args.batch_size}"),
         (args.bootstrap >= 0, f"--bootstrap must be >= 0, got {args.bootstrap}"),
         (args.padding_side in ("left", "right"), f"--padding_side must be left or right, got {args.padding_side}"),
-        (args.dtype in ("float32", "bfloat16", "float16"), f"--dtype must be float32, bfloat16 or float16, got {args.dtype}"),
     ])
 
 
 def main(args: RecognitionArgs) -> dict:
     validate(args)
+    rt = runtime.resolve_eval(args)  # precision, attention, k-bit loading: checked before any model loads
     guard_output_dir(args.output_dir, "test.py", args, args.overwrite_output_dir)  # before any model loads
     from accelerate import Accelerator
     from transformers import set_seed
@@ -86,10 +86,10 @@ def main(args: RecognitionArgs) -> dict:
     acc = Accelerator()
     set_seed(args.seed)
     if acc.is_main_process:
-        prepare_run_dir(args.output_dir, args, "test.py", extra={"num_processes": acc.num_processes})
+        prepare_run_dir(args.output_dir, args, "test.py", extra={"num_processes": acc.num_processes, "runtime": rt})
     tok = load_eval_tokenizer(args.model_name_or_path, targets)
     rows, enc = evaluation.recognition_items(tok, seen, unseen)
-    pool = ModelPool(dtype=args.dtype, device=acc.device, fallback_base=args.model_name_or_path)
+    pool = ModelPool(device=acc.device, fallback_base=args.model_name_or_path, **runtime.pool_kwargs(rt))
 
     def score(target, keep=False):
         with pool.use(target, keep=keep) as model:
@@ -102,7 +102,7 @@ def main(args: RecognitionArgs) -> dict:
         items += ckpt_rows
         per_ckpt.append(evaluation.recognition_record(label, target, ckpt_rows, len(seen), n_pairs,
                                                       args.bootstrap, args.seed))
-    results = {"script": "test.py", "num_processes": acc.num_processes, "n_pairs": n_pairs,
+    results = {"script": "test.py", "num_processes": acc.num_processes, "runtime": rt, "n_pairs": n_pairs,
                "n_seen": len(seen), "n_unseen": len(unseen),
                "reference_model": args.reference_model, "checkpoints": per_ckpt}
     if acc.is_main_process:

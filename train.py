@@ -39,10 +39,11 @@ from typing import Optional
 
 import torch
 
-from memlab import cli, tracking, training
+from memlab import cli, runtime, tracking, training
 from memlab.evaluation import InTrainingEval, eval_label, read_eval_inputs
 from memlab.io import DataError, append_jsonl, split_paths, write_text_atomic
 from memlab.models import DEFAULT_MODEL, is_adapter_dir, load_model, load_tokenizer, resolve_model_path
+from memlab.runtime import TrainRuntimeArgs
 from memlab.rundir import (check_data_unchanged, empty_dir, file_digest, guard_output_dir, prepare_run_dir,
                            read_metrics, write_results)
 
@@ -50,7 +51,7 @@ EXIT_REQUEUE = 75  # checkpointed on a signal; rerun with --resume
 
 
 @dataclass
-class TrainArgs:
+class TrainArgs(TrainRuntimeArgs):
     train_file: Optional[str] = cli.arg(None, "training data (required): a JSONL, CSV or TXT file, or several "
                                         "comma-separated; each item is plain text, chat or prompt/completion, and "
                                         "files may differ in kind")
@@ -106,8 +107,6 @@ class TrainArgs:
     warmup_steps: int = cli.arg(0, "optimizer steps of linear learning-rate warm-up from 0; 0 = none")
     max_grad_norm: float = cli.arg(1.0, "clip the gradient norm to this value before each optimizer step; 0 "
                                    "disables clipping")
-    precision: str = cli.arg("fp32", "fp32, bf16 or fp16 (mixed precision through accelerate); fp16 needs a GPU, "
-                             "and on CPU fp32 is fastest")
     gradient_checkpointing: bool = cli.arg(False, "recompute activations during the backward pass (gradient "
                                            "checkpointing): less memory, slower steps")
     seed: int = cli.arg(0, "random seed of the data order, LoRA and --from_scratch initialisation and the sampled "
@@ -160,8 +159,9 @@ def validate(args: TrainArgs) -> None:
          f"--save_exposures {exps} goes beyond --num_exposures {args.num_exposures}"),
         training.steps_spec_check(args.save_steps, "save_steps"),
         (args.lr_scheduler in ("constant", "linear", "cosine"), f"--lr_scheduler {args.lr_scheduler} unknown"),
-        (args.precision in ("fp32", "bf16", "fp16"), f"--precision {args.precision} unknown"),
-        (args.precision != "fp16" or torch.cuda.is_available(), "--precision fp16 needs a GPU; use fp32 on CPU"),
+        (not (args.load_in_4bit or args.load_in_8bit) or not (args.from_scratch or args.merge_on_save),
+         "--load_in_4bit/--load_in_8bit go with a pretrained base and adapter-only checkpoints (not --from_scratch "
+         "or --merge_on_save)"),
         (args.keep_optimizer_state in ("last", "all"), "--keep_optimizer_state must be last or all"),
         (args.batch_size >= 1 and args.gradient_accumulation_steps >= 1, "batch sizes must be >= 1"),
         (not (args.from_scratch and args.init_from), "--from_scratch and --init_from exclude each other"),
@@ -207,22 +207,28 @@ def eval_points(args: TrainArgs, steps_per_epoch: int, total_steps: int) -> tupl
     return exps, steps, [lab for _, _, lab in order]
 
 
-def build_model(args: TrainArgs, tokenizer):
-    """Base model (pretrained, from scratch, or --init_from) wrapped in LoRA when asked."""
+def build_model(args: TrainArgs, tokenizer, load: dict | None = None, rt: dict | None = None):
+    """Base model (pretrained, from scratch, or --init_from) wrapped in LoRA when asked; `load` are the
+    load_model settings (attention kernel, k-bit quantization) and a quantized base gets peft's k-bit
+    preparation before LoRA wraps it (QLoRA)."""
+    load = load or {}
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if args.init_from:
         if not Path(args.init_from).is_dir():
             raise DataError(f"--init_from {args.init_from}: checkpoint not found")
-        model, _ = load_model(args.init_from, trust_remote_code=args.trust_remote_code, is_trainable=True)
+        model, _ = load_model(args.init_from, trust_remote_code=args.trust_remote_code, is_trainable=True, **load)
         if is_adapter_dir(args.init_from):
             return model  # keep training the same adapter
     elif args.from_scratch:
         cfg = AutoConfig.from_pretrained(resolve_model_path(args.model_name_or_path))
         torch.manual_seed(args.seed)
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32,
+                                                 attn_implementation=load.get("attn_implementation"))
     else:
-        model, _ = load_model(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
+        model, _ = load_model(args.model_name_or_path, trust_remote_code=args.trust_remote_code, **load)
+    if rt is not None:
+        model = runtime.prepare_kbit(model, rt, args.gradient_checkpointing)
     if args.lora_r > 0:
         from peft import LoraConfig, get_peft_model
 
@@ -308,6 +314,7 @@ class Job:
     evaluator: Optional[InTrainingEval]
     fingerprint: dict
     stop: dict                       # {"flag": bool}: a signal arrived (set by the handler)
+    runtime: dict                    # precision, attention, quantization, device as resolved (memlab.runtime)
     t_start: float = 0.0
 
     @property
@@ -329,11 +336,14 @@ def setup(args: TrainArgs) -> Job:
     """Output directory, accelerator, data, model, optimizer and schedule, run directory, resume state."""
     from accelerate.utils import set_seed
 
+    # precision, attention kernel, k-bit loading: resolved for this machine and checked before anything is written
+    rt = runtime.resolve_train(args, lora=args.lora_r > 0 or bool(args.init_from and is_adapter_dir(args.init_from)))
+
     # the output-directory rule, before any model loads; the same configuration without --resume re-runs from
     # scratch into the emptied directory (never merged with the old checkpoints)
     if guard_output_dir(args.output_dir, "train.py", args, args.overwrite_output_dir) == "same" and not args.resume:
         empty_dir(Path(args.output_dir))
-    acc = training.make_accelerator(args.precision, args.report_to, args.output_dir, args.gradient_accumulation_steps)
+    acc = training.make_accelerator(rt["precision"], args.report_to, args.output_dir, args.gradient_accumulation_steps)
     set_seed(args.seed)
     out = Path(args.output_dir)
     world, ga = acc.num_processes, args.gradient_accumulation_steps
@@ -346,7 +356,7 @@ def setup(args: TrainArgs) -> Job:
     fingerprints = {str(f): file_digest(f) for f in data_files} if acc.is_main_process else {}
     if args.resume and acc.is_main_process:
         check_data_unchanged(out, fingerprints)
-    model = build_model(args, tok)
+    model = build_model(args, tok, runtime.load_kwargs(rt, acc.device), rt)
     max_len = getattr(model.config, "max_position_embeddings", None)
     if max_len and args.block_size > max_len:
         raise DataError(f"--block_size {args.block_size} is above the model's maximum of {max_len} positions")
@@ -378,7 +388,7 @@ def setup(args: TrainArgs) -> Job:
     ckpt, state = restore_or_start(args, model, optimizer, scheduler, fingerprint, ds)
     if acc.is_main_process:
         prepare_run_dir(out, args, "train.py", {"num_processes": world, "data_kinds": kinds, "data_fingerprints": fingerprints,
-                                             "distributed_type": str(acc.distributed_type)})
+                                             "distributed_type": str(acc.distributed_type), "runtime": rt})
         keep = [r for r in read_metrics(out / "metrics.jsonl") if r.get("step", 0) <= state.step]
         write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep))
         (out / "results.json").unlink(missing_ok=True)
@@ -397,7 +407,7 @@ def setup(args: TrainArgs) -> Job:
     restore_after_prepare(acc, ckpt, scheduler, ds)
     return Job(args, acc, tok, model, optimizer, scheduler, state, examples, lengths, window, steps_per_epoch,
                total_steps, save_exp, save_steps, eval_exp, eval_steps, eval_labels, evaluator, fingerprint,
-               install_signal_handlers())
+               install_signal_handlers(), rt)
 
 
 def install_signal_handlers() -> dict:
@@ -527,6 +537,7 @@ def finish(job: Job, loop_s: float) -> dict:
     results = training.summarize_run(out, job.examples, job.lengths, args, acc.num_processes, job.steps_per_epoch,
                                      time.time() - job.t_start, job.state, final, digests)
     results["distributed_type"] = str(acc.distributed_type)
+    results["runtime"] = job.runtime
     results["train_loop_s"] = round(loop_s, 2)  # training steps only (no eval, no final save), this invocation
     if job.evaluator is not None:
         results["eval"] = job.evaluator.finalize(job.eval_labels)

@@ -267,13 +267,18 @@ class Reference:
 
 
 def build_policy_and_reference(sft_checkpoint: str, lora: dict | None, trust_remote_code: bool = False,
-                               load_reference_copy: bool = True):
+                               load_reference_copy: bool = True, load: dict | None = None, rt: dict | None = None):
     """(policy, Reference) from an SFT checkpoint (full model dir or LoRA adapter dir).
 
     lora: None for full fine-tuning of a full checkpoint, else {r, alpha, dropout, target_modules} for a new
     LoRA on it; an adapter checkpoint is always continued (lora ignored). `load_reference_copy=False`
     (reference log-probs precomputed from the policy before any update) skips loading a second full copy.
+    `load`: load_model settings (attention kernel, k-bit quantization; memlab.runtime.load_kwargs); a
+    quantized base gets peft's k-bit preparation (`rt`) before a new LoRA wraps it.
     """
+    from memlab import runtime
+
+    load = load or {}
     from memlab.models import is_adapter_dir, load_model, resolve_model_path
 
     path = Path(sft_checkpoint)
@@ -284,13 +289,15 @@ def build_policy_and_reference(sft_checkpoint: str, lora: dict | None, trust_rem
     if is_adapter_dir(path):
         from peft import PeftConfig
 
-        policy, _ = load_model(str(path), trust_remote_code=trust_remote_code, is_trainable=True)
+        policy, _ = load_model(str(path), trust_remote_code=trust_remote_code, is_trainable=True, **load)
         policy.load_adapter(str(path), adapter_name="reference", is_trainable=False)
         policy.set_adapter("default")
         return policy, Reference("frozen_adapter_copy", policy, str(path),
                                  PeftConfig.from_pretrained(str(path)).base_model_name_or_path)
-    policy, _ = load_model(str(path), trust_remote_code=trust_remote_code)
+    policy, _ = load_model(str(path), trust_remote_code=trust_remote_code, **load)
     if lora:
+        if rt is not None:
+            policy = runtime.prepare_kbit(policy, rt, gradient_checkpointing=False)
         from peft import LoraConfig, get_peft_model
 
         targets = training.resolve_lora_targets(policy, lora["target_modules"])
@@ -300,6 +307,6 @@ def build_policy_and_reference(sft_checkpoint: str, lora: dict | None, trust_rem
         return policy, Reference("adapters_disabled", policy, str(path))
     if not load_reference_copy:
         return policy, Reference("policy_before_update", policy, str(path))
-    ref, _ = load_model(str(path), trust_remote_code=trust_remote_code)
+    ref, _ = load_model(str(path), trust_remote_code=trust_remote_code, **load)
     ref.requires_grad_(False)
     return policy, Reference("separate_copy", ref.eval(), str(path))

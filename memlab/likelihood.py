@@ -37,7 +37,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from memlab.io import DataError
-from memlab.models import is_adapter_dir, load_model, load_tokenizer, resolve_model_path
+from memlab.models import is_adapter_dir, is_quantized, load_model, load_tokenizer, resolve_model_path
 from memlab.text import render_plain_chat
 
 
@@ -471,19 +471,25 @@ class ModelPool:
     dtype: str = "float32"
     device: object = None
     fallback_base: str | None = None
+    attn_implementation: str | None = None
+    quantization: str = "none"      # 4bit / 8bit: bases load quantized onto `device` (memlab.models.load_model)
     _models: dict = field(default_factory=dict)
     _active: dict = field(default_factory=dict)
     _n: int = 0
 
     def _prepare(self, model):
-        if self.device is not None:
+        if self.device is not None and not is_quantized(model):  # a k-bit model was loaded onto its device
             model.to(self.device)
         return model.eval()
+
+    def _load(self, path) -> torch.nn.Module:
+        return load_model(str(path), dtype=self.dtype, attn_implementation=self.attn_implementation,
+                          quantization=self.quantization, device=self.device)[0]
 
     def _base(self, path: Path):
         key = str(Path(path).resolve())
         if key not in self._models:
-            self._models[key] = self._prepare(load_model(str(path), dtype=self.dtype)[0])
+            self._models[key] = self._prepare(self._load(path))
         return key, self._models[key]
 
     @contextlib.contextmanager
@@ -515,7 +521,7 @@ class ModelPool:
             else:
                 yield model
             return
-        model = self._prepare(load_model(str(path), dtype=self.dtype)[0])
+        model = self._prepare(self._load(path))
         if keep:
             self._models[key] = model
         try:

@@ -301,21 +301,159 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     return tok
 
 
+# ----------------------------------------------------------------------- precision, attention, quantization
+# What `--precision auto` / `--dtype auto` / `--attn_implementation` / `--load_in_4bit` resolve to. Each
+# resolver takes the machine's facts as arguments (defaults: read from torch), so tests can pass a CUDA
+# capability table on a CPU machine.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
+QUANTIZATIONS = ("none", "4bit", "8bit")
+
+
+def cuda_facts() -> dict:
+    """{"cuda": bool, "capability": (major, minor) of GPU 0 or None, "name": str | None}."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"cuda": False, "capability": None, "name": None}
+    return {"cuda": True, "capability": tuple(torch.cuda.get_device_capability(0)),
+            "name": torch.cuda.get_device_name(0)}
+
+
+def bf16_supported(facts: dict) -> bool:
+    """bf16 tensor cores: compute capability 8.0 or newer (A100, RTX 30xx, H100, ...)."""
+    return bool(facts["cuda"] and facts["capability"] and tuple(facts["capability"]) >= (8, 0))
+
+
+def resolve_precision(precision: str, facts: dict | None = None) -> str:
+    """Training mixed precision: `auto` is bf16 on a CUDA GPU that supports it, else fp32 (CPU; and pre-
+    Ampere GPUs, where fp16 would need loss scaling that is not chosen silently). fp16 needs a GPU."""
+    facts = cuda_facts() if facts is None else facts
+    if precision not in PRECISIONS:
+        raise DataError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if bf16_supported(facts) else "fp32"
+    if precision == "fp16" and not facts["cuda"]:
+        raise DataError("--precision fp16 needs a GPU; use fp32 (or auto) on CPU")
+    return precision
+
+
+def resolve_dtype(dtype: str, facts: dict | None = None) -> str:
+    """Evaluation dtype: `auto` follows training (bfloat16 on a CUDA GPU that supports it, else float32)."""
+    facts = cuda_facts() if facts is None else facts
+    if dtype not in DTYPES:
+        raise DataError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        return "bfloat16" if bf16_supported(facts) else "float32"
+    return dtype
+
+
+def flash_attn_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def resolve_attn_implementation(name: str, facts: dict | None = None, flash_installed: bool | None = None) -> str:
+    """sdpa (the default: PyTorch's fused attention, on CPU too), eager, or flash_attention_2 (only with
+    the flash_attn package installed and a CUDA GPU of compute capability 8.0+)."""
+    facts = cuda_facts() if facts is None else facts
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise DataError(f"--attn_implementation {name}: choose one of {', '.join(ATTN_IMPLEMENTATIONS)}")
+    if name == "flash_attention_2":
+        flash_installed = flash_attn_installed() if flash_installed is None else flash_installed
+        if not flash_installed:
+            raise DataError("--attn_implementation flash_attention_2 needs the flash_attn package "
+                            "(pip install flash-attn on the GPU machine); use sdpa")
+        if not bf16_supported(facts):
+            raise DataError("--attn_implementation flash_attention_2 needs a CUDA GPU of compute capability 8.0 "
+                            "or newer; use sdpa")
+    return name
+
+
+def quantization_of(load_in_4bit: bool, load_in_8bit: bool) -> str:
+    if load_in_4bit and load_in_8bit:
+        raise DataError("--load_in_4bit and --load_in_8bit exclude each other")
+    return "4bit" if load_in_4bit else "8bit" if load_in_8bit else "none"
+
+
+def check_quantization(quantization: str, facts: dict | None = None) -> None:
+    """Before any model loads: k-bit loading needs bitsandbytes and a CUDA GPU. One clear error otherwise
+    (bitsandbytes' 4-bit NF4 path is CUDA-only in the versions we pin against; on CPU there is nothing to
+    gain from it, so memlab does not try)."""
+    if quantization == "none":
+        return
+    facts = cuda_facts() if facts is None else facts
+    flag = f"--load_in_{quantization}"
+    if not facts["cuda"]:
+        raise DataError(f"{flag} needs a CUDA GPU (bitsandbytes k-bit layers); this machine has none. "
+                        "Without it, use LoRA in bf16/fp32 (--lora_r 16)")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise DataError(f"{flag} needs the bitsandbytes package: pip install bitsandbytes (on the GPU machine)")
+
+
+def quantization_config(quantization: str, compute_dtype: str = "bfloat16"):
+    """transformers' BitsAndBytesConfig: 4-bit NF4 with double quantization and `compute_dtype` compute
+    (QLoRA, Dettmers et al. 2023), or LLM.int8(); None for `none`."""
+    if quantization == "none":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=getattr(torch, compute_dtype))
+
+
+def allow_tf32(facts: dict | None = None) -> bool:
+    """TF32 matmuls and convolutions on CUDA (Ampere+: ~8x fp32 matmul throughput at a 10-bit mantissa;
+    training in bf16 rounds coarser anyway). Returns whether it was turned on."""
+    import torch
+
+    facts = cuda_facts() if facts is None else facts
+    if not facts["cuda"]:
+        return False
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    return True
+
+
+def is_quantized(model) -> bool:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(inner, "is_loaded_in_4bit", False) or getattr(inner, "is_loaded_in_8bit", False))
+
+
 def load_model(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False,
-               is_trainable: bool = False):
-    """A causal LM from a model dir, or base + adapter from a peft adapter dir. Returns (model, path)."""
+               is_trainable: bool = False, attn_implementation: str | None = None, quantization: str = "none",
+               device=None):
+    """A causal LM from a model dir, or base + adapter from a peft adapter dir. Returns (model, path).
+
+    `quantization` 4bit/8bit loads the base through bitsandbytes straight onto `device` (a quantized
+    model cannot be moved afterwards); adapters load on top of it as on any base."""
     import torch
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name_or_path, weights_required=True)
+    dtype = resolve_dtype(dtype) if dtype == "auto" else dtype
     torch_dtype = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
                    "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+    kwargs = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if quantization != "none":
+        kwargs["quantization_config"] = quantization_config(quantization, "float32" if torch_dtype == torch.float32
+                                                            else str(torch_dtype).split(".")[-1])
+        index = torch.device(device).index if device is not None else None
+        kwargs["device_map"] = {"": index if index is not None else torch.cuda.current_device()}
     if is_adapter_dir(path):
         from peft import PeftConfig, PeftModel
 
         base_name = PeftConfig.from_pretrained(path).base_model_name_or_path
-        base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_name, weights_required=True), dtype=torch_dtype,
-                                                    trust_remote_code=trust_remote_code)
+        base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_name, weights_required=True), **kwargs)
         return PeftModel.from_pretrained(base, path, is_trainable=is_trainable), path
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     return model, path
