@@ -44,7 +44,7 @@ from memlab.evaluation import InTrainingEval, eval_label, read_eval_inputs
 from memlab.io import DataError, append_jsonl, split_paths, write_text_atomic
 from memlab.models import DEFAULT_MODEL, is_adapter_dir, load_model, load_tokenizer, resolve_model_path
 from memlab.runtime import TrainRuntimeArgs
-from memlab.rundir import (check_data_unchanged, empty_dir, file_digest, guard_output_dir, prepare_run_dir,
+from memlab.rundir import (check_data_unchanged, differences, empty_dir, file_digest, guard_output_dir, prepare_run_dir,
                            read_metrics, write_results)
 
 EXIT_REQUEUE = 75  # checkpointed on a signal; rerun with --resume
@@ -268,10 +268,9 @@ def restore_or_start(args: TrainArgs, model, optimizer, scheduler, fingerprint: 
     ckpt = training.newest_checkpoint(out) if args.resume else None
     if ckpt is not None:
         saved = json.loads((ckpt / "trainer_state" / "state.json").read_text())
-        diff = sorted(k for k in set(fingerprint) | set(saved["config"]) if fingerprint.get(k) != saved["config"].get(k))
+        diff = differences(saved["config"], fingerprint)
         if diff:
-            raise DataError(f"--resume: {out} was run with a different configuration; differing: "
-                            + ", ".join(f"{k} (was {saved['config'].get(k)!r}, now {fingerprint.get(k)!r})" for k in diff))
+            raise DataError(f"--resume: {out} was run with a different configuration; differing: {'; '.join(diff)}")
         training.load_checkpoint_weights(model, ckpt)
         if ds is None:
             opt_state = torch.load(ckpt / "trainer_state" / "optimizer.pt", weights_only=False)

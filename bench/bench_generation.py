@@ -12,11 +12,10 @@ included, embedding lookup not), as a fraction of the fp32 2048x2048 matmul peak
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
-from common import ROOT, alternate, final_peak, print_peak, print_speed_ratio, setup, timed
+from common import ROOT, alternate, base_parser, final_peak, print_peak, print_speed_ratio, setup, timed
 
 from memlab.generation import GenRequest, generate_requests, stop_token_ids
 
@@ -45,14 +44,9 @@ def one_by_one(model, tok, prompts, max_new_tokens) -> list[list[int]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--n_items", type=int, default=32)
-    ap.add_argument("--chunk", type=int, default=16, help="prompts per alternation chunk")
-    ap.add_argument("--batch_size", type=int, default=16)
-    ap.add_argument("--prefix_tokens", type=int, default=32)
-    ap.add_argument("--max_new_tokens", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = base_parser(__doc__, n_items=32, chunk=16, unit="prompts")
+    ap.add_argument("--prefix_tokens", type=int, default=32, help="prompt length in tokens")
+    ap.add_argument("--max_new_tokens", type=int, default=16, help="tokens generated per prompt")
     args = ap.parse_args()
     peak_before, model, tok, n_params = setup(args.model, args.threads)
     prompts = [tok(t).input_ids[:args.prefix_tokens] for t in load_texts(args.n_items)]

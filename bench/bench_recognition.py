@@ -13,13 +13,12 @@ fp32 2048x2048 matmul peak measured in this run.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
 
 import torch
-from common import ROOT, alternate, final_peak, print_peak, print_speed_ratio, setup, timed
+from common import ROOT, alternate, base_parser, final_peak, print_peak, print_speed_ratio, setup, timed
 
 from memlab.likelihood import encode_items, score_items
 
@@ -51,14 +50,9 @@ def seed_method(model, tok, texts) -> list[float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--n_items", type=int, default=600)
-    ap.add_argument("--chunk", type=int, default=100, help="items per alternation chunk")
-    ap.add_argument("--batch_size", type=int, default=16)
+    ap = base_parser(__doc__, n_items=600, chunk=100, unit="items")
     ap.add_argument("--join_max", type=int, default=1, help="join 1..K sentences per item")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the item sampling")
     args = ap.parse_args()
     peak_before, model, tok, n_params = setup(args.model, args.threads)
     texts = load_texts(args.n_items, args.join_max, args.seed)

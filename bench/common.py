@@ -19,6 +19,20 @@ from memlab.likelihood import matmul_params, matmul_peak_flops
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def base_parser(doc: str, n_items: int, chunk: int, unit: str):
+    """The flags every benchmark has (model, item count, alternation chunk, batch size, threads); each script
+    adds its own."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2-135m", help="model under test (built-in name or local directory)")
+    ap.add_argument("--n_items", type=int, default=n_items, help=f"{unit} measured")
+    ap.add_argument("--chunk", type=int, default=chunk, help=f"{unit} per alternation chunk")
+    ap.add_argument("--batch_size", type=int, default=16, help="memlab's batch size")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    return ap
+
+
 def setup(model_name: str, threads: int):
     """Threads set, the matmul peak measured before anything is loaded, then the model in eval mode and its
     tokenizer: (peak_before, model, tok, N = parameters in matmuls)."""

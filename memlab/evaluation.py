@@ -59,13 +59,19 @@ def qa_rows(tok, model, probes: Sequence[dict], label: str, temperatures: Sequen
 
 
 def qa_summary(rows: Sequence[dict], where: dict[str, dict], n_boot: int, seed: int) -> dict:
-    """`error_rates` (per checkpoint x tier x temperature, with `all` = every tier but verbatim; 95% CI
-    resampling probes) and `error_rates_by_repeat`; `where[label]` adds path/exposure/step to each record."""
-    all_tiers = [dict(r, tier="all") for r in rows if r["tier"] != VERBATIM_TIER]
-    by_tier = metrics.grouped_means(list(rows) + all_tiers, ["checkpoint", "tier", "temperature"], ["error"], "id",
+    """`error_rates` (per checkpoint x tier x temperature, with `all` = every tier but verbatim) and
+    `error_rates_by_repeat`; `where[label]` adds path/exposure/step to each record.
+
+    95% CIs resample clusters: a probe (its repeats averaged) within one tier, a fact (its probes of every
+    tier averaged) in `all`, where one fact's easy/mid/hard probes are not independent. Probes without tiers
+    already carry tier `all` and are counted once."""
+    rows = [dict(r, _cluster=r["id"]) for r in rows]
+    all_tiers = [dict(r, tier="all", _cluster=r.get("fact_id") or r["id"]) for r in rows
+                 if r["tier"] not in (VERBATIM_TIER, "all")]
+    by_tier = metrics.grouped_means(rows + all_tiers, ["checkpoint", "tier", "temperature"], ["error"], "_cluster",
                                     n_boot, seed)
-    by_repeat = metrics.grouped_means(list(rows) + all_tiers, ["checkpoint", "tier", "temperature", "repeat"],
-                                      ["error"], "id", 0, seed)
+    by_repeat = metrics.grouped_means(rows + all_tiers, ["checkpoint", "tier", "temperature", "repeat"],
+                                      ["error"], "_cluster", 0, seed)
     for g in by_tier + by_repeat:
         g["error_rate"] = g.pop("error")
         for k in ("_ci_low", "_ci_high"):
@@ -286,7 +292,7 @@ def point_headlines(recall: Sequence[dict], recog: Sequence[dict]) -> dict:
     """Greedy recall per tier (`all` = every tier but verbatim) and recognition 2AFC of one eval point."""
     out = {}
     greedy = [r for r in recall if r["temperature"] == 0]
-    for tier in sorted({r["tier"] for r in greedy}) + ["all"]:
+    for tier in sorted({r["tier"] for r in greedy} | {"all"}):
         xs = [r["correct"] for r in greedy if (r["tier"] == tier if tier != "all" else r["tier"] != VERBATIM_TIER)]
         if xs:
             out[f"recall_{tier}"] = float(np.mean(xs))

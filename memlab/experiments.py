@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from memlab.io import DataError, write_json_atomic, write_jsonl_atomic
+from memlab.rundir import differences
 
 ROOT = Path(__file__).resolve().parents[1]
 EXIT_REQUEUE = 75  # train.py's "checkpointed on a signal, rerun me"
@@ -224,18 +225,6 @@ def cell_name(c: dict) -> str:
 
 
 # ------------------------------------------------------------------------------ the recorded config
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """'key: old -> new' for every key whose value differs (missing keys shown as <unset>)."""
-    out = []
-    for k in sorted(set(old) | set(new), key=str):
-        a, b = old.get(k, "<unset>"), new.get(k, "<unset>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
-    return out
-
-
 def guard_root(expt: str, runs_root, size: str, axes: dict, settings: dict, overrides=(), force: bool = False,
                write: bool = True) -> Path:
     """Record the resolved config at the sweep root (RUNS_ROOT/<expt>/config.yaml) or refuse a changed one.
@@ -256,7 +245,7 @@ def guard_root(expt: str, runs_root, size: str, axes: dict, settings: dict, over
                 raise ValueError("not a mapping")
         except Exception as e:
             raise DataError(f"{path}: unreadable recorded config ({e}); move it away or use a new runs root") from None
-        diff = _differences({"size": old.get("size"), "settings": old.get("settings", {})},
+        diff = differences({"size": old.get("size"), "settings": old.get("settings", {})},
                             {"size": size, "settings": settings})
         if diff and not force:
             raise DataError(f"{path.parent} was run with another config; differing keys: {'; '.join(diff)}. "
@@ -288,7 +277,7 @@ def _check_cell_settings(task: Path, settings: dict, force: bool) -> None:
     except (OSError, ValueError) as e:
         raise DataError(f"{recorded}: unreadable ({e})") from None
     old.pop("overrides", None)
-    diff = _differences(old, settings)
+    diff = differences(old, settings)
     if not diff:
         return
     if not force:
@@ -358,21 +347,18 @@ def run_stage(script: str, args: list, out_dir: Path, log=None) -> Path:
     unfinished training run with the same arguments resumes. SIGTERM/SIGUSR1 reaching this process are
     passed on to the stage."""
     argv = [str(a) for a in args] + ["--output_dir", str(out_dir)]
-    if script == "make_data.py":
-        if (out_dir / "manifest.json").exists():
-            return out_dir
-    elif (out_dir / "config.json").exists():
-        same = _recorded_argv_matches(out_dir, argv)
-        if same and (out_dir / "results.json").exists():
-            return out_dir
-        if not same:
-            print(f"{out_dir}: run earlier with other arguments; re-running it from scratch", flush=True)
     cmd = _launcher(script) + argv
     if script == "train.py" and os.environ.get("MEMLAB_TRAIN_ARGS"):  # extra train.py flags (tests, tuning)
         cmd += shlex.split(os.environ["MEMLAB_TRAIN_ARGS"])
-    if script != "make_data.py" and (out_dir / "config.json").exists():
+    if script == "make_data.py":
+        if (out_dir / "manifest.json").exists():
+            return out_dir
+    elif (out_dir / "config.json").exists():  # read once: same arguments finish or resume, others re-run
         if not _recorded_argv_matches(out_dir, argv):
+            print(f"{out_dir}: run earlier with other arguments; re-running it from scratch", flush=True)
             cmd.append("--overwrite_output_dir")
+        elif (out_dir / "results.json").exists():
+            return out_dir
         elif script == "train.py":
             cmd.append("--resume")
     print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
@@ -482,14 +468,24 @@ def check_leakage_once(s: dict, task: Path, train: list, held_out: list) -> None
     write_json_atomic(done, report)
 
 
+def model_flags(s: dict, training: bool = False) -> list:
+    """Flags for how a stage loads the model, from the settings that have them (expt1): `load_in_4bit`
+    (QLoRA: a 4-bit base, LoRA adapters; needs method=lora and a CUDA GPU) and, for training,
+    `gradient_checkpointing`."""
+    flags = ["--load_in_4bit"] if s.get("load_in_4bit") else []
+    if training and s.get("gradient_checkpointing"):
+        flags.append("--gradient_checkpointing")
+    return flags
+
+
 def knownness_stage(c: dict, s: dict, probes: Path, task: Path, max_new_tokens: int = 16) -> Path:
     """SliCK knownness (Gekhman et al. 2024) before training: the base model answers every reworded probe
     (`probes`: no verbatim tier) greedily and `knownness_samples` times at temperature 0.5 (8 in the full
     grids; fewer in the small ones, for time); analyze.py turns it into categories."""
     return run_stage("generate.py", ["--mode", "qa", "--input_file", probes, "--model_name_or_path", c["model"],
                                      "--temperatures", "0,0.5", "--repeats", s["knownness_samples"],
-                                     "--max_new_tokens", max_new_tokens, "--seed", c["seed"], "--bootstrap", 0],
-                     task / "knownness")
+                                     "--max_new_tokens", max_new_tokens, "--seed", c["seed"], "--bootstrap", 0,
+                                     *model_flags(s)], task / "knownness")
 
 
 def expt1(c: dict, s: dict, task: Path) -> dict:
@@ -511,7 +507,7 @@ def expt1(c: dict, s: dict, task: Path) -> dict:
                                    "--eval_probes_file", facts["probes"], "--eval_seen_file", seen,
                                    "--eval_unseen_file", unseen, "--eval_exposures", "all",
                                    "--eval_temperatures", s["temperatures"], "--eval_repeats", s["repeats"],
-                                   "--eval_max_new_tokens", 10], task / "train")
+                                   "--eval_max_new_tokens", 10, *model_flags(s, training=True)], task / "train")
     return summarize_stages({"recall": train / "eval" / "recall", "recognition": train / "eval" / "recognition",
                              "knownness": known, "train": train})
 

@@ -115,15 +115,27 @@ def encode_item(tokenizer, item: dict, chat: bool = False, use_template: bool = 
             raise DataError(f"item '{item_id}': text has {len(ids)} token(s); need at least 2 to score "
                             "(the first token has no context)")
         return EncodedItem(item_id, ids, 1)
-    p_ids = tokenizer(prompt, add_special_tokens=special).input_ids if prompt else []
-    c_ids = tokenizer(completion, add_special_tokens=False).input_ids
-    if not p_ids:  # nothing to condition the first completion token on: it stays unscored
-        if len(c_ids) < 2:
-            raise DataError(f"item '{item_id}': completion too short to score without a prompt")
-        return EncodedItem(item_id, c_ids, 1)
-    if not c_ids:
+    ids, start = completion_tokens(tokenizer, prompt, completion, special)
+    if start >= len(ids):
         raise DataError(f"item '{item_id}': completion tokenizes to nothing")
-    return EncodedItem(item_id, p_ids + c_ids, len(p_ids))
+    if start == 0:  # nothing to condition the first completion token on: it stays unscored
+        if len(ids) < 2:
+            raise DataError(f"item '{item_id}': completion too short to score without a prompt")
+        start = 1
+    return EncodedItem(item_id, ids, start)
+
+
+def completion_tokens(tokenizer, prompt: str, completion: str, add_special_tokens: bool) -> tuple[list[int], int]:
+    """(token ids of prompt + completion tokenized as one text, index of the first completion token).
+
+    The text is tokenized whole, as training tokenizes it (memlab.training.tokenize_item) and as the model
+    reads it, so a prompt ending in a space ("Q: ... ") scores the same tokens training learned: the
+    space merges into the completion's first token, which counts as a completion token because it reaches
+    into the completion (its end offset lies past the prompt)."""
+    enc = tokenizer(prompt + completion, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    start = next((i for i, (a, b) in enumerate(offsets) if b > len(prompt) and b > a), len(ids))
+    return list(ids), start
 
 
 def encode_items(tokenizer, items: Sequence[dict], chat: bool = False, use_template: bool = True

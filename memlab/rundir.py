@@ -84,6 +84,22 @@ def empty_dir(out: Path) -> None:
             child.unlink()
 
 
+def differences(old: dict, new: dict, skip=(), prefix: str = "") -> list[str]:
+    """'key: old -> new' for every key whose value differs, nested dicts as dotted keys, missing keys shown
+    as <unset>; keys in `skip` are left out. The one formatter of every "what changed" message (output
+    directories, --resume, sweep roots, cell settings)."""
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+        if k in skip:
+            continue
+        a, b = old.get(k, "<unset>"), new.get(k, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, (), f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
 def guard_output_dir(output_dir, script: str, args: Any, overwrite: bool = False, main_process: bool | None = None) -> str:
     """The one output-directory rule of every script, run before any model is loaded.
 
@@ -112,9 +128,7 @@ def guard_output_dir(output_dir, script: str, args: Any, overwrite: bool = False
     if what.endswith(f"run of {script}"):
         recorded = json.loads((out / "config.json").read_text(encoding="utf-8")).get("args", {})
         now = _jsonable(dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(args))
-        diff = [f"{k} (was {recorded.get(k, '<unset>')!r}, now {now.get(k, '<unset>')!r})"
-                for k in sorted(set(recorded) | set(now)) if k not in RESULT_NEUTRAL_ARGS
-                and recorded.get(k) != now.get(k)]
+        diff = differences(recorded, now, skip=RESULT_NEUTRAL_ARGS)
         if not diff:
             return "same"
         what += f" with a different configuration (differing: {'; '.join(diff)})"

@@ -19,26 +19,26 @@ from memlab.cli import arg
 
 
 @dataclass
-class TrainRuntimeArgs:
-    precision: str = arg("auto", "auto, fp32, bf16 or fp16 (mixed precision through accelerate): auto is bf16 on a "
-                         "CUDA GPU of compute capability 8.0+ and fp32 otherwise (CPU); fp16 needs a GPU")
+class ModelLoadArgs:
     attn_implementation: str = arg("sdpa", "attention kernel: sdpa (default), eager, or flash_attention_2 (needs "
                                    "the flash_attn package and an Ampere or newer GPU)")
-    load_in_4bit: bool = arg(False, "QLoRA: load the base model in 4-bit NF4 with double quantization and bf16 "
-                             "compute (bitsandbytes, CUDA only); needs --lora_r > 0")
-    load_in_8bit: bool = arg(False, "load the base model in 8-bit (LLM.int8, bitsandbytes, CUDA only); needs "
-                             "--lora_r > 0")
+    load_in_4bit: bool = arg(False, "load the base model in 4-bit NF4 with double quantization (bitsandbytes, CUDA "
+                             "only); training then learns LoRA adapters on it (QLoRA: needs --lora_r > 0), "
+                             "evaluation loads adapters onto the quantized base")
+    load_in_8bit: bool = arg(False, "load the base model in 8-bit (LLM.int8, bitsandbytes, CUDA only); training "
+                             "needs --lora_r > 0")
 
 
 @dataclass
-class EvalRuntimeArgs:
+class TrainRuntimeArgs(ModelLoadArgs):
+    precision: str = arg("auto", "auto, fp32, bf16 or fp16 (mixed precision through accelerate): auto is bf16 on a "
+                         "CUDA GPU of compute capability 8.0+ and fp32 otherwise (CPU); fp16 needs a GPU")
+
+
+@dataclass
+class EvalRuntimeArgs(ModelLoadArgs):
     dtype: str = arg("auto", "dtype the models are loaded in: auto (bfloat16 on a CUDA GPU of compute capability "
                      "8.0+, float32 otherwise), float32, bfloat16 or float16")
-    attn_implementation: str = arg("sdpa", "attention kernel: sdpa (default), eager, or flash_attention_2 (needs "
-                                   "the flash_attn package and an Ampere or newer GPU)")
-    load_in_4bit: bool = arg(False, "load the base model in 4-bit NF4 (bitsandbytes, CUDA only); adapters are "
-                             "loaded on the quantized base")
-    load_in_8bit: bool = arg(False, "load the base model in 8-bit (LLM.int8, bitsandbytes, CUDA only)")
 
 
 def _common(args, facts: dict) -> dict:

@@ -113,7 +113,10 @@ def tokenize_item(item: dict, kind: str, tokenizer, loss_on: str, block_size: in
     if loss_on == "all":
         labels = list(ids)
     else:
-        labels = [t if any(s <= a < e for s, e in spans) else IGNORE_INDEX for t, (a, _) in zip(ids, offsets)]
+        # a token is learned when it reaches into a span: a prompt's trailing space merges into the
+        # completion's first token, which must still carry loss (likelihood.completion_tokens scores alike)
+        labels = [t if b > a and any(a < e and b > s for s, e in spans) else IGNORE_INDEX
+                  for t, (a, b) in zip(ids, offsets)]
     truncated = len(ids) > block_size
     return {"id": item["id"], "input_ids": ids[:block_size], "labels": labels[:block_size],
             "truncated": truncated}

@@ -621,7 +621,7 @@ TRAIN = [
         c, lambda c: train_argv(c.s["seen"], c.out)), r"output dir .*/imm/x: .*/imm is not writable")),
     P(46, "finished-run-other-config", Case("train", _finished_copy("--learning_rate", "1e-4"),
                                             r"--output_dir .*/out holds a finished run of train\.py with a different "
-                                            r"configuration \(differing: learning_rate \(was 0\.001, now 0\.0001\)\)"
+                                            r"configuration \(differing: learning_rate: 0\.001 -> 0\.0001\)"
                                             r".*--overwrite_output_dir")),
     P(47, "finished-run-more-checkpoints", Case("train", _more_checkpoints,
                                                 r"holds a finished run of train\.py with a different configuration "
@@ -735,7 +735,7 @@ TEST = [
         r"quote\.csv:3: unterminated quoted field")),
     P(78, "finished-test-run-other-config", Case("test", _finished_test_copy("--batch_size", 2),
                                                  r"--output_dir .*/out holds a finished run of test\.py with a "
-                                                 r"different configuration \(differing: batch_size \(was 16, now 2\)\)")),
+                                                 r"different configuration \(differing: batch_size: 16 -> 2\)")),
     P(78, "finished-test-run-same-config-rerun", Case("test", _finished_test_copy(), code=0, check=_rerun_same)),
     P(80, "batch_size-zero", Case("test", te("--batch_size", 0), r"--batch_size must be >= 1, got 0")),
     P(81, "padding_side-middle", Case("test", te("--padding_side", "middle"),

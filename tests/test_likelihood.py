@@ -310,3 +310,20 @@ def test_transformers_without_boolean_logits_to_keep_falls_back_to_full_logits(s
         assert abs(training.causal_lm_loss(old, batch)[0].item() - training.causal_lm_loss(model, batch)[0].item()) < 1e-5
         assert torch.allclose(dpo.sequence_logps(old, batch), dpo.sequence_logps(model, batch), atol=1e-4)
     assert all(not torch.is_tensor(c) for c in old.calls[n_calls:])
+
+
+@pytest.mark.parametrize("prompt, completion", [("The capital of France is ", "Paris"), ("Name: ", "Maya Lopez"),
+                                                ("The capital of France is", " Paris"), ("Code ", "48213")])
+def test_training_learns_exactly_the_tokens_scoring_scores(tiny_llama, prompt, completion):
+    """A prompt ending in a space: the space merges into the completion's first token, which training
+    learns and scoring scores (both tokenize the text whole); the scored tokens = the learned ones minus EOS."""
+    from memlab import training
+    from memlab.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_llama))
+    item = {"id": "x", "prompt": prompt, "completion": completion}
+    ex = training.tokenize_item(item, "prompt_completion", tok, "completion", 128)
+    learned = [t for t in ex["labels"] if t != training.IGNORE_INDEX]
+    enc = encode_item(tok, item)
+    assert learned[:-1] == enc.input_ids[enc.score_start:] and learned[-1] == tok.eos_token_id
+    assert tok.decode(learned[:-1]).strip() == completion.strip()
