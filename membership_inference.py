@@ -4,10 +4,22 @@ matched texts it did not (non-members)?
 Each target model (or each checkpoint: LoRA ranks, target modules, before/after DPO) and its reference
 model score every item ONCE with the shared batched scorer (per-token log-probs, and the mean/variance of
 log p under the model's predictive distribution for min-k%++). The attacks (memlab/attacks.py, equations
-there; higher score = more member-like) are computed from those arrays: loss, zlib, min_k_{k}, min_k_pp_{k}
-(k from --min_k), and with a reference model ref_ratio (target NLL / reference NLL) and ref_diff
-(reference NLL - target NLL). Per checkpoint and attack: ROC AUC, TPR at 1% and 0.1% FPR with bootstrap
-95% CIs, over all items and per canary-copies group (members with c copies vs all non-members).
+and papers there; higher score = more member-like) are computed from those arrays: loss, zlib (Carlini et
+al. 2021: mean NLL / zlib bytes), zlib_total (memlab's earlier variant: total NLL / zlib bytes),
+min_k_{k}, min_k_pp_{k} (k from --min_k), and with a reference model ref_ratio (target NLL / reference
+NLL) and ref_diff (reference NLL - target NLL). Attacks that need more than those arrays:
+  recall         ReCaLL: one more pass over the items after a prefix of known non-members
+                 (--recall_prefix_file, else --recall_prefix_n non-members held apart and not evaluated);
+  dc_pdd         DC-PDD: token probabilities calibrated by corpus token frequencies (--freqs, else a table
+                 of the shipped corpus built on first use, cached under $MEMLAB_CACHE/freqs);
+  neighbourhood  loss vs --neighbours word-substituted neighbours (--neighbour_model: a local masked LM,
+                 else words of the evaluated items);
+  gradnorm       one backward pass per item (LoRA parameters of an adapter, else all parameters);
+  rmia           RMIA with --reference_models (population: --rmia_population, else the non-members).
+--attacks picks a subset; by default every attack the inputs allow. Per checkpoint and attack: ROC AUC,
+TPR at 1% and 0.1% FPR with bootstrap 95% CIs, over all items and per canary-copies group (members with c
+copies vs all non-members). results.json records each attack's inputs (prefix ids, frequency table path +
+sha256 + tokenizer, neighbour_source, reference models).
 
 Reference model (--reference_model; `none` skips the reference attacks). Default, per checkpoint: a LoRA
 adapter's base (adapter_config.json base_model_name_or_path); for a full-model checkpoint of a memlab run
@@ -29,6 +41,11 @@ Its tokenizer must equal the target's. For before/after comparisons pass one exp
     python membership_inference.py --members m.jsonl --nonmembers n.jsonl --reference_model smollm2-135m \
         --checkpoints runs/sft/checkpoints/exposure_10,'runs/dpo/checkpoints/step_*' --output_dir runs/mia_dpo
 
+    # the published attacks only, RMIA with two reference models trained on random halves of the population
+    python membership_inference.py --mia_dir data/mia --checkpoints runs/mia_sft/checkpoints/exposure_10 \
+        --attacks zlib,recall,dc_pdd,neighbourhood,gradnorm,rmia --reference_models runs/ref_a/final,runs/ref_b/final \
+        --freqs runs/freqs --output_dir runs/mia_published
+
 Writes config.json, items.csv (id, split, canary_copies, checkpoint, target_nll, reference_nll, n_tokens,
 zlib_bytes, one column per attack), plots/roc_<checkpoint>.png and results.json (written last).
 """
@@ -42,11 +59,12 @@ from typing import Optional
 
 import numpy as np
 
-from memlab import attacks
+from memlab import attacks, runtime
 from memlab.cli import arg, collect_errors, parse_list, run
 from memlab.io import DataError, read_texts, split_paths, write_csv_atomic
 from memlab.models import DEFAULT_MODEL, resolve_model_path
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
+from memlab.runtime import EvalRuntimeArgs
 from memlab.likelihood import (EncodedItem, ModelPool, check_tokenizer_match, checkpoint_position, checkpoints_field,
                             distributed_map, encode_items, load_eval_tokenizer, score_items, targets_and_labels)
 
@@ -55,7 +73,7 @@ DEFAULT_FREQS_CORPUS = "data/corpus/sentences.jsonl"
 
 
 @dataclass
-class MiaArgs:
+class MiaArgs(EvalRuntimeArgs):
     members: Optional[str] = arg(None, "member texts (plain text rows; optional canary_copies column); with "
                                  "--nonmembers, instead of --mia_dir")
     nonmembers: Optional[str] = arg(None, "non-member texts from the same distribution; with --members, instead of "
@@ -86,7 +104,6 @@ class MiaArgs:
                             "(padding is masked and positions are explicit)")
     bootstrap: int = arg(1000, "bootstrap resamples for the 95%% confidence intervals; 0 = none")
     seed: int = arg(0, "random seed of the bootstrap resampling")
-    dtype: str = arg("float32", "dtype the models are loaded in: float32, bfloat16 or float16")
     attacks: Optional[str] = arg(None, "attacks to run, comma-separated (see the table in the README); when not "
                                  "given: every attack the inputs allow (recall when a non-member prefix set is "
                                  "available, ref_* with a reference model, rmia with --reference_models)")
@@ -132,8 +149,6 @@ def validate(args: MiaArgs) -> list[float]:
         (args.batch_size >= 1, f"--batch_size must be >= 1, got {args.batch_size}"),
         (args.bootstrap >= 0, f"--bootstrap must be >= 0, got {args.bootstrap}"),
         (args.padding_side in ("left", "right"), f"--padding_side must be left or right, got {args.padding_side}"),
-        (args.dtype in ("float32", "bfloat16", "float16"),
-         f"--dtype must be float32, bfloat16 or float16, got {args.dtype}"),
         (args.attacks is None or (bool(names) and not unknown),
          f"--attacks: unknown attack(s) {', '.join(unknown) or repr(args.attacks)}; valid: {', '.join(valid)}"),
         (args.recall_prefix_n >= 0, f"--recall_prefix_n must be >= 0, got {args.recall_prefix_n}"),
@@ -287,7 +302,9 @@ def mlm_neighbours(model_dir: str, texts: list[str], n: int, rate: float, seeds)
     if mtok.mask_token is None:
         raise DataError(f"--neighbour_model {model_dir}: its tokenizer has no mask token; need a masked LM")
     words = [(i, w) for w, i in mtok.get_vocab().items() if w.isalpha() and len(w) >= 2]
-    ok_ids = torch.tensor(sorted(i for i, _ in words))
+    if len(words) < 2:
+        raise DataError(f"--neighbour_model {model_dir}: its vocabulary has fewer than 2 whole alphabetic words")
+    ok_ids = torch.tensor(sorted(i for i, _ in words), dtype=torch.long)
     id_word = dict(words)
     out = []
     for text, seed in zip(texts, seeds):
@@ -390,6 +407,7 @@ def resolve_reference_models(args: MiaArgs, tok) -> list[str]:
 
 def main(args: MiaArgs) -> dict:
     ks = validate(args)
+    rt = runtime.resolve_eval(args)  # precision, attention, k-bit loading: checked before any model loads
     guard_output_dir(args.output_dir, "membership_inference.py", args, args.overwrite_output_dir)  # before any model loads
     from accelerate import Accelerator
     from transformers import set_seed
@@ -416,24 +434,29 @@ def main(args: MiaArgs) -> dict:
     rmia_refs = resolve_reference_models(args, tok) if "rmia" in chosen else []
     if acc.is_main_process:
         prepare_run_dir(args.output_dir, args, "membership_inference.py",
-                        extra={"num_processes": acc.num_processes, "min_k": ks, "attacks": chosen})
+                        extra={"num_processes": acc.num_processes, "min_k": ks, "attacks": chosen,
+                               "runtime": rt})
     keys = [f"{r['split']}:{r['id']}" for r in rows]
     # ids may repeat across the two files: score under a split-qualified key
     enc = encode_items(tok, [{"id": k, "text": r["text"]} for k, r in zip(keys, rows)])
-    pool = ModelPool(dtype=args.dtype, device=acc.device, fallback_base=args.model_name_or_path)
+    pool = ModelPool(device=acc.device, fallback_base=args.model_name_or_path, **runtime.pool_kwargs(rt))
     ref_cache: dict[str, list] = {}
+
+    def score_on(model, items=enc, stats=False):
+        return score_items(model, items, tok.pad_token_id, args.batch_size, args.padding_side,
+                           token_logprobs=stats, distribution_stats=stats, accelerator=acc)
 
     def score(target, items=enc, keep=False, stats=False):
         with pool.use(target, keep=keep) as model:  # one pass per model serves every per-token attack
-            return score_items(model, items, tok.pad_token_id, args.batch_size, args.padding_side,
-                               token_logprobs=stats, distribution_stats=stats, accelerator=acc)
+            return score_on(model, items, stats)
 
     enc_cond = None
     if "recall" in chosen:
         p_ids = tok(" ".join(prefix_texts)).input_ids
-        # x's own tokens after the prefix; the same tokens are scored as without it (all but x's first)
-        enc_cond = [EncodedItem(f"recall|{e.id}", p_ids + e.input_ids, len(p_ids) + e.score_start) for e in enc]
-        extra["recall"].update(n_prefix_tokens=len(p_ids), separator="' ' between prefix texts; x tokenized alone")
+        # all of x's own tokens after the prefix, none of the prefix's (as in the ReCaLL authors' code)
+        enc_cond = [EncodedItem(f"recall|{e.id}", p_ids + e.input_ids, len(p_ids)) for e in enc]
+        extra["recall"].update(n_prefix_tokens=len(p_ids), separator="' ' between prefix texts; x tokenized alone",
+                               sign="LL(x|P) / LL(x) as published: higher = member")
     enc_nb, nb_index = None, []
     if "neighbourhood" in chosen:
         nbs, extra["neighbourhood"] = make_neighbours(args, rows)
@@ -479,27 +502,29 @@ def main(args: MiaArgs) -> dict:
         ref_scores = ref_cache.get(key)
         names = [a for a in chosen if a in attacks.attack_names(ks, with_reference=ref is not None)
                  or a in attacks.EXTRA_ATTACKS]
-        target_scores = score(target, stats=True)
         more: dict[str, list[float]] = {}
         ckpt_extra = {}
-        if enc_cond is not None:
-            cond = score(target, enc_cond, stats=True)
+        with pool.use(target) as model:  # one load per checkpoint serves every attack
+            target_scores = score_on(model, enc, stats=True)
+            cond = score_on(model, enc_cond, stats=True) if enc_cond is not None else None
+            nb_scores = score_on(model, enc_nb) if enc_nb is not None else None
+            pop_scores = score_on(model, pop_enc) if "rmia" in chosen and args.rmia_population else None
+            if "gradnorm" in chosen:
+                norms, ckpt_extra["gradnorm"] = gradient_norms(model, target, enc, acc)
+        if cond is not None:
             more["recall"] = [attacks.recall_score(c.token_logprobs, s.token_logprobs)
                               for c, s in zip(cond, target_scores)]
         if freq_table is not None:
             more["dc_pdd"] = [attacks.dc_pdd_score(e.input_ids[e.score_start:], s.token_logprobs, freq_table,
                                                    args.dc_pdd_a) for e, s in zip(enc, target_scores)]
-        if enc_nb is not None:
-            nb_scores = score(target, enc_nb)
+        if nb_scores is not None:
             more["neighbourhood"] = [attacks.neighbourhood_score(s.loss, [nb_scores[j].loss for j in idx])
                                      for s, idx in zip(target_scores, nb_index)]
         if "gradnorm" in chosen:
-            with pool.use(target) as model:
-                norms, ckpt_extra["gradnorm"] = gradient_norms(model, target, enc, acc)
             more["gradnorm"] = [attacks.gradnorm_score(v) for v in norms]
         if "rmia" in chosen:
             pop_t = ([target_scores[i].loss for i in non_idx] if not args.rmia_population
-                     else [s.loss for s in score(target, pop_enc)])
+                     else [s.loss for s in pop_scores])
             more["rmia"] = attacks.rmia_scores([s.loss for s in target_scores], rmia_ref_nll, pop_t, rmia_ref_pop,
                                                args.rmia_gamma, same).tolist()
         ckpt_rows = []
@@ -522,7 +547,7 @@ def main(args: MiaArgs) -> dict:
                           for a in names}, Path(args.output_dir) / "plots" / f"roc_{safe_name(label)}.png",
                          f"MIA ROC: {label} ({ref_note})\n{sum(r['split'] == 'member' for r in ckpt_rows)} "
                          f"members vs {sum(r['split'] == 'nonmember' for r in ckpt_rows)} non-members")
-    results = {"script": "membership_inference.py", "num_processes": acc.num_processes,
+    results = {"script": "membership_inference.py", "num_processes": acc.num_processes, "runtime": rt,
                "n_members": sum(r["split"] == "member" for r in rows),
                "n_nonmembers": sum(r["split"] == "nonmember" for r in rows), "min_k": ks,
                "sign": "higher score = more member-like; members are the positive class",

@@ -14,7 +14,7 @@ Notation for one item x = (x_1 .. x_n) whose n scored tokens have log-probs l_t 
                       mu_t = E_{v~p(.|x_<t)}[log p(v|x_<t)], sigma_t^2 = Var_{v~p(.|x_<t)}[log p(v|x_<t)]
     ref_ratio       = -NLL_target(x) / NLL_reference(x)     (the LoRA-rank seed study's ratio attack)
     ref_diff        = NLL_reference(x) - NLL_target(x)       (Carlini et al. 2021 / Mireshghallah 2022)
-    recall          = -LL(x | P) / LL(x),  LL = mean token log-prob, P = non-member prefix   (Xie et al. 2024)
+    recall          = LL(x | P) / LL(x),  LL = mean token log-prob, P = non-member prefix    (Xie et al. 2024)
     dc_pdd          = mean over the first occurrence of each token of min(p_t * log(1 / f(x_t)), a)
                       f = Laplace-smoothed token frequency in a reference corpus   (Zhang et al. 2024)
     neighbourhood   = mean_j NLL(x~_j) - NLL(x),  x~_j = x with words replaced   (Mattern et al. 2023)
@@ -132,17 +132,22 @@ def reference_difference_score(target_nll: float, reference_nll: float) -> float
 
 
 def recall_score(conditional_logprobs: Sequence[float], token_logprobs: Sequence[float]) -> float:
-    """recall = -LL(x | P) / LL(x), ReCaLL (Xie et al. 2024, "ReCaLL: Membership Inference via Relative
-    Conditional Log-Likelihoods"), LL = mean token log-likelihood of x's tokens (the same tokens in both:
-    only x's tokens are scored after the prefix P of known non-member texts).
+    """recall = LL(x | P) / LL(x): ReCaLL (Xie et al. 2024, "ReCaLL: Membership Inference via Relative
+    Conditional Log-Likelihoods", EMNLP), LL = mean token log-likelihood of x's tokens, P = a prefix of
+    known non-member texts.
 
-    The paper's score is the ratio LL(x|P) / LL(x); its evaluation (the official code's ROC on -score) takes
-    a LOWER ratio as member, so we negate it (higher = more member-like)."""
+    Sign: the paper finds that a non-member prefix lowers a member's log-likelihood more than a
+    non-member's; both LLs are negative, so LL(x|P) / LL(x) = |LL(x|P)| / |LL(x)| is HIGHER for members,
+    and the authors' evaluation (src/eval.py: roc_curve(labels, score), label 1 = member) uses the ratio as
+    is. So the ratio is already higher = more member-like and is not negated. Tokens as in the authors'
+    code: LL(x) over x's scored tokens (all but the first), LL(x|P) over all of x's tokens after P (x's
+    first token is predicted from the prefix); no prefix token is scored.
+    """
     cond, lp = _logprobs(conditional_logprobs), _logprobs(token_logprobs)
     ll = lp.mean()
     if ll == 0:
         raise ValueError("recall: LL(x) is 0 (every token has probability 1); the ratio is undefined")
-    return float(-cond.mean() / ll)
+    return float(cond.mean() / ll)
 
 
 def laplace_frequencies(counts: Sequence[int]) -> np.ndarray:
