@@ -621,21 +621,55 @@ def _mia_inputs(mia: dict) -> list:
     return ["--mia_dir", mia["dir"]] if mia["dir"] else ["--members", mia["members"], "--nonmembers", mia["nonmembers"]]
 
 
+def reference_models(c: dict, s: dict, task: Path, mia: dict, train_flags: list, exposures) -> list[Path]:
+    """RMIA's K reference models (Zarifzadeh et al. 2024; `reference_models: K`, 0 = none): each trained
+    exactly like the target (`train_flags`) on a random half of the population (the members and non-members,
+    each text once), half k drawn with seed (seed, k) and written to data/reference_k/train.jsonl. Each
+    text is IN about half of the reference models and OUT of the rest, the "online" setting of the paper.
+    They train inside the cell, one after another (a cell's references depend on its data and settings, and
+    each is a resumable stage like the target); returns their final checkpoints."""
+    k_total = int(s.get("reference_models") or 0)
+    if k_total <= 0:
+        return []
+    import random
+
+    from memlab.io import read_records
+
+    population = [{"id": f"{split}:{r['id']}", "text": r["text"]}
+                  for split in ("members", "nonmembers") for r in read_records(mia[split])]
+    refs = []
+    for k in range(k_total):
+        half_file = task / "data" / f"reference_{k}" / "train.jsonl"
+        if not half_file.exists():
+            rng = random.Random(f"{c['seed']}:reference:{k}")
+            write_jsonl_atomic(half_file, rng.sample(population, len(population) // 2))
+        ref = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file", half_file, *train_flags,
+                                     "--seed", c["seed"]], task / f"reference_{k}")
+        refs.append(ref / "checkpoints" / f"exposure_{exposures}")
+    return refs
+
+
+def _rmia_flags(refs: list[Path]) -> list:
+    return ["--reference_models", ",".join(str(r) for r in refs)] if refs else []
+
+
 def expt4(c: dict, s: dict, task: Path) -> dict:
     """LoRA rank x target modules: fine-tune on members with canaries (1..32 copies), then membership
-    inference (AUC, TPR at low FPR; reference = the adapter's base) and prefix extraction of the canaries."""
+    inference (every attack; reference = the adapter's base; RMIA with `reference_models: K` reference
+    models trained like the target on random halves of the population) and prefix extraction of the canaries."""
     seed = c["seed"]
     mia = mia_sets(c, s, task, s["canary_copies"], s["canaries_per_copy"])
     check_leakage_once(s, task, [mia["train"]], [mia["nonmembers"]])
-    train = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file", mia["train"],
-                                   "--num_exposures", s["exposures"], "--save_exposures", s["exposures"],
-                                   "--learning_rate", s["lr"], "--batch_size", s["batch_size"], "--seed", seed,
-                                   "--lora_r", c["rank"], "--lora_alpha", 2 * c["rank"],
-                                   "--lora_target_modules", c["modules"]], task / "train")
+    flags = ["--num_exposures", s["exposures"], "--save_exposures", s["exposures"], "--learning_rate", s["lr"],
+             "--batch_size", s["batch_size"], "--lora_r", c["rank"], "--lora_alpha", 2 * c["rank"],
+             "--lora_target_modules", c["modules"]]
+    train = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file", mia["train"], *flags,
+                                   "--seed", seed], task / "train")
+    refs = reference_models(c, s, task, mia, flags, s["exposures"])
     ckpts = checkpoint_glob(train)
     attack = run_stage("membership_inference.py", [*_mia_inputs(mia), "--model_name_or_path", c["model"],
                                                    "--checkpoints", ckpts, "--seed", seed,
-                                                   "--bootstrap", s["bootstrap"]], task / "mia")
+                                                   "--bootstrap", s["bootstrap"], *_rmia_flags(refs)], task / "mia")
     # extraction: the canaries (members repeated in training); with your own members, every member
     canaries = _canaries_file(mia["dir"], task / "data" / "canaries.jsonl") if mia["dir"] else mia["members"]
     extract = run_stage("generate.py", ["--mode", "prefix", "--input_file", canaries, "--model_name_or_path",
@@ -646,17 +680,18 @@ def expt4(c: dict, s: dict, task: Path) -> dict:
 
 def expt6(c: dict, s: dict, task: Path) -> dict:
     """SFT, then DPO on the facts' preference pairs (chosen = true answer, rejected = a distractor). QA
-    recall and membership inference (members: sentences trained in SFT) before and after DPO."""
+    recall and membership inference (members: sentences trained in SFT) before and after DPO; RMIA with
+    `reference_models: K` reference models trained like the SFT stage on random halves of the population
+    (its members and non-members only, without the facts)."""
     seed = c["seed"]
     facts = facts_sets(c, s, task, "active", s["variants"])
     mia = mia_sets(c, s, task, "1", 1)
     check_leakage_once(s, task, [facts["train"], facts["pairs"], mia["train"]], [facts["probes"], mia["nonmembers"]])
     lora = ["--lora_r", s["lora_r"], "--lora_alpha", 2 * s["lora_r"]] if c["method"] == "lora" else []
+    flags = ["--num_exposures", s["exposures"], "--save_exposures", s["exposures"],
+             "--learning_rate", s["lr_lora" if lora else "lr_full"], "--batch_size", s["batch_size"], *lora]
     sft = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file",
-                                 f"{facts['train']},{mia['train']}",
-                                 "--num_exposures", s["exposures"], "--save_exposures", s["exposures"],
-                                 "--learning_rate", s["lr_lora" if lora else "lr_full"], "--batch_size",
-                                 s["batch_size"], "--seed", seed, *lora], task / "sft")
+                                 f"{facts['train']},{mia['train']}", *flags, "--seed", seed], task / "sft")
     sft_ckpt = sft / "checkpoints" / f"exposure_{s['exposures']}"
     dpo = run_stage("finetune_dpo.py", ["--sft_checkpoint", sft_ckpt, "--pairs_file", facts["pairs"],
                                         "--beta", s["beta"], "--learning_rate", s["dpo_lr_lora" if lora else "dpo_lr"],
@@ -669,7 +704,9 @@ def expt6(c: dict, s: dict, task: Path) -> dict:
                    task / "dpo_recall")
     attack = run_stage("membership_inference.py", [*_mia_inputs(mia), "--model_name_or_path", c["model"],
                                                    "--checkpoints", both, "--reference_model", c["model"],
-                                                   "--seed", seed, "--bootstrap", s["bootstrap"]], task / "mia")
+                                                   "--seed", seed, "--bootstrap", s["bootstrap"],
+                                                   *_rmia_flags(reference_models(c, s, task, mia, flags,
+                                                                                 s["exposures"]))], task / "mia")
     return summarize_stages({"dpo_recall": qa, "mia": attack, "dpo": dpo, "sft": sft})
 
 
