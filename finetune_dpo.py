@@ -241,7 +241,7 @@ def setup(args: DPOArgs) -> Job:
             "target_modules": args.lora_target_modules} if args.lora_r > 0 else None
     policy, reference = dpo.build_policy_and_reference(args.sft_checkpoint, lora, args.trust_remote_code,
                                                        load_reference_copy=not args.precompute_reference,
-                                                       load=runtime.load_kwargs(rt, acc.device), rt=rt)
+                                                       load=runtime.load_kwargs(rt, acc.device, lora=args.lora_r > 0), rt=rt)
     policy_kind = {"frozen_adapter_copy": "continue_sft_adapter", "adapters_disabled": "new_lora"}.get(
         reference.mechanism, "full")
     if reference.mechanism == "separate_copy":

@@ -65,7 +65,8 @@ class GenerateArgs(EvalRuntimeArgs):
         "several values and repeated flags all work); when not given: the --model_name_or_path model itself")
     max_new_tokens: Optional[int] = arg(None, "cap on generated tokens; when not given: no cap in prefix mode (as "
                                         "many tokens as the true continuation has), 32 in qa mode")
-    batch_size: int = arg(16, "sequences generated together (left-padded, length-sorted)")
+    batch_size: str = arg("16", "sequences generated together (left-padded, length-sorted), or auto: the largest "
+                          "that fits the GPU, found once per model and length and cached (16 on CPU)")
     seed: int = arg(0, "random seed: sampling seeds derive from (seed, item, prefix/temperature, sample/repeat); "
                     "it also seeds the bootstrap")
     bootstrap: int = arg(1000, "bootstrap resamples for the 95%% confidence intervals; 0 = none")
@@ -100,7 +101,7 @@ def validate(args: GenerateArgs) -> None:
         (args.mode in ("prefix", "qa"), f"--mode must be prefix or qa, got {args.mode}"),
         (bool(args.input_file), "--input_file is required"),
         (bool(args.output_dir), "--output_dir is required"),
-        (args.batch_size >= 1, f"--batch_size must be >= 1, got {args.batch_size}"),
+        runtime.batch_size_error(args.batch_size),
         (args.bootstrap >= 0, f"--bootstrap must be >= 0, got {args.bootstrap}"),
         (args.max_new_tokens is None or args.max_new_tokens >= 1, "--max_new_tokens must be >= 1"),
         (args.prefix_fraction is None or 0 < args.prefix_fraction < 1,
@@ -119,7 +120,9 @@ def prefix_rows(args, tok, model, acc, label, items, tasks, embedder) -> list[di
     """Generate and score every (item, prefix, sample) under one model."""
     requests = [GenRequest(f"{t.item_id}|{t.prefix}|{s}", t.prompt_ids, len(t.target_ids))
                 for t in tasks for s in range(args.num_samples)]
-    out = generate_requests(model, requests, tok.pad_token_id, stop_token_ids(tok, model), args.batch_size,
+    bs = runtime.resolve_batch_size(args.batch_size, model, "generate",
+                                    max(len(r.prompt_ids) + r.max_new_tokens for r in requests))
+    out = generate_requests(model, requests, tok.pad_token_id, stop_token_ids(tok, model), bs,
                             args.temperature, args.seed, acc)
     by_id = {str(it["id"]): it for it in items}
     rows = []
@@ -145,7 +148,8 @@ def prefix_rows(args, tok, model, acc, label, items, tasks, embedder) -> list[di
 def qa_rows(args, tok, model, acc, label, probes) -> list[dict]:
     """Answer every probe at every temperature (greedy once; sampled --repeats times) under one model."""
     return evaluation.qa_rows(tok, model, probes, label, parse_list(args.temperatures, float, "temperatures"),
-                              args.repeats, args.max_new_tokens or 32, args.batch_size, args.seed, acc,
+                              args.repeats, args.max_new_tokens or 32,
+                              runtime.resolve_batch_size(args.batch_size, model, "generate", 512), args.seed, acc,
                               not args.no_chat_template and has_chat_template(tok))
 
 

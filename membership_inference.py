@@ -99,7 +99,8 @@ class MiaArgs(EvalRuntimeArgs):
                      "(0, 100]")
     text_column: Optional[str] = arg(None, "column holding the text in CSV/JSONL files; when not given: `text`, "
                                      "else the first string column")
-    batch_size: int = arg(16, "texts per forward pass (batches are length-sorted)")
+    batch_size: str = arg("16", "texts per forward pass (batches are length-sorted), or auto: the largest that fits "
+                          "the GPU, found once per model and length and cached (16 on CPU)")
     padding_side: str = arg("left", "left or right: where batches are padded; the scores do not depend on it "
                             "(padding is masked and positions are explicit)")
     bootstrap: int = arg(1000, "bootstrap resamples for the 95%% confidence intervals; 0 = none")
@@ -146,7 +147,7 @@ def validate(args: MiaArgs) -> list[float]:
         (bool(args.output_dir), "--output_dir is required"),
         (bool(ks) and all(0 < k <= 100 for k in ks),
          f"--min_k must be percentages in (0, 100], got '{args.min_k}'"),
-        (args.batch_size >= 1, f"--batch_size must be >= 1, got {args.batch_size}"),
+        runtime.batch_size_error(args.batch_size),
         (args.bootstrap >= 0, f"--bootstrap must be >= 0, got {args.bootstrap}"),
         (args.padding_side in ("left", "right"), f"--padding_side must be left or right, got {args.padding_side}"),
         (args.attacks is None or (bool(names) and not unknown),
@@ -442,8 +443,11 @@ def main(args: MiaArgs) -> dict:
     pool = ModelPool(device=acc.device, fallback_base=args.model_name_or_path, **runtime.pool_kwargs(rt))
     ref_cache: dict[str, list] = {}
 
+    def batch_size(model, items) -> int:
+        return runtime.resolve_batch_size(args.batch_size, model, "score", max(len(e.input_ids) for e in items))
+
     def score_on(model, items=enc, stats=False):
-        return score_items(model, items, tok.pad_token_id, args.batch_size, args.padding_side,
+        return score_items(model, items, tok.pad_token_id, batch_size(model, items), args.padding_side,
                            token_logprobs=stats, distribution_stats=stats, accelerator=acc)
 
     def score(target, items=enc, keep=False, stats=False):
@@ -483,9 +487,9 @@ def main(args: MiaArgs) -> dict:
         rmia_ref_nll, rmia_ref_pop = [], []
         for ref in rmia_refs:
             with pool.use(ref) as model:
-                rmia_ref_nll.append([s.loss for s in score_items(model, enc, tok.pad_token_id, args.batch_size,
+                rmia_ref_nll.append([s.loss for s in score_items(model, enc, tok.pad_token_id, batch_size(model, enc),
                                                                  args.padding_side, accelerator=acc)])
-                rmia_ref_pop.append([s.loss for s in score_items(model, pop_enc, tok.pad_token_id, args.batch_size,
+                rmia_ref_pop.append([s.loss for s in score_items(model, pop_enc, tok.pad_token_id, batch_size(model, pop_enc),
                                                                  args.padding_side, accelerator=acc)]
                                     if args.rmia_population else [rmia_ref_nll[-1][i] for i in non_idx])
         extra["rmia"] = {"reference_models": rmia_refs, "gamma": args.rmia_gamma, "population": pop_source,

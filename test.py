@@ -55,7 +55,8 @@ class RecognitionArgs(EvalRuntimeArgs):
                                          "loss_delta = loss - the loss under it to items.csv")
     text_column: Optional[str] = arg(None, "column holding the text in CSV/JSONL files; when not given: `text`, "
                                      "else the first string column")
-    batch_size: int = arg(16, "texts per forward pass (batches are length-sorted)")
+    batch_size: str = arg("16", "texts per forward pass (batches are length-sorted), or auto: the largest that fits "
+                          "the GPU, found once per model and length and cached (16 on CPU)")
     padding_side: str = arg("left", "left or right: where batches are padded; the scores do not depend on it "
                             "(padding is masked and positions are explicit)")
     bootstrap: int = arg(1000, "bootstrap resamples (of pairs) for the 95%% confidence intervals; 0 = none")
@@ -67,7 +68,7 @@ def validate(args: RecognitionArgs) -> None:
         (bool(args.seen_file), "--seen_file is required"),
         (bool(args.unseen_file), "--unseen_file is required"),
         (bool(args.output_dir), "--output_dir is required"),
-        (args.batch_size >= 1, f"--batch_size must be >= 1, got {args.batch_size}"),
+        runtime.batch_size_error(args.batch_size),
         (args.bootstrap >= 0, f"--bootstrap must be >= 0, got {args.bootstrap}"),
         (args.padding_side in ("left", "right"), f"--padding_side must be left or right, got {args.padding_side}"),
     ])
@@ -93,7 +94,8 @@ def main(args: RecognitionArgs) -> dict:
 
     def score(target, keep=False):
         with pool.use(target, keep=keep) as model:
-            return score_items(model, enc, tok.pad_token_id, args.batch_size, args.padding_side, accelerator=acc)
+            bs = runtime.resolve_batch_size(args.batch_size, model, "score", max(len(e.input_ids) for e in enc))
+            return score_items(model, enc, tok.pad_token_id, bs, args.padding_side, accelerator=acc)
 
     reference = score(args.reference_model, keep=True) if args.reference_model else None
     items, per_ckpt = [], []

@@ -355,7 +355,7 @@ def setup(args: TrainArgs) -> Job:
     fingerprints = {str(f): file_digest(f) for f in data_files} if acc.is_main_process else {}
     if args.resume and acc.is_main_process:
         check_data_unchanged(out, fingerprints)
-    model = build_model(args, tok, runtime.load_kwargs(rt, acc.device), rt)
+    model = build_model(args, tok, runtime.load_kwargs(rt, acc.device, lora=args.lora_r > 0), rt)
     max_len = getattr(model.config, "max_position_embeddings", None)
     if max_len and args.block_size > max_len:
         raise DataError(f"--block_size {args.block_size} is above the model's maximum of {max_len} positions")

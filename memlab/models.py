@@ -378,21 +378,40 @@ def quantization_of(load_in_4bit: bool, load_in_8bit: bool) -> str:
     return "4bit" if load_in_4bit else "8bit" if load_in_8bit else "none"
 
 
-def check_quantization(quantization: str, facts: dict | None = None) -> None:
-    """Before any model loads: k-bit loading needs bitsandbytes and a CUDA GPU. One clear error otherwise
-    (bitsandbytes' 4-bit NF4 path is CUDA-only in the versions we pin against; on CPU there is nothing to
-    gain from it, so memlab does not try)."""
+def check_quantization(quantization: str, facts: dict | None = None, probe=None) -> None:
+    """Before any model loads: k-bit loading needs bitsandbytes, and on a machine without CUDA a
+    bitsandbytes build whose CPU backend quantizes (0.50 does: NF4 and LLM.int8 on x86-64 and arm64,
+    used by the test suite on tiny-llama). One clear error otherwise. `probe` (tests) replaces the
+    one-off CPU quantization check."""
     if quantization == "none":
         return
     facts = cuda_facts() if facts is None else facts
     flag = f"--load_in_{quantization}"
-    if not facts["cuda"]:
-        raise DataError(f"{flag} needs a CUDA GPU (bitsandbytes k-bit layers); this machine has none. "
-                        "Without it, use LoRA in bf16/fp32 (--lora_r 16)")
     import importlib.util
 
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise DataError(f"{flag} needs the bitsandbytes package: pip install bitsandbytes (on the GPU machine)")
+        raise DataError(f"{flag} needs the bitsandbytes package: pip install bitsandbytes (requirements.txt pins it)")
+    if facts["cuda"]:
+        return
+    try:
+        (probe or _cpu_kbit_probe)(quantization)
+    except Exception as e:  # any failure of the backend means: this machine cannot load k-bit models
+        raise DataError(f"{flag}: bitsandbytes cannot quantize on this machine without CUDA "
+                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); use a CUDA GPU, or "
+                        "LoRA without quantization (--lora_r 16)") from None
+
+
+def _cpu_kbit_probe(quantization: str) -> None:
+    """Quantize and multiply one small matrix on the CPU the way the k-bit layers will."""
+    import bitsandbytes as bnb
+    import torch
+
+    w = torch.randn(64, 64)
+    if quantization == "4bit":
+        q, state = bnb.functional.quantize_4bit(w, quant_type="nf4")
+        bnb.functional.dequantize_4bit(q, state)
+    else:
+        bnb.functional.int8_vectorwise_quant(w.half())
 
 
 def quantization_config(quantization: str, compute_dtype: str = "bfloat16"):
@@ -447,8 +466,11 @@ def load_model(name_or_path: str, dtype: str = "float32", trust_remote_code: boo
     if quantization != "none":
         kwargs["quantization_config"] = quantization_config(quantization, "float32" if torch_dtype == torch.float32
                                                             else str(torch_dtype).split(".")[-1])
-        index = torch.device(device).index if device is not None else None
-        kwargs["device_map"] = {"": index if index is not None else torch.cuda.current_device()}
+        dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if dev.type == "cuda":
+            kwargs["device_map"] = {"": dev.index if dev.index is not None else torch.cuda.current_device()}
+        else:
+            kwargs["device_map"] = {"": str(dev)}
     if is_adapter_dir(path):
         from peft import PeftConfig, PeftModel
 

@@ -654,7 +654,7 @@ TRAIN = [
     P(58, "yaml-5e-5-accepted", Case("train", _yaml("learning_rate: 5e-5\n"), code=0, check=_config(
         lambda cfg, c: cfg["args"]["learning_rate"] == 5e-5))),
     P(60, "resume-other-learning_rate", Case("train", _finished_copy("--resume", "--learning_rate", "1e-4"),
-                                             r"different configuration.*learning_rate \(was 0\.001, now 0\.0001\)")),
+                                             r"different configuration.*learning_rate: 0\.001 -> 0\.0001")),
     # interruptions without a signal handler (SIGKILL), in-process: see Killed; the signal cases are elsewhere
     P(63, "killed-mid-run-resume", Case("train", _kill_then_resume(3), code=0,
                                         check=_same_weights_as_uninterrupted())),
@@ -735,7 +735,7 @@ TEST = [
         r"quote\.csv:3: unterminated quoted field")),
     P(78, "finished-test-run-other-config", Case("test", _finished_test_copy("--batch_size", 2),
                                                  r"--output_dir .*/out holds a finished run of test\.py with a "
-                                                 r"different configuration \(differing: batch_size: 16 -> 2\)")),
+                                                 r"different configuration \(differing: batch_size: '16' -> '2'\)")),
     P(78, "finished-test-run-same-config-rerun", Case("test", _finished_test_copy(), code=0, check=_rerun_same)),
     P(80, "batch_size-zero", Case("test", te("--batch_size", 0), r"--batch_size must be >= 1, got 0")),
     P(81, "padding_side-middle", Case("test", te("--padding_side", "middle"),
