@@ -200,18 +200,23 @@ def resolve_references(args: MiaArgs, targets: list, tok) -> list[tuple[Optional
         refs = [attacks.default_reference(t, args.model_name_or_path) for t in targets]
     base_dir = resolve_model_path(args.model_name_or_path)
     for ref, rule in dict.fromkeys(refs):
-        if ref is None:
-            continue
-        try:
-            ref_dir = resolve_model_path(ref)
-        except DataError as e:
-            raise DataError(f"reference model ({rule}): {e}") from None
-        try:
-            check_tokenizer_match(ref_dir, tok, base_dir)
-        except DataError as e:
-            raise DataError(f"reference model {ref} ({rule}): its tokenizer differs from the target's, so "
-                            f"their NLLs are not comparable per item; {e}") from None
+        if ref is not None:
+            check_comparable(ref, f"reference model {ref} ({rule})", tok, base_dir)
     return refs
+
+
+def check_comparable(ref: str, what: str, tok, base_dir) -> None:
+    """A reference model exists and tokenizes like the target, so its per-item NLLs compare with the target's;
+    one DataError naming `what` otherwise."""
+    try:
+        ref_dir = resolve_model_path(ref)
+    except DataError as e:
+        raise DataError(f"{what}: {e}") from None
+    try:
+        check_tokenizer_match(ref_dir, tok, base_dir)
+    except DataError as e:
+        raise DataError(f"{what}: its tokenizer differs from the target's, so its NLLs are not comparable per "
+                        f"item; {e}") from None
 
 
 def select_attacks(args: MiaArgs, ks: list[float], rows: list[dict]) -> list[str]:
@@ -394,15 +399,7 @@ def resolve_reference_models(args: MiaArgs, tok) -> list[str]:
     refs = split_paths(args.reference_models, "reference_models") if args.reference_models else []
     base_dir = resolve_model_path(args.model_name_or_path)
     for ref in refs:
-        try:
-            ref_dir = resolve_model_path(ref)
-        except DataError as e:
-            raise DataError(f"--reference_models: {e}") from None
-        try:
-            check_tokenizer_match(ref_dir, tok, base_dir)
-        except DataError as e:
-            raise DataError(f"--reference_models {ref}: its tokenizer differs from the target's, so its NLLs are "
-                            f"not comparable per item (rmia); {e}") from None
+        check_comparable(ref, f"--reference_models {ref} (rmia)", tok, base_dir)
     return refs
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from memlab.io import DataError, read_texts, write_json_atomic
+from memlab.rundir import file_digest
 
 FORMAT = "memlab-token-freqs/1"
 FILE = "freqs.json"
@@ -51,21 +52,13 @@ def count_tokens(texts, tokenizer, max_tokens: int = MAX_TOKENS) -> np.ndarray:
     return counts
 
 
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def build_table(corpus, tokenizer, tokenizer_name: str, text_column: str | None = None) -> dict:
     """The table (as written to freqs.json) of the texts in `corpus` (JSONL/TXT/CSV, memlab.io.read_texts)."""
     corpus = Path(corpus)
     rows = read_texts(corpus, text_column)
     counts = count_tokens([r["text"] for r in rows], tokenizer)
     return {"format": FORMAT, "tokenizer": str(tokenizer_name), "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
-            "vocab_size": int(counts.size), "corpus": str(corpus), "corpus_sha256": file_sha256(corpus),
+            "vocab_size": int(counts.size), "corpus": str(corpus), "corpus_sha256": file_digest(corpus),
             "n_texts": len(rows), "n_tokens": int(counts.sum()), "max_tokens_per_text": MAX_TOKENS,
             "counts": counts.tolist()}
 
@@ -100,7 +93,7 @@ def load_table(path, tokenizer) -> tuple[np.ndarray, dict]:
                         f"target's ({want_v} ids, fingerprint {want_fp[:12]}); token ids would not correspond")
     if (counts < 0).any():
         raise DataError(f"--freqs {f}: field `counts` has negative entries")
-    record = {"path": str(f), "sha256": file_sha256(f),
+    record = {"path": str(f), "sha256": file_digest(f),
               **{k: table.get(k) for k in ("tokenizer", "tokenizer_fingerprint", "corpus", "corpus_sha256",
                                            "n_texts", "n_tokens")}}
     return counts, record
@@ -116,7 +109,7 @@ def default_table(corpus, tokenizer, tokenizer_name: str, cache_root=None) -> Pa
     corpus = Path(corpus)
     if not corpus.is_file():
         raise DataError(f"token frequency corpus {corpus}: no such file; pass --freqs DIR (make_data.py freqs)")
-    d = Path(cache_root) / f"{file_sha256(corpus)[:16]}-{tokenizer_fingerprint(tokenizer)[:16]}"
+    d = Path(cache_root) / f"{file_digest(corpus)[:16]}-{tokenizer_fingerprint(tokenizer)[:16]}"
     if not (d / FILE).is_file():
         write_table(d, build_table(corpus, tokenizer, tokenizer_name))
     return d
