@@ -6,7 +6,7 @@ model score every item ONCE with the shared batched scorer (per-token log-probs,
 log p under the model's predictive distribution for min-k%++). The attacks (memlab/attacks.py, equations
 and papers there; higher score = more member-like) are computed from those arrays: loss, zlib (Carlini et
 al. 2021: mean NLL / zlib bytes), zlib_total (memlab's earlier variant: total NLL / zlib bytes),
-min_k_{k}, min_k_pp_{k} (k from --min_k), and with a reference model ref_ratio (target NLL / reference
+min_k_{k}, min_k_pp_{k} (k from --min_k), and with a reference model ref_ratio (-target NLL / reference
 NLL) and ref_diff (reference NLL - target NLL). Attacks that need more than those arrays:
   recall         ReCaLL: one more pass over the items after a prefix of known non-members
                  (--recall_prefix_file, else --recall_prefix_n non-members held apart and not evaluated);
