@@ -624,7 +624,8 @@ def _mia_inputs(mia: dict) -> list:
 def reference_models(c: dict, s: dict, task: Path, mia: dict, train_flags: list, exposures) -> list[Path]:
     """RMIA's K reference models (Zarifzadeh et al. 2024; `reference_models: K`, 0 = none): each trained
     exactly like the target (`train_flags`) on a random half of the population (the members and non-members,
-    each text once), half k drawn with seed (seed, k) and written to data/reference_k/train.jsonl. Each
+    each text once), half k drawn with seed (seed, k) and written as train.jsonl in the cell's data directory
+    (reference_k). Each
     text is IN about half of the reference models and OUT of the rest, the "online" setting of the paper.
     They train inside the cell, one after another (a cell's references depend on its data and settings, and
     each is a resumable stage like the target); returns their final checkpoints."""

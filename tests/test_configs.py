@@ -14,6 +14,10 @@ from tests.test_experiments import ROOT, run_template, task_dirs
 BEFORE = json.loads((ROOT / "tests" / "data" / "grids_before_configs.json").read_text())
 
 
+ADDED_SETTINGS = {"expt1": {"load_in_4bit": False, "gradient_checkpointing": False},  # QLoRA (issue 12)
+                  "expt4": {"reference_models": 0}, "expt6": {"reference_models": 0}}  # RMIA (issue 13)
+
+
 def test_each_config_loads_and_equals_the_grids_before_the_move():
     assert E.experiments() == sorted(BEFORE)
     for expt, old in BEFORE.items():
@@ -22,6 +26,8 @@ def test_each_config_loads_and_equals_the_grids_before_the_move():
             data = E.load_config(expt).data  # the data-file keys came with the move (empty: generated sets)
             assert set(data) <= set(E.DATA_FILE_KEYS) | {"answer_column", "tier_columns"}
             assert all(settings.pop(k) == "" for k in data)
+            for k, default in ADDED_SETTINGS.get(expt, {}).items():  # settings added since, off by default
+                assert settings.pop(k) == default, (expt, size, k)
             assert got_size == size and axes == old["grid"][size] and settings == old["settings"][size], (expt, size)
             # index -> cell mapping unchanged
             old_axes = old["grid"][size]
@@ -166,7 +172,8 @@ def test_template_without_slurm_runs_expt1_on_user_files_with_overrides(tmp_path
     train_cfg = json.loads((task / "train" / "config.json").read_text())["args"]
     assert train_cfg["train_file"] == f"{mine / 'facts_chat.jsonl'},{mine / 'seen.jsonl'}"
     rates = {r["tier"]: r["n"] for r in res["recall"]["error_rates"]}
-    assert rates == {"easy": 8, "mid": 8, "hard": 8, "all": 24}  # 8 CSV rows x 3 question columns, no verbatim
+    # 8 CSV rows (facts) x 3 question columns, no verbatim; `all` resamples facts, so its n counts the 8 facts
+    assert rates == {"easy": 8, "mid": 8, "hard": 8, "all": 8}
     (rec,) = res["recognition"]["checkpoints"]
     assert 0.0 <= rec["two_afc"] <= 1.0 and res["recognition"]["n_pairs"] == 8
     assert (task / "data" / "leakage.json").exists() and not (task / "data" / "facts").exists()

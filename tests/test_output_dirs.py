@@ -87,7 +87,7 @@ def test_finished_run_with_another_config_is_refused_then_overwritten_never_merg
     before = tree(other)
     code, err = run("train.py", *train_args(data, other, "--num_exposures", 1, "--save_exposures", 1), capsys=capsys)
     assert code == 2 and "holds a finished run of train.py with a different configuration" in err
-    assert "num_exposures (was 2, now 1)" in err and tree(other) == before
+    assert "num_exposures: 2 -> 1" in err and tree(other) == before
     code, err = run("train.py", *train_args(data, other, "--num_exposures", 1, "--save_exposures", 1,
                                             "--overwrite_output_dir"), capsys=capsys)
     assert code == 0, err[-2000:]
