@@ -219,7 +219,8 @@ def test_published_attacks_beat_chance(mia_run):
     a = res["checkpoints"][-1]["attacks"]
     aucs = {k: round(a[k]["all"]["auc"], 3) for k in ("recall", "dc_pdd", "neighbourhood", "zlib", "gradnorm")}
     print(aucs)
-    assert min(aucs["recall"], aucs["dc_pdd"], aucs["neighbourhood"]) > 0.7, aucs
+    # margins of 0.17-0.23 below what was observed: above chance (0.5) by >= 2 standard errors at 40 vs 35 items
+    assert aucs["recall"] > 0.62 and aucs["neighbourhood"] > 0.65 and aucs["dc_pdd"] > 0.7, aucs
 
 
 def test_more_canary_copies_more_member_like(mia_run):
