@@ -13,31 +13,37 @@ Writes into RUNS_ROOT/ (atomically): `tidy_recall.csv` (one row per task x check
 `tidy_recognition.csv` (task x checkpoint), `tidy_recognition_by_foil.csv` (task x checkpoint x foil type: 2AFC
 per foil design of make_data.py recognition, from items.csv's `foil_type`; plotted in
 `plots/recognition_by_foil_type.png`, 2AFC vs exposures, one line per foil type), `tidy_train.csv` (task x
-exposure: training loss), `tidy_retention.csv` (expt2: task x measure x steps of interference),
+exposure: training loss), `tidy_sentence_recall.csv` (expt1: task x checkpoint: recall of the studied sentences
+from their first half, exact match and token accuracy), `tidy_retention.csv` (expt2: task x measure x steps of
+interference; measures QA recall, recognition and sentence recall),
 `tidy_error_rates.csv` (expt3: task x tier x temperature), `tidy_prefix.csv` (expt5: task x checkpoint x prefix
 length), `tidy_prior.csv` (expt7: task x exposure x fact kind) and `plots/*.png`. Each CSV row carries the task's grid cell (model, seed,
 method, mode, ...) so it can be grouped by any axis. Recall is QA accuracy = 1 - error rate, with the
 bootstrap 95% CI from generate.py.
 
 Recall and recognition are read from TASK/recall, TASK/recognition, or (evaluation inside training)
-TASK/train/eval/recall, TASK/train/eval/recognition (`_stage_dir`).
+TASK/train/eval/recall, TASK/train/eval/recognition, TASK/train/eval/prefix_recall (stage `sentence_recall`)
+and TASK/interference/eval/* (`_stage_dir`).
 
 Per-item and per-fact tables (definitions in memlab/learning.py):
 
 - `per_item.csv`: every finished stage's items.csv stacked, one row per task x stage x checkpoint x item
   (x temperature x repeat for QA, x prefix x sample for prefix recall). Columns: the cell axes, task,
   stage (recall, recognition, knownness, variants_recall, retention_recall, retention_recognition,
-  dpo_recall, prior_recall_base, prior_recall, prefix_recall, mia), checkpoint, exposure (from the label
+  dpo_recall, prior_recall_base, prior_recall, prefix_recall, sentence_recall, retention_sentence_recall,
+  mia), checkpoint, exposure (from the label
   exposure_k; 0 for the base-model stages knownness and prior_recall_base; empty for step_* labels), step,
-  item_id, fact_id, tier (QA tier; `recognition` for recognition pairs), temperature, repeat, correct (QA:
-  answer correct 0/1; recognition: 1 when the seen item's loss is below its foil's), loss / foil_loss
+  item_id, fact_id, tier (QA tier; `recognition` for recognition pairs; `sentence` for sentence recall),
+  temperature, repeat, correct (QA: answer correct 0/1; recognition: 1 when the seen item's loss is below its
+  foil's; sentence recall: the exact match), loss / foil_loss
   (recognition: the seen item's and its foil's loss in nats/token; mia: target NLL), loss_delta /
   foil_loss_delta (recognition, when test.py had a reference), split (mia: member|nonmember), canary_copies,
   mia_<attack> (each membership_inference.py score), prefix_tokens, exact_match, token_accuracy,
   id_recalled (prefix recall), knownness (the fact's SliCK category, where TASK/knownness exists) and kind
   (facts.jsonl's fact kind, where present). Recognition rows are one per pair (fact_id = pair_id).
 - `learning.csv`: one row per task x stage x fact x tier (QA tiers, `all` = the non-verbatim tiers pooled,
-  `verbatim` on its own, `recognition` for recognition pairs) over the exposures where it was evaluated:
+  `verbatim` on its own, `recognition` for recognition pairs, `sentence` for the studied sentences recalled
+  exactly from their first half) over the exposures where it was evaluated:
   first_recalled_exposure, exposures_to_criterion (first evaluated exposure from which the fact is recalled
   at every later evaluated one; empty if never), forgetting_events (recalled -> not recalled transitions),
   n_evaluated_exposures, last_exposure, knownness, kind, plus the cell axes. Recalled = greedy answers to
@@ -45,6 +51,21 @@ Per-item and per-fact tables (definitions in memlab/learning.py):
 - `plots/learning_ecdf.png` (fraction of facts at criterion vs exposures, never-learned facts in the
   denominator, reference line at 7 exposures), `plots/learning_by_knownness.png` (the same per SliCK
   category), and in `summary.txt` the median exposures-to-criterion with a bootstrap 95% CI.
+
+Memorization vs duplication (expt4 canaries; Carlini et al. 2022), from TASK/mia/items.csv (members carry
+canary_copies: 1 = ordinary member, c > 1 = a canary repeated c times in training) and TASK/extraction/items.csv
+(generate.py --mode prefix on the canaries), `canary_table`:
+
+- `tidy_canaries.csv`: one row per task x checkpoint x attack x canary-copies group: n_members, n_nonmembers,
+  auc (the group's members vs ALL non-members, higher score = member, as results.json's by_canary_copies) with
+  a bootstrap 95% CI, tpr_at_1pct_fpr and tpr_at_10pct_fpr (threshold on the non-members' scores; no CI, read
+  them with n), and for the extracted canaries extraction_prefix, extraction_n, extraction_exact_match and
+  extraction_token_accuracy (per canary its samples averaged, bootstrap 95% CI over canaries; empty for
+  copies 1 and for a task without an extraction stage). No rows for a task whose members carry fewer than two
+  canary_copies counts (your own members without that column).
+- `plots/canaries_by_copies.png` (each task's final checkpoint, log2 copies on x: AUC per attack, loss
+  highlighted with its CI band; extraction exact match and token accuracy; one colour per task when there are
+  several), and in `summary.txt` the loss attack's row per task x copies group.
 """
 from __future__ import annotations
 
@@ -134,6 +155,8 @@ def _check_records(path: Path, obj: dict, key: str, fields: Sequence[str]) -> No
 
 _ID_COLS = {c: str for c in ("id", "fact_id", "pair_id", "source_id", "answer", "extracted_answer")}
 QA_FIELDS = ("checkpoint", "tier", "temperature", "error_rate", "error_rate_ci_low", "error_rate_ci_high")
+SENTENCE_FIELDS = ("checkpoint", "prefix", "exact_match", "exact_match_ci_low", "exact_match_ci_high",
+                   "token_accuracy", "token_accuracy_ci_low", "token_accuracy_ci_high")
 # stage -> (the list in its results.json that analyze.py reads, the keys each record must have); stages not
 # listed only need to be a JSON object (their items.csv is what is read)
 RESULT_RECORDS = {"recall": ("error_rates", QA_FIELDS), "variants_recall": ("error_rates", QA_FIELDS),
@@ -142,6 +165,8 @@ RESULT_RECORDS = {"recall": ("error_rates", QA_FIELDS), "variants_recall": ("err
                   "retention_recognition": ("checkpoints", ("checkpoint", "two_afc", "two_afc_ci_low",
                                                             "two_afc_ci_high")),
                   "prefix_recall": ("by_prefix", ("checkpoint", "prefix")),
+                  "sentence_recall": ("by_prefix", SENTENCE_FIELDS),
+                  "retention_sentence_recall": ("by_prefix", SENTENCE_FIELDS),
                   "mia": ("checkpoints", ("checkpoint", "attacks"))}
 
 
@@ -280,7 +305,9 @@ class Inputs:
 # stages that may instead be evaluated inside a training run: stage -> (training run, eval kind)
 IN_TRAINING = {"recall": ("train", "recall"), "recognition": ("train", "recognition"),
                "retention_recall": ("interference", "recall"),
-               "retention_recognition": ("interference", "recognition")}
+               "retention_recognition": ("interference", "recognition"),
+               "sentence_recall": ("train", "prefix_recall"),
+               "retention_sentence_recall": ("interference", "prefix_recall")}
 
 
 def _stage_dir(task: Path, name: str) -> Path | None:
@@ -302,7 +329,7 @@ def collect(root: Path, inputs: Inputs | None = None) -> dict[str, pd.DataFrame]
     they have). A present but broken input raises BrokenInput, or is left out with `inputs.skip_broken`."""
     inputs = inputs or Inputs()
     recall, recog, train, retention, error_rates, prefix, prior = [], [], [], [], [], [], []
-    mia, mia_items, dpo, by_foil = [], [], [], []
+    mia, mia_items, dpo, by_foil, sentence = [], [], [], [], []
     for cell_file in sorted(root.rglob("cell.json")):
         task = cell_file.parent
         cell = inputs.cell(cell_file)
@@ -316,6 +343,8 @@ def collect(root: Path, inputs: Inputs | None = None) -> dict[str, pd.DataFrame]
         r = inputs.stage(task, "recognition")
         for row in (r or {}).get("checkpoints", []):
             recog.append({**cell, **{k: v for k, v in row.items() if k != "path"}})
+        for row in (inputs.stage(task, "sentence_recall") or {}).get("by_prefix", []):
+            sentence.append({**cell, **{k: row.get(k) for k in SENTENCE_FIELDS + ("exposure", "step", "n")}})
         r = inputs.stage(task, "train")
         for k, loss in ((r or {}).get("loss_per_exposure") or {}).items():
             train.append({**cell, "exposure": int(k), "train_loss": loss})
@@ -331,23 +360,28 @@ def collect(root: Path, inputs: Inputs | None = None) -> dict[str, pd.DataFrame]
         by_foil += _foil_type_rows(task, cell, inputs)
     return {"mia": pd.DataFrame(mia), "mia_items": pd.DataFrame(mia_items), "dpo": pd.DataFrame(dpo),
             "recall": pd.DataFrame(recall), "recognition": pd.DataFrame(recog), "train": pd.DataFrame(train),
+            "sentence_recall": pd.DataFrame(sentence),
             "recognition_by_foil": pd.DataFrame(by_foil),
             "retention": pd.DataFrame(retention), "error_rates": pd.DataFrame(error_rates),
             "prefix": pd.DataFrame(prefix), "prior": pd.DataFrame(prior)}
 
 
 def _retention_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
-    """expt2: recall (QA accuracy, all tiers, greedy) and recognition (2AFC) per evaluation point; the
-    study's final weights (exposure_*: exposure_0 of the interference run) are step 0 of interference."""
+    """expt2: recall of the facts (QA accuracy, all tiers, greedy), recognition of the studied sentences (2AFC)
+    and their recall from the first half (exact match) per evaluation point; the study's final weights
+    (exposure_*: exposure_0 of the interference run) are step 0 of interference."""
     rows = []
     measures = [("retention_recall", "error_rates", "QA recall (accuracy)"),
-                ("retention_recognition", "checkpoints", "recognition (2AFC)")]
+                ("retention_recognition", "checkpoints", "recognition (2AFC)"),
+                ("retention_sentence_recall", "by_prefix", "sentence recall (exact match)")]
     for stage, key, measure in measures:
         for row in (inputs.stage(task, stage) or {}).get(key, []):
             if key == "error_rates":
                 if row["tier"] != "all" or row["temperature"] != 0:
                     continue
                 value, lo, hi = 1 - row["error_rate"], 1 - row["error_rate_ci_high"], 1 - row["error_rate_ci_low"]
+            elif key == "by_prefix":
+                value, lo, hi = row["exact_match"], row["exact_match_ci_low"], row["exact_match_ci_high"]
             else:
                 value, lo, hi = row["two_afc"], row["two_afc_ci_low"], row["two_afc_ci_high"]
             step = 0 if str(row["checkpoint"]).startswith("exposure_") else row.get("step")
@@ -480,6 +514,9 @@ def _foil_type_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
 QA_STAGES = ("recall", "knownness", "variants_recall", "retention_recall", "dpo_recall", "prior_recall_base",
              "prior_recall")
 RECOGNITION_STAGES = ("recognition", "retention_recognition")
+SENTENCE_STAGES = ("sentence_recall", "retention_sentence_recall")  # prefix recall of the studied sentences
+PREFIX_STAGES = ("prefix_recall",) + SENTENCE_STAGES
+SENTENCE_TIER = "sentence"  # their tier in per_item.csv and learning.csv
 BASE_STAGES = ("knownness", "prior_recall_base")  # the base model's answers: exposure 0
 LEARNING_QA_STAGES = {"recall": ("recall",), "prior_recall": ("prior_recall_base", "prior_recall")}
 
@@ -541,13 +578,17 @@ def _per_item_rows(task: Path, cell: dict, known: dict, kinds: dict, inputs: Inp
         p = p.rename(columns={"pair_id": "fact_id"}).assign(stage=stage, tier=RECOGNITION,
                                                               correct=p.recognized.astype(int))
         frames.append(p.drop(columns="recognized"))
-    df = _items(task, "prefix_recall", inputs)
-    if df is not None:
+    for stage in PREFIX_STAGES:
+        df = _items(task, stage, inputs)
+        if df is None:
+            continue
         metrics = [c for c in ("prefix_tokens", "exact_match", "token_accuracy", "id_recalled") if c in df]
-        df = df.assign(stage="prefix_recall", item_id=df["id"])
+        df = df.assign(stage=stage, item_id=df["id"])
         if "sample" in df:
             df["repeat"] = df["sample"]
-        frames.append(df[[c for c in base + ["repeat"] if c in df] + metrics])
+        if stage in SENTENCE_STAGES:  # recalled = the rest of the sentence generated exactly
+            df = df.assign(tier=SENTENCE_TIER, correct=df["exact_match"].astype(int))
+        frames.append(df[[c for c in base + ["tier", "repeat", "correct"] if c in df] + metrics])
     df = _items(task, "mia", inputs)
     if df is not None:
         fixed = {"id", "fact_id", "source_id", "canary", "split", "canary_copies", "checkpoint", "target_nll",
@@ -587,6 +628,11 @@ def _learning_rows(task: Path, cell: dict, known: dict, kinds: dict, inputs: Inp
     rec = _items(task, "recognition", inputs)
     if rec is not None and {"pair_id", "split", "loss"} <= set(rec.columns):
         frames.append(learning_events(recognition_status(rec)).assign(stage="recognition"))
+    sent = _items(task, "sentence_recall", inputs)
+    if sent is not None and "exact_match" in sent:  # recalled = the rest generated exactly (greedy)
+        status = sent.dropna(subset=["exposure"]).assign(fact_id=lambda d: d["id"], tier=SENTENCE_TIER,
+                                                          recalled=lambda d: d["exact_match"] >= 1)
+        frames.append(learning_events(status).assign(stage="sentence_recall"))
     out = []
     for f in frames:
         if f.empty:
@@ -594,7 +640,7 @@ def _learning_rows(task: Path, cell: dict, known: dict, kinds: dict, inputs: Inp
         f = f.copy()
         f["knownness"] = f.fact_id.map(known) if known else None
         f["kind"] = f.fact_id.map(kinds) if kinds else None
-        f.loc[f.tier == "recognition", ["knownness", "kind"]] = None  # pair ids are not fact ids
+        f.loc[f.tier.isin(["recognition", SENTENCE_TIER]), ["knownness", "kind"]] = None  # not fact ids
         f.insert(0, "stage", f.pop("stage"))
         for k, v in reversed(list(cell.items())):
             f.insert(0, k, v)
@@ -645,7 +691,8 @@ def _varying(df: pd.DataFrame, axes: list[str]) -> list[str]:
 
 
 def plot_exposures(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
-    """Recall (QA accuracy, all tiers, greedy) and recognition (2AFC) against exposures, one line per
+    """Recall of the facts (QA accuracy, all tiers, greedy), recognition of the studied sentences (2AFC) and,
+    where evaluated, their recall from the first half (exact match) against exposures, one line per
     condition (model/method/mode), mean over seeds with the min-max of per-seed CIs as a band."""
     import matplotlib
 
@@ -653,13 +700,17 @@ def plot_exposures(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     rec, rg = tables["recall"], tables["recognition"]
+    sent = tables.get("sentence_recall", pd.DataFrame())
     if rec.empty and rg.empty:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 3 if not sent.empty else 2, figsize=(18 if not sent.empty else 12, 4.5))
     conds = ["model", "method", "mode"]
     panels = [(axes[0], rec[(rec.tier == "all") & (rec.temperature == 0)] if not rec.empty else rec, "accuracy",
-               "accuracy_ci_low", "accuracy_ci_high", "QA recall (accuracy, all tiers, greedy)"),
-              (axes[1], rg, "two_afc", "two_afc_ci_low", "two_afc_ci_high", "recognition (2AFC accuracy)")]
+               "accuracy_ci_low", "accuracy_ci_high", "QA recall of the facts (accuracy, all tiers, greedy)"),
+              (axes[1], rg, "two_afc", "two_afc_ci_low", "two_afc_ci_high", "recognition of the sentences (2AFC)")]
+    if not sent.empty:
+        panels.append((axes[2], sent.dropna(subset=["exposure"]), "exact_match", "exact_match_ci_low",
+                       "exact_match_ci_high", "recall of the sentences from their first half (exact match)"))
     for ax, df, y, lo, hi, title in panels:
         if df.empty:
             ax.set_title(f"{title}: no data")
@@ -674,7 +725,7 @@ def plot_exposures(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
                        title)
     if "two_afc" in rg:
         axes[1].axhline(0.5, color="grey", ls="--", lw=1)
-    fig.suptitle("Recall and recognition vs exposures")
+    fig.suptitle("Recall and recognition vs exposures (0 = before training)")
     return _save(fig, out / "recall_recognition_vs_exposures.png")
 
 
@@ -739,9 +790,12 @@ def plot_retention(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
     from matplotlib.ticker import ScalarFormatter
 
     df = df.dropna(subset=["interference_step"])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    measures = ["QA recall (accuracy)", "recognition (2AFC)"]
+    if (df.measure == "sentence recall (exact match)").any():
+        measures.append("sentence recall (exact match)")
+    fig, axes = plt.subplots(1, len(measures), figsize=(6 * len(measures), 4.5))
     keys = _varying(df, ["model", "study_exposures"]) or [k for k in ("study_exposures",) if k in df]
-    for ax, measure in zip(axes, ["QA recall (accuracy)", "recognition (2AFC)"]):
+    for ax, measure in zip(axes, measures):
         d = df[df.measure == measure]
         if d.empty:
             ax.set_title(f"{measure}: no data")
@@ -1088,6 +1142,218 @@ def learning_summary(facts: dict[str, pd.DataFrame]) -> str:
     return "\n\n".join(parts)
 
 
+# ------------------------------------------------------------- memorization vs duplication (expt4 canaries)
+# items.csv columns of membership_inference.py that are not attack scores
+MIA_ITEM_COLUMNS = {"id", "fact_id", "source_id", "canary", "split", "canary_copies", "checkpoint", "target_nll",
+                    "reference_nll", "n_tokens", "zlib_bytes", "exposure", "step"}
+CANARY_FPRS = {"tpr_at_1pct_fpr": 0.01, "tpr_at_10pct_fpr": 0.10}
+CANARY_COLUMNS = ["checkpoint", "exposure", "step", "attack", "canary_copies", "n_members", "n_nonmembers", "auc",
+                  "auc_ci_low", "auc_ci_high", *CANARY_FPRS, "extraction_prefix", "extraction_n",
+                  "extraction_exact_match", "extraction_exact_match_ci_low", "extraction_exact_match_ci_high",
+                  "extraction_token_accuracy", "extraction_token_accuracy_ci_low", "extraction_token_accuracy_ci_high"]
+
+
+def _extraction_by_copies(extraction: pd.DataFrame | None, copies: dict, n_boot: int, seed: int) -> dict:
+    """(checkpoint, canary copies) -> extraction columns: exact match rate and mean token accuracy over the
+    canaries of that copies group (each canary's samples averaged first), with a bootstrap 95% CI over canaries.
+    `copies` maps member id -> canary copies; extraction items of other ids are not counted."""
+    from memlab.metrics import bootstrap_ci
+
+    if extraction is None or extraction.empty or not {"id", "exact_match", "token_accuracy"} <= set(extraction):
+        return {}
+    d = extraction.assign(canary_copies=extraction["id"].astype(str).map(copies)).dropna(subset=["canary_copies"])
+    out = {}
+    for (ck, c), g in d.groupby(["checkpoint", "canary_copies"], sort=True):
+        per = g.groupby("id")[["exact_match", "token_accuracy"]].mean()
+        row = {"extraction_prefix": ";".join(sorted({str(p) for p in g["prefix"]})) if "prefix" in g else None,
+               "extraction_n": len(per)}
+        for m in ("exact_match", "token_accuracy"):
+            v = per[m].to_numpy(float)
+            lo, hi = bootstrap_ci(lambda x: float(x.mean()), v, n_boot=n_boot, seed=seed)
+            row.update({f"extraction_{m}": float(v.mean()), f"extraction_{m}_ci_low": lo,
+                        f"extraction_{m}_ci_high": hi})
+        out[(str(ck), int(c))] = row
+    return out
+
+
+def canary_table(mia_items: pd.DataFrame | None, extraction: pd.DataFrame | None = None, n_boot: int = 1000,
+                 seed: int = 0) -> pd.DataFrame:
+    """Memorization against duplication (Carlini et al. 2022) from one task's mia items.csv and, where there
+    is one, its extraction items.csv (generate.py --mode prefix on the canaries): one row per checkpoint x
+    attack x canary-copies group of members (1 = ordinary members). Per group: n_members, n_nonmembers, ROC
+    AUC of the group's members against ALL non-members (higher score = member, as membership_inference.py's
+    results.json `by_canary_copies`; bootstrap 95% CI, members and non-members resampled separately), TPR at
+    1% and 10% FPR (threshold on the non-members' scores, no CI: read it with n), and the extraction exact
+    match rate and mean token accuracy of the group's canaries (CI over canaries; empty where nothing was
+    extracted, e.g. copies 1). Empty when members do not carry more than one canary_copies count (your own
+    members without a canary_copies column)."""
+    import numpy as np
+
+    from memlab.likelihood import checkpoint_position
+    from memlab.metrics import bootstrap_ci, roc_auc, tpr_at_fpr
+
+    def auc(pos, neg):
+        return roc_auc(np.r_[pos, neg], np.r_[np.ones(pos.size), np.zeros(neg.size)])
+
+    if mia_items is None or mia_items.empty or not {"split", "canary_copies", "checkpoint"} <= set(mia_items):
+        return pd.DataFrame(columns=CANARY_COLUMNS)
+    members = mia_items[mia_items.split == "member"]
+    if members.canary_copies.nunique() < 2:
+        return pd.DataFrame(columns=CANARY_COLUMNS)
+    copies = dict(zip(members["id"].astype(str), members.canary_copies.astype(int))) if "id" in members else {}
+    extracted = _extraction_by_copies(extraction, copies, n_boot, seed)
+    attacks = [c for c in mia_items.columns
+               if c not in MIA_ITEM_COLUMNS and pd.api.types.is_numeric_dtype(mia_items[c])]
+    rows = []
+    for ck, g in mia_items.groupby("checkpoint", sort=True):
+        neg_rows, pos_rows = g[g.split == "nonmember"], g[g.split == "member"]
+        if neg_rows.empty:
+            continue
+        pos_copies = pos_rows.canary_copies.astype(int).to_numpy()
+        for attack in attacks:
+            neg, pos_all = neg_rows[attack].to_numpy(float), pos_rows[attack].to_numpy(float)
+            if not (np.isfinite(neg).all() and np.isfinite(pos_all).all()):
+                continue  # an attack this checkpoint did not run (e.g. no reference model)
+            for c in sorted(set(pos_copies)):
+                pos = pos_all[pos_copies == c]
+                lo, hi = bootstrap_ci(auc, pos, neg, n_boot=n_boot, seed=seed, paired=False)
+                scores, labels = np.r_[pos, neg], np.r_[np.ones(pos.size), np.zeros(neg.size)]
+                rows.append({"checkpoint": ck, **checkpoint_position(str(ck)), "attack": attack,
+                             "canary_copies": int(c), "n_members": int(pos.size), "n_nonmembers": int(neg.size),
+                             "auc": auc(pos, neg), "auc_ci_low": lo, "auc_ci_high": hi,
+                             **{k: tpr_at_fpr(scores, labels, f) for k, f in CANARY_FPRS.items()},
+                             **extracted.get((str(ck), int(c)), {})})
+    out = pd.DataFrame(rows, columns=CANARY_COLUMNS)
+    out["extraction_n"] = out["extraction_n"].astype("Int64")
+    return out
+
+
+def _canary_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
+    """tidy_canaries.csv rows of one task: `canary_table` of its mia and extraction stages, with the cell."""
+    mia = inputs.items(task, "mia", dtype={"id": str})
+    if mia is None or mia.empty:
+        return []
+    t = canary_table(mia, inputs.items(task, "extraction"))
+    return [{**cell, **r} for r in t.to_dict("records")]
+
+
+def collect_canaries(root: Path, inputs: Inputs | None = None) -> pd.DataFrame:
+    """tidy_canaries.csv: `canary_table` of every task below `root` (see the module docstring)."""
+    inputs = inputs or Inputs()
+    rows = []
+    for cell_file in sorted(root.rglob("cell.json")):
+        cell = inputs.cell(cell_file)
+        if cell is not None:
+            rows += _canary_rows(cell_file.parent, cell, inputs)
+    return pd.DataFrame(rows)
+
+
+def _final_checkpoints(df: pd.DataFrame) -> pd.DataFrame:
+    """Each task's rows of its last checkpoint (highest exposure, else step, else label)."""
+    order = df.assign(_e=df.exposure.fillna(-1), _s=df.step.fillna(-1)).sort_values(["_e", "_s", "checkpoint"])
+    last = order.groupby("task").checkpoint.last()
+    return df[df.checkpoint == df.task.map(last)]
+
+
+def _canary_attacks(present: set) -> list[str]:
+    """The attacks drawn against copies: loss (highlighted), zlib, min-k% / min-k%++, the reference difference."""
+    mink = sorted(a for a in present if re.fullmatch(r"min_k_(pp_)?\d+(\.\d+)?", str(a)))
+    return [a for a in ("loss", "zlib") if a in present] + mink + [a for a in ("ref_diff",) if a in present]
+
+
+def plot_canaries(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
+    """Memorization against canary copies (log2 x), each task's final checkpoint: MIA AUC of the members with c
+    copies vs all non-members (loss attack thick with its CI band; zlib, min-k%, ref_diff thin) and the
+    extraction exact match (solid, CI bars) and token accuracy (dotted) of the canaries. One colour per task
+    (labelled by the cell axes that vary) when there are several, else one colour per attack."""
+    df = tables.get("canaries", pd.DataFrame())
+    if df.empty:
+        return None
+    df = _final_checkpoints(df)
+    attacks = _canary_attacks(set(df.attack))
+    if not attacks:
+        return None
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    axes_keys = _varying(df, [k for k in ("expt", "model", "seed", "method", "rank", "modules", "mode") if k in df])
+    tasks = list(df.groupby("task", sort=True))
+    several = len(tasks) > 1
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ["--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 2))]
+    fig, (ax, ex) = plt.subplots(1, 2, figsize=(13, 5))
+    for i, (task, g) in enumerate(tasks):
+        name = _series_label(g.iloc[0], axes_keys) if axes_keys else task
+        for j, attack in enumerate(attacks):
+            d = g[g.attack == attack].sort_values("canary_copies")
+            if d.empty:
+                continue
+            color = colors[(i if several else j) % len(colors)]
+            is_loss = attack == "loss"
+            label = attack if not several else (f"{name}: loss" if is_loss else None)  # styles: proxy legend
+            ax.plot(d.canary_copies, d.auc, color=color, marker="o" if is_loss else ".", lw=2.6 if is_loss else 1.1,
+                    ls="-" if is_loss else styles[(j - 1) % len(styles)], alpha=1 if is_loss else 0.75,
+                    zorder=3 if is_loss else 2, label=label)
+            if is_loss:
+                ax.fill_between(d.canary_copies, d.auc_ci_low, d.auc_ci_high, color=color, alpha=0.15)
+        e = g[g.attack == g.attack.iloc[0]].dropna(subset=["extraction_exact_match"]).sort_values("canary_copies")
+        if not e.empty:
+            color = colors[i % len(colors)]
+            ex.errorbar(e.canary_copies, e.extraction_exact_match,
+                        yerr=[(e.extraction_exact_match - e.extraction_exact_match_ci_low).clip(lower=0),
+                              (e.extraction_exact_match_ci_high - e.extraction_exact_match).clip(lower=0)],
+                        color=color, marker="o", capsize=3, label=f"{name}: exact match" if several else "exact match")
+            ex.plot(e.canary_copies, e.extraction_token_accuracy, color=color, ls=":", marker=".",
+                    label=f"{name}: token accuracy" if several else "token accuracy")
+    if several and len(attacks) > 1:  # the thin attacks' line styles, once
+        ax.legend(handles=ax.get_legend_handles_labels()[0] + [
+            Line2D([], [], color="grey", ls=styles[(j - 1) % len(styles)], lw=1.1, label=f"(style) {a}")
+            for j, a in enumerate(attacks) if a != "loss"], fontsize=7, title="task: attack")
+    copies = sorted(df.canary_copies.unique())
+    ax.axhline(0.5, color="grey", ls="--", lw=1)
+    for a in (ax, ex):
+        a.set_xscale("log", base=2)
+        a.set_xticks(copies, [str(c) for c in copies])
+        a.set_xlabel("copies of the text in training (log2 scale; 1 = ordinary member)")
+        a.grid(alpha=0.3)
+    if not several or len(attacks) == 1:
+        ax.legend(fontsize=8, title="attack")
+    ax.set_ylim(max(-0.02, min(0.3, float(df[df.attack.isin(attacks)].auc.min()) - 0.03)), 1.02)
+    ax.set_ylabel("ROC AUC: members with c copies vs all non-members")
+    ax.set_title("Membership inference by canary copies (band: loss 95% CI)")
+    if ex.has_data():
+        _fraction_axis(ex, "copies of the text in training (log2 scale)", "fraction of canaries (95% CI)",
+                       "Extraction of the canaries (greedy continuation of a prefix)")
+    else:
+        ex.set_title("Extraction: no extraction stage")
+    fig.suptitle("Memorization vs duplication (final checkpoint of each task)")
+    return _save(fig, out / "canaries_by_copies.png")
+
+
+def canary_summary(tables: dict[str, pd.DataFrame]) -> str:
+    """summary.txt block: the loss attack per task x canary copies at each task's final checkpoint (AUC with
+    its 95% CI, TPR at 1% / 10% FPR, extraction exact match); empty without tidy_canaries rows."""
+    df = tables.get("canaries", pd.DataFrame())
+    if df.empty or "loss" not in set(df.attack):
+        return ""
+    d = _final_checkpoints(df[df.attack == "loss"]).copy()
+    keys = _varying(d, [k for k in ("expt", "model", "seed", "method", "rank", "modules", "mode") if k in d])
+    keys = keys or (["task"] if d.task.nunique() > 1 else [])
+
+    def fmt(v, lo, hi):
+        return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(v) else "-"
+
+    d["auc [CI]"] = [fmt(v, lo, hi) for v, lo, hi in zip(d.auc, d.auc_ci_low, d.auc_ci_high)]
+    d["exact match [CI]"] = [fmt(v, lo, hi) for v, lo, hi in zip(
+        d.extraction_exact_match, d.extraction_exact_match_ci_low, d.extraction_exact_match_ci_high)]
+    d["n_extracted"] = d.extraction_n.map(lambda n: "-" if pd.isna(n) else str(int(n)))
+    cols = keys + ["checkpoint", "canary_copies", "n_members", "n_nonmembers", "auc [CI]", "tpr_at_1pct_fpr",
+                   "tpr_at_10pct_fpr", "exact match [CI]", "n_extracted"]
+    t = d.sort_values(keys + ["canary_copies"])[cols].round(3).to_string(index=False)
+    return ("Memorization vs canary copies (loss attack, final checkpoint; members with c copies vs all "
+            "non-members; extraction: greedy continuation of the canaries)\n" + t)
+
+
 def _save(fig, path: Path) -> Path:
     """Lay out and save a figure atomically (a concurrent analyze.py never leaves a torn PNG); returns path."""
     import io
@@ -1107,7 +1373,8 @@ def _save(fig, path: Path) -> Path:
 
 def summary_table(tables: dict[str, pd.DataFrame]) -> str:
     """Greedy QA recall per tier (`recall_all` pools the reworded tiers; `recall_verbatim` repeats the
-    training prompts) and recognition 2AFC, per condition and exposure, as a text table."""
+    training prompts), recognition 2AFC and sentence recall from the first half (exact match, where
+    evaluated), per condition and exposure, as a text table."""
     rec, rg = tables["recall"], tables["recognition"]
     parts = []
     keys = [k for k in ("model", "method", "mode") if k in rec]
@@ -1118,6 +1385,10 @@ def summary_table(tables: dict[str, pd.DataFrame]) -> str:
             parts.append(t.rename(f"recall_{tier}"))
     if not rg.empty:
         parts.append(rg.groupby(keys + ["exposure"])["two_afc"].mean().rename("recognition_2afc"))
+    sent = tables.get("sentence_recall", pd.DataFrame())
+    if not sent.empty and parts:
+        parts.append(sent.dropna(subset=["exposure"]).groupby(keys + ["exposure"])["exact_match"].mean()
+                     .rename("sentence_recall_exact"))
     if not parts:
         extra = [f"tidy_{k}: {len(df)} rows" for k, df in tables.items() if not df.empty]
         return "\n".join(extra) or "no finished tasks"
@@ -1145,6 +1416,7 @@ def main(args: AnalyzeArgs) -> dict:
     try:
         tables = collect(root, inputs)
         facts = collect_facts(root, inputs)
+        tables["canaries"] = collect_canaries(root, inputs)
     except BrokenInput as e:
         raise DataError(f"{e} (pass --skip_broken to leave it out)") from None
     skipped = inputs.report(root)
@@ -1167,10 +1439,14 @@ def main(args: AnalyzeArgs) -> dict:
                           plot_prior, plot_mia_rank_module, plot_mia_roc, plot_mia_vs_perplexity, plot_dpo)] if p]
     plots += [p for p in [plot(facts, root / "plots") for plot in (plot_learning_ecdf, plot_learning_by_knownness)]
               if p]
+    plots += [p for p in [plot_canaries(tables, root / "plots")] if p]
     table = summary_table(tables)
     learned = learning_summary(facts)
     if learned:
         table = f"{table}\n\n{learned}"
+    canaries = canary_summary(tables)
+    if canaries:
+        table = f"{table}\n\n{canaries}"
     if skipped:  # first, so nobody reads the tables without knowing what is missing from them
         table = f"skipped {len(skipped)} broken input file(s) (--skip_broken): {'; '.join(skipped)}\n\n{table}"
     write_text_atomic(root / "summary.txt", table + "\n")

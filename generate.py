@@ -33,19 +33,15 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-from memlab import evaluation, metrics, runtime
+from memlab import evaluation, runtime
 from memlab.cli import arg, collect_errors, parse_list, run
-from memlab.generation import (GenRequest, SentenceEmbedder, generate_requests, prefix_tasks, read_probes,
-                               stop_token_ids)
+from memlab.generation import SentenceEmbedder, prefix_tasks, read_probes
 from memlab.io import read_texts, write_csv_atomic
 from memlab.models import DEFAULT_MODEL
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
 from memlab.runtime import EvalRuntimeArgs
 from memlab.likelihood import (ModelPool, checkpoint_position, checkpoints_field, has_chat_template,
                             load_eval_tokenizer, targets_and_labels)
-
-RECALL_METRICS = ("exact_match", "token_accuracy", "lcp_tokens", "rouge_l", "id_recalled")
-
 
 @dataclass
 class GenerateArgs(EvalRuntimeArgs):
@@ -117,27 +113,12 @@ def validate(args: GenerateArgs) -> None:
 
 
 def prefix_rows(args, tok, model, acc, label, items, tasks, embedder) -> list[dict]:
-    """Generate and score every (item, prefix, sample) under one model."""
-    requests = [GenRequest(f"{t.item_id}|{t.prefix}|{s}", t.prompt_ids, len(t.target_ids))
-                for t in tasks for s in range(args.num_samples)]
+    """Generate and score every (item, prefix, sample) under one model (`evaluation.prefix_rows`), plus the
+    embedding similarity with --similarity embed."""
     bs = runtime.resolve_batch_size(args.batch_size, model, "generate",
-                                    max(len(r.prompt_ids) + r.max_new_tokens for r in requests))
-    out = generate_requests(model, requests, tok.pad_token_id, stop_token_ids(tok, model), bs,
-                            args.temperature, args.seed, acc)
-    by_id = {str(it["id"]): it for it in items}
-    rows = []
-    for t in tasks:
-        closing = metrics.closing_identifier(by_id[t.item_id]["text"])
-        true_text = tok.decode(t.target_ids, skip_special_tokens=True)
-        for s in range(args.num_samples):
-            gen = out[f"{t.item_id}|{t.prefix}|{s}"]
-            gen_text = tok.decode(gen, skip_special_tokens=True)  # the new tokens only
-            m = metrics.recall_metrics(gen, t.target_ids, gen_text, true_text,
-                                       closing if closing and closing in true_text else None)
-            rows.append({"id": t.item_id, "fact_id": by_id[t.item_id].get("fact_id", t.item_id),
-                         "checkpoint": label, "prefix": t.prefix, "prefix_tokens": t.prefix_tokens,
-                         "sample": s, "target_tokens": len(t.target_ids), "suffix_tokens": t.suffix_tokens,
-                         "generated_tokens": len(gen), **m, "generated": gen_text, "true_continuation": true_text})
+                                    max(len(t.prompt_ids) + len(t.target_ids) for t in tasks))
+    rows = evaluation.prefix_rows(tok, model, items, tasks, label, bs, args.temperature, args.num_samples,
+                                  args.seed, acc)
     if embedder is not None:
         sims = embedder.cosine([r["generated"] for r in rows], [r["true_continuation"] for r in rows])
         for r, sim in zip(rows, sims):
@@ -156,22 +137,8 @@ def qa_rows(args, tok, model, acc, label, probes) -> list[dict]:
 def summarize(args, rows: list[dict], labels: list[str], paths: list, extra: dict) -> dict:
     where = {lab: {"path": str(p), **checkpoint_position(lab)} for lab, p in zip(labels, paths)}
     if args.mode == "prefix":
-        values = list(RECALL_METRICS) + (["similarity"] if args.similarity else [])
-        best: dict = {}  # 1 if any sample of the item matched exactly (= exact_match when greedy)
-        for r in rows:
-            k = (r["checkpoint"], r["prefix"], r["id"])
-            best[k] = max(best.get(k, 0.0), r["exact_match"])
-        for r in rows:
-            r["_any"] = best[(r["checkpoint"], r["prefix"], r["id"])]
-        groups = metrics.grouped_means(rows, ["checkpoint", "prefix"], values + ["_any"], "id", args.bootstrap, args.seed)
-        for g in groups:
-            for k in ("", "_ci_low", "_ci_high"):
-                g[f"exact_match_any{k}"] = g.pop(f"_any{k}")
-            g["n_skipped"] = extra["skipped"][g["prefix"]]
-            g.update(where[g["checkpoint"]])
-            g["n_id_docs"] = len({(r["id"]) for r in rows if r["id_recalled"] is not None
-                                  and (r["checkpoint"], r["prefix"]) == (g["checkpoint"], g["prefix"])})
-        return {"by_prefix": groups}
+        values = list(evaluation.RECALL_METRICS) + (["similarity"] if args.similarity else [])
+        return evaluation.prefix_summary(rows, where, extra["skipped"], args.bootstrap, args.seed, values)
     return evaluation.qa_summary(rows, where, args.bootstrap, args.seed)
 
 

@@ -7,6 +7,11 @@ One exposure = one epoch over the study set (reshuffled each epoch with the seed
         --num_exposures 10 --save_exposures 1,2,3,5,10 --learning_rate 5e-5 --batch_size 8
     # LoRA on attention and MLP, adapter-only checkpoints (plus a merged copy)
     python train.py ... --lora_r 16 --lora_alpha 32 --lora_target_modules all-linear --merge_on_save
+    # evaluation inside training, before it (0) and after each exposure: QA probes, recognition (2AFC) of
+    # the studied sentences and their recall from the first half (eval/recall, eval/recognition,
+    # eval/prefix_recall)
+    python train.py ... --eval_probes_file probes.jsonl --eval_seen_file seen.jsonl \
+        --eval_unseen_file unseen.jsonl --eval_prefix_fraction 0.5 --eval_exposures 0,1,2,3
     # retention: continue from a checkpoint on an interference corpus, log-spaced step checkpoints
     python train.py --init_from runs/sft/checkpoints/exposure_10 --train_file data/corpus/sentences.jsonl \
         --output_dir runs/retention --num_exposures 1 --save_steps log
@@ -129,6 +134,10 @@ class TrainArgs(TrainRuntimeArgs):
                                             "format), compared with --eval_unseen_file, which it needs")
     eval_unseen_file: Optional[str] = cli.arg(None, "recognition at each eval point: matched foils that were not "
                                               "trained on, paired with --eval_seen_file by pair_id or row order")
+    eval_prefix_fraction: Optional[float] = cli.arg(None, "also recall the --eval_seen_file texts at each eval "
+                                                    "point: greedy completion from their first fraction of tokens "
+                                                    "(e.g. 0.5), scored against the true rest (eval/prefix_recall/, "
+                                                    "generate.py --mode prefix layout); empty: not asked")
     eval_exposures: str = cli.arg("", "exposures after which to evaluate: 'all' (every exposure up to "
                                   "--num_exposures) or a comma list such as 0,1,2,4 (0 = before training); when "
                                   "empty: all, unless --eval_steps is given")
@@ -182,6 +191,10 @@ def eval_checks(args: TrainArgs) -> list[tuple[bool, str]]:
     return [
         (bool(args.eval_seen_file) == bool(args.eval_unseen_file),
          "--eval_seen_file and --eval_unseen_file go together (recognition needs both the trained texts and the foils)"),
+        (args.eval_prefix_fraction is None or bool(args.eval_seen_file),
+         "--eval_prefix_fraction recalls the --eval_seen_file texts, so it needs --eval_seen_file/--eval_unseen_file"),
+        (args.eval_prefix_fraction is None or 0 < args.eval_prefix_fraction < 1,
+         f"--eval_prefix_fraction must be in (0, 1), got {args.eval_prefix_fraction}"),
         (has_files or not (args.eval_exposures or args.eval_steps),
          "--eval_exposures/--eval_steps need an eval file (--eval_probes_file and/or --eval_seen_file/--eval_unseen_file)"),
         (all(0 <= k <= args.num_exposures for k in exps),
@@ -401,7 +414,8 @@ def setup(args: TrainArgs) -> Job:
                                    temperatures=cli.parse_list(args.eval_temperatures, float, "eval_temperatures"),
                                    repeats=args.eval_repeats, max_new_tokens=args.eval_max_new_tokens,
                                    batch_size=args.eval_batch_size, seed=args.seed, bootstrap=args.eval_bootstrap,
-                                   fingerprint=fingerprint, fresh=not args.resume)
+                                   fingerprint=fingerprint, fresh=not args.resume,
+                                   prefix_fraction=args.eval_prefix_fraction)
     model, optimizer = acc.prepare(model, optimizer)
     restore_after_prepare(acc, ckpt, scheduler, ds)
     return Job(args, acc, tok, model, optimizer, scheduler, state, examples, lengths, window, steps_per_epoch,

@@ -14,6 +14,12 @@ folded into `all`).
 
 Recognition (rows per seen/unseen text): mean token NLL of the whole text; summary per checkpoint: 2AFC
 over aligned pairs, ROC AUC of -loss (seen positive), mean losses, each with a pair-bootstrap CI.
+
+Prefix recall (rows per text x prefix x sample; `generate.py --mode prefix`, and `train.py
+--eval_prefix_fraction` on the studied sentences): the text's first p tokens prompt the model, which
+generates as many tokens as the true continuation has; scored against it (`metrics.recall_metrics`: exact
+match, token accuracy, longest common prefix, ROUGE-L, ID recalled). Summary per checkpoint x prefix with
+an item-bootstrap CI.
 """
 from __future__ import annotations
 
@@ -27,11 +33,13 @@ import numpy as np
 import torch
 
 from memlab import answers, metrics
-from memlab.generation import GenRequest, generate_requests, qa_prompt_ids, read_probes, stop_token_ids
+from memlab.generation import (GenRequest, PrefixTask, generate_requests, prefix_tasks, qa_prompt_ids, read_probes,
+                               stop_token_ids)
 from memlab.io import DataError, read_texts, write_csv_atomic, write_json_atomic, write_jsonl_atomic
 from memlab.likelihood import checkpoint_position, encode_items, has_chat_template, score_items
 
 VERBATIM_TIER = "verbatim"  # probes repeating a training prompt: reported separately, never in `all`
+RECALL_METRICS = ("exact_match", "token_accuracy", "lcp_tokens", "rouge_l", "id_recalled")
 
 
 # ------------------------------------------------------------------------------------------- QA recall
@@ -78,6 +86,55 @@ def qa_summary(rows: Sequence[dict], where: dict[str, dict], n_boot: int, seed: 
             g[f"error_rate{k}"] = g.pop(f"error{k}")
         g.update(where.get(g["checkpoint"], {}))
     return {"error_rates": by_tier, "error_rates_by_repeat": by_repeat}
+
+
+# --------------------------------------------------------------------------------------- prefix recall
+def prefix_rows(tok, model, items: Sequence[dict], tasks: Sequence[PrefixTask], label: str, batch_size: int,
+                temperature: float = 0.0, num_samples: int = 1, seed: int = 0, accelerator=None) -> list[dict]:
+    """Generate and score every (item, prefix, sample) under one model: the continuation is as long as the
+    true one (`tasks` from `generation.prefix_tasks`)."""
+    requests = [GenRequest(f"{t.item_id}|{t.prefix}|{s}", t.prompt_ids, len(t.target_ids))
+                for t in tasks for s in range(num_samples)]
+    out = generate_requests(model, requests, tok.pad_token_id, stop_token_ids(tok, model), batch_size,
+                            temperature, seed, accelerator)
+    by_id = {str(it["id"]): it for it in items}
+    rows = []
+    for t in tasks:
+        closing = metrics.closing_identifier(by_id[t.item_id]["text"])
+        true_text = tok.decode(t.target_ids, skip_special_tokens=True)
+        for s in range(num_samples):
+            gen = out[f"{t.item_id}|{t.prefix}|{s}"]
+            gen_text = tok.decode(gen, skip_special_tokens=True)  # the new tokens only
+            m = metrics.recall_metrics(gen, t.target_ids, gen_text, true_text,
+                                       closing if closing and closing in true_text else None)
+            rows.append({"id": t.item_id, "fact_id": by_id[t.item_id].get("fact_id", t.item_id),
+                         "checkpoint": label, "prefix": t.prefix, "prefix_tokens": t.prefix_tokens,
+                         "sample": s, "target_tokens": len(t.target_ids), "suffix_tokens": t.suffix_tokens,
+                         "generated_tokens": len(gen), **m, "generated": gen_text, "true_continuation": true_text})
+    return rows
+
+
+def prefix_summary(rows: Sequence[dict], where: dict[str, dict], skipped: dict[str, int], n_boot: int, seed: int,
+                   values: Sequence[str] = RECALL_METRICS) -> dict:
+    """`by_prefix`: per checkpoint x prefix, the mean of each metric in `values` with an item-bootstrap 95%
+    CI, `exact_match_any` (1 for an item when any of its samples matched exactly; = exact_match when greedy),
+    n_skipped (items too short for the prefix) and n_id_docs (items with an ID to recall); `where[label]`
+    adds path/exposure/step. `rows` gain a helper column `_any`."""
+    best: dict = {}
+    for r in rows:
+        k = (r["checkpoint"], r["prefix"], r["id"])
+        best[k] = max(best.get(k, 0.0), r["exact_match"])
+    for r in rows:
+        r["_any"] = best[(r["checkpoint"], r["prefix"], r["id"])]
+    groups = metrics.grouped_means(rows, ["checkpoint", "prefix"], list(values) + ["_any"], "id", n_boot, seed)
+    for g in groups:
+        for k in ("", "_ci_low", "_ci_high"):
+            g[f"exact_match_any{k}"] = g.pop(f"_any{k}")
+        g["n_skipped"] = skipped[g["prefix"]]
+        g.update(where[g["checkpoint"]])
+        g["n_id_docs"] = len({(r["id"]) for r in rows if r["id_recalled"] is not None
+                              and (r["checkpoint"], r["prefix"]) == (g["checkpoint"], g["prefix"])})
+    return {"by_prefix": groups}
 
 
 # ----------------------------------------------------------------------------------------- recognition
@@ -177,11 +234,13 @@ def eval_label(exposure: int | None = None, step: int | None = None) -> str:
 class InTrainingEval:
     """Evaluates the model being trained, in place, at chosen points (train.py --eval_*).
 
-    Each point's rows go to `OUTPUT_DIR/eval/parts/<label>.{recall,recognition}.jsonl` plus a small
+    Each point's rows go to `OUTPUT_DIR/eval/parts/<label>.{recall,recognition,prefix}.jsonl` plus a small
     `<label>.json` (seconds taken), written atomically as soon as the point is done, so a resumed run never
     evaluates a point twice and a killed run loses at most the point in progress. `finalize()` writes the
-    ordinary run directories `eval/recall/` (generate.py --mode qa layout) and `eval/recognition/`
-    (test.py layout): items.csv + results.json each. Parts made under another configuration are discarded
+    ordinary run directories `eval/recall/` (generate.py --mode qa layout), `eval/recognition/` (test.py
+    layout) and, with `prefix_fraction`, `eval/prefix_recall/` (generate.py --mode prefix layout: greedy
+    completion of each seen text from its first `prefix_fraction` of tokens, Orhan's recall of the studied
+    sentences): items.csv + results.json each. Parts made under another configuration are discarded
     (eval/fingerprint.json).
 
     The model is evaluated unwrapped (no DDP hooks), in eval mode, under no_grad, and the RNG state is
@@ -192,7 +251,7 @@ class InTrainingEval:
 
     def __init__(self, out: Path, tok, acc, *, probes: list[dict] | None, pairs: tuple | None,
                  temperatures: Sequence[float], repeats: int, max_new_tokens: int, batch_size: int, seed: int,
-                 bootstrap: int, fingerprint: dict, fresh: bool):
+                 bootstrap: int, fingerprint: dict, fresh: bool, prefix_fraction: float | None = None):
         self.dir = Path(out) / "eval"
         self.parts = self.dir / "parts"
         self.tok, self.acc, self.probes = tok, acc, probes
@@ -205,6 +264,12 @@ class InTrainingEval:
             seen, unseen, self.n_pairs = pairs
             self.n_seen = len(seen)
             self.rec_rows, self.rec_enc = recognition_items(tok, seen, unseen)
+        self.prefix_fraction = prefix_fraction
+        self.prefix_items = self.prefix_tasks = None
+        if prefix_fraction is not None and pairs is not None:
+            self.prefix_items = [{"id": str(r["id"]), "text": r["text"]} for r in pairs[0]]
+            self.prefix_tasks, self.prefix_skipped = prefix_tasks(self.prefix_items, tok, (), prefix_fraction, 0,
+                                                                  "--eval_seen_file")
         self.eval_s_this_run = 0.0
         if acc.is_main_process:
             fp_file = self.dir / "fingerprint.json"
@@ -238,6 +303,9 @@ class InTrainingEval:
                 recog = [] if self.rec_enc is None else recognition_rows(
                     self.rec_rows, score_items(inner, self.rec_enc, self.tok.pad_token_id, self.batch_size,
                                                "left", accelerator=self.acc), label)
+                prefix = [] if self.prefix_tasks is None else prefix_rows(
+                    self.tok, inner, self.prefix_items, self.prefix_tasks, label, self.batch_size, seed=self.seed,
+                    accelerator=self.acc)
         finally:
             inner.train(was_training)
             set_rng_state(rng)
@@ -248,9 +316,11 @@ class InTrainingEval:
                 write_jsonl_atomic(self.parts / f"{label}.recall.jsonl", recall)
             if self.rec_enc is not None:
                 write_jsonl_atomic(self.parts / f"{label}.recognition.jsonl", recog)
+            if self.prefix_tasks is not None:
+                write_jsonl_atomic(self.parts / f"{label}.prefix.jsonl", prefix)
             write_json_atomic(self.parts / f"{label}.json", {"label": label, "eval_s": round(seconds, 3)})
         self.acc.wait_for_everyone()
-        return point_headlines(recall, recog)
+        return point_headlines(recall, recog, prefix)
 
     def finalize(self, labels: Sequence[str]) -> dict:
         """Write eval/recall/ and eval/recognition/ (main process) and return the summary for results.json."""
@@ -285,12 +355,25 @@ class InTrainingEval:
                 write_csv_atomic(self.dir / "recognition" / "items.csv", [r for lab in labels for r in rows[lab]])
                 write_json_atomic(self.dir / "recognition" / "results.json", res)
             summary["recognition"] = res
+        if self.prefix_tasks is not None:
+            rows = [r for lab in labels for r in read(lab, "prefix")]
+            res = {"script": "train.py (in-training evaluation)", "mode": "prefix",
+                   "num_processes": self.acc.num_processes, "texts": "--eval_seen_file",
+                   "prefix_fraction": self.prefix_fraction, "temperature": 0.0,
+                   **prefix_summary(rows, where, self.prefix_skipped, self.bootstrap, self.seed)}
+            if self.acc.is_main_process:
+                write_csv_atomic(self.dir / "prefix_recall" / "items.csv", rows)
+                write_json_atomic(self.dir / "prefix_recall" / "results.json", res)
+            summary["prefix_recall"] = res
         return summary
 
 
-def point_headlines(recall: Sequence[dict], recog: Sequence[dict]) -> dict:
-    """Greedy recall per tier (`all` = every tier but verbatim) and recognition 2AFC of one eval point."""
+def point_headlines(recall: Sequence[dict], recog: Sequence[dict], prefix: Sequence[dict] = ()) -> dict:
+    """Greedy recall per tier (`all` = every tier but verbatim), recognition 2AFC and prefix recall (exact
+    match) of the studied sentences at one eval point."""
     out = {}
+    if prefix:
+        out["sentence_recall_exact"] = float(np.mean([r["exact_match"] for r in prefix]))
     greedy = [r for r in recall if r["temperature"] == 0]
     for tier in sorted({r["tier"] for r in greedy} | {"all"}):
         xs = [r["correct"] for r in greedy if (r["tier"] == tier if tier != "all" else r["tier"] != VERBATIM_TIER)]

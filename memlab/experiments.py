@@ -488,10 +488,15 @@ def knownness_stage(c: dict, s: dict, probes: Path, task: Path, max_new_tokens: 
                                      *model_flags(s)], task / "knownness")
 
 
+SENTENCE_PREFIX_FRACTION = 0.5  # Orhan (2023) cues recall "by a part of" the studied sentence: here its first half
+
+
 def expt1(c: dict, s: dict, task: Path) -> dict:
-    """Facts (passive statements or active QA) plus Orhan-style sentences; QA recall by tier (verbatim and
-    reworded) and recognition (2AFC, AUC) of the trained sentences evaluated inside training at every
-    exposure (train/eval/recall, train/eval/recognition); knownness of each fact before training."""
+    """Facts (passive statements or active QA) plus Orhan-style sentences, evaluated inside training before
+    it (exposure 0) and after every exposure: QA recall of the facts by tier (verbatim and reworded;
+    train/eval/recall), recognition (2AFC, AUC) of the studied sentences (train/eval/recognition) and their
+    recall cued by the first half (greedy, exact match and token accuracy of the rest;
+    train/eval/prefix_recall, stage `sentence_recall`); knownness of each fact before training."""
     seed = c["seed"]
     kind = "passive" if c["mode"] == "passive" else "active"
     facts = facts_sets(c, s, task, kind, s["variants"])
@@ -505,11 +510,12 @@ def expt1(c: dict, s: dict, task: Path) -> dict:
                                    "--num_exposures", s["num_exposures"], "--learning_rate", lr,
                                    "--batch_size", s["batch_size"], "--seed", seed, *lora,
                                    "--eval_probes_file", facts["probes"], "--eval_seen_file", seen,
-                                   "--eval_unseen_file", unseen, "--eval_exposures", "all",
+                                   "--eval_unseen_file", unseen, "--eval_prefix_fraction", SENTENCE_PREFIX_FRACTION,
+                                   "--eval_exposures", ",".join(str(k) for k in range(s["num_exposures"] + 1)),
                                    "--eval_temperatures", s["temperatures"], "--eval_repeats", s["repeats"],
                                    "--eval_max_new_tokens", 10, *model_flags(s, training=True)], task / "train")
     return summarize_stages({"recall": train / "eval" / "recall", "recognition": train / "eval" / "recognition",
-                             "knownness": known, "train": train})
+                             "sentence_recall": train / "eval" / "prefix_recall", "knownness": known, "train": train})
 
 
 def summarize_stages(stages: dict[str, Path]) -> dict:
@@ -519,8 +525,10 @@ def summarize_stages(stages: dict[str, Path]) -> dict:
 
 def expt2(c: dict, s: dict, task: Path) -> dict:
     """Retention: study facts (active QA) + sentences for `study_exposures` epochs, then one epoch of an
-    interference corpus from the study's final weights. QA recall and recognition are evaluated inside the
-    interference run, at its start (the end of study, step 0) and at log-spaced steps (1..10, 20..100, ...)."""
+    interference corpus from the study's final weights. QA recall of the facts, recognition of the studied
+    sentences and their recall cued by the first half (stage `retention_sentence_recall`) are evaluated
+    inside the interference run, at its start (the end of study, step 0) and at log-spaced steps (1..10,
+    20..100, ...)."""
     seed, n = c["seed"], c["study_exposures"]
     facts = facts_sets(c, s, task, "active", s["variants"])
     seen, unseen = sentence_sets(c, s, task)
@@ -540,11 +548,13 @@ def expt2(c: dict, s: dict, task: Path) -> dict:
                                     "--learning_rate", s["lr"], "--batch_size", s["batch_size"], "--seed", seed,
                                     "--eval_probes_file", facts["probes"],
                                     "--eval_seen_file", seen, "--eval_unseen_file", unseen,
+                                    "--eval_prefix_fraction", SENTENCE_PREFIX_FRACTION,
                                     "--eval_exposures", 0, "--eval_steps", "log",
                                     "--eval_temperatures", s["temperatures"], "--eval_repeats", s["repeats"],
                                     "--eval_max_new_tokens", 16], task / "interference")
     return summarize_stages({"retention_recall": interf / "eval" / "recall",
-                             "retention_recognition": interf / "eval" / "recognition", "study": study,
+                             "retention_recognition": interf / "eval" / "recognition",
+                             "retention_sentence_recall": interf / "eval" / "prefix_recall", "study": study,
                              "interference": interf})
 
 

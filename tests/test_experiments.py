@@ -74,21 +74,26 @@ def test_template_runs_without_slurm(local_run):
     (task,) = task_dirs(local_run / "expt1")
     res = json.loads((task / "results.json").read_text())
     assert res["cell"]["method"] == "full"
-    assert {r["exposure"] for r in res["recognition"]["checkpoints"]} == {1, 2}
+    assert {r["exposure"] for r in res["recognition"]["checkpoints"]} == {0, 1, 2}
     assert (local_run / "expt1" / "plots" / "recall_recognition_vs_exposures.png").stat().st_size > 10_000
     assert (local_run / "expt1" / "tidy_recall.csv").exists()
-    # every exposure evaluated inside training, no checkpoint written; knownness measured before training
-    assert res["train"]["eval"]["points"] == ["exposure_1", "exposure_2"]
+    # before training and after every exposure, evaluated inside training, no checkpoint written; knownness
+    # measured before training; the studied sentences recalled from their first half at every point
+    assert res["train"]["eval"]["points"] == ["exposure_0", "exposure_1", "exposure_2"]
+    assert [r["exposure"] for r in res["sentence_recall"]["by_prefix"]] == [0, 1, 2]
+    assert res["sentence_recall"]["prefix_fraction"] == 0.5
+    sent = pd.read_csv(local_run / "expt1" / "tidy_sentence_recall.csv")
+    assert sorted(sent.exposure) == [0, 1, 2] and sent.exact_match.between(0, 1).all()
     assert not (task / "train" / "checkpoints").exists() and (task / "train" / "eval" / "recall" / "items.csv").exists()
     assert {r["tier"] for r in res["recall"]["error_rates"]} == {"easy", "mid", "hard", "verbatim", "all"}
     known = pd.read_csv(task / "knownness" / "items.csv")
     assert sorted(known.temperature.unique()) == [0.0, 0.5] and "verbatim" not in set(known.tier)
     learning = pd.read_csv(local_run / "expt1" / "learning.csv")
-    assert {"easy", "mid", "hard", "all", "verbatim", "recognition"} <= set(learning.tier)
+    assert {"easy", "mid", "hard", "all", "verbatim", "recognition", "sentence"} <= set(learning.tier)
     assert set(learning.knownness.dropna()) <= {"HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"}
     assert len(learning[learning.tier == "verbatim"]) == 6  # one row per fact (6 in the tiny grid)
     per_item = pd.read_csv(local_run / "expt1" / "per_item.csv", low_memory=False)
-    assert {"recall", "recognition", "knownness"} <= set(per_item.stage)
+    assert {"recall", "recognition", "knownness", "sentence_recall"} <= set(per_item.stage)
     assert (local_run / "expt1" / "plots" / "learning_ecdf.png").stat().st_size > 10_000
 
 

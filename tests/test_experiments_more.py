@@ -45,7 +45,7 @@ def test_expt2_retention(tmp_path):
     assert points[0] == "exposure_0" and steps[:2] == [1, 2]  # the end of study, then log-spaced: 1, 2, 3, ...
     assert not list((task / "interference" / "checkpoints").glob("step_*"))  # evaluated without checkpoints
     # every measure at step 0 (end of study) and at every evaluated step of the interference run
-    for measure in ("QA recall (accuracy)", "recognition (2AFC)"):
+    for measure in ("QA recall (accuracy)", "recognition (2AFC)", "sentence recall (exact match)"):
         assert sorted(df[df.measure == measure].interference_step) == [0] + steps
     config = json.loads((task / "interference" / "config.json").read_text())
     assert config["args"]["init_from"] == str(task / "study" / "checkpoints" / "exposure_1")

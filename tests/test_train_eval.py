@@ -44,12 +44,14 @@ def read_csv(path):
 @pytest.mark.parametrize("lora", [0, 4])
 def test_in_training_eval_equals_scripts_on_checkpoint(data, tmp_path, lora):
     out = tmp_path / "run"
-    res = train.main(eval_args(data, out, eval_exposures="0,1,2,3", save_exposures="2", lora_r=lora, lora_alpha=8))
+    res = train.main(eval_args(data, out, eval_exposures="0,1,2,3", save_exposures="2", lora_r=lora, lora_alpha=8,
+                               eval_prefix_fraction=0.5))
     ev = res["eval"]
     assert ev["points"] == ["exposure_0", "exposure_1", "exposure_2", "exposure_3"]
     assert ev["eval_s"] > 0 and res["train_loop_s"] > 0
     qa = read_csv(out / "eval" / "recall" / "items.csv")
     rec = read_csv(out / "eval" / "recognition" / "items.csv")
+    strip = lambda d: {k: v for k, v in d.items() if k != "path"}  # noqa: E731
     ckpt = out / "checkpoints" / "exposure_2"
     g = generate.main(generate.GenerateArgs(mode="qa", input_file=str(data / "facts" / "probes.jsonl"),
                                             output_dir=str(tmp_path / "qa"), model_name_or_path="tiny-llama",
@@ -58,8 +60,22 @@ def test_in_training_eval_equals_scripts_on_checkpoint(data, tmp_path, lora):
     t = recognition.main(recognition.RecognitionArgs(
         seen_file=str(data / "rec" / "seen.jsonl"), unseen_file=str(data / "rec" / "unseen.jsonl"),
         output_dir=str(tmp_path / "rec"), model_name_or_path="tiny-llama", checkpoints=[str(ckpt)], bootstrap=50))
+    pre = generate.main(generate.GenerateArgs(mode="prefix", input_file=str(data / "rec" / "seen.jsonl"),
+                                              output_dir=str(tmp_path / "pre"), model_name_or_path="tiny-llama",
+                                              checkpoints=[str(ckpt)], prefix_fraction=0.5, bootstrap=50))
     qa_ckpt = read_csv(tmp_path / "qa" / "items.csv")
     rec_ckpt = read_csv(tmp_path / "rec" / "items.csv")
+    # recall of the studied sentences from their first half: the same rows as generate.py --mode prefix
+    sent = read_csv(out / "eval" / "prefix_recall" / "items.csv")
+    sent_ckpt = read_csv(tmp_path / "pre" / "items.csv")
+    assert list(sent[0]) == list(sent_ckpt[0])
+    assert {r["checkpoint"] for r in sent} == {"exposure_0", "exposure_1", "exposure_2", "exposure_3"}
+    mine_sent = [r for r in sent if r["checkpoint"] == "exposure_2"]
+    assert len(mine_sent) == len(sent_ckpt) == 8
+    assert [(r["id"], r["generated"], r["exact_match"]) for r in mine_sent] == \
+        [(r["id"], r["generated"], r["exact_match"]) for r in sent_ckpt]
+    mine_pre = [strip(x) for x in ev["prefix_recall"]["by_prefix"] if x["checkpoint"] == "exposure_2"]
+    assert mine_pre == [strip(x) for x in pre["by_prefix"]]
     # the same columns, in the same order, as the scripts write
     assert list(qa[0]) == list(qa_ckpt[0]) and list(rec[0]) == list(rec_ckpt[0])
     mine = {(r["id"], r["temperature"], r["repeat"]): r for r in qa if r["checkpoint"] == "exposure_2"}
@@ -71,7 +87,6 @@ def test_in_training_eval_equals_scripts_on_checkpoint(data, tmp_path, lora):
     assert len(losses) == len(rec_ckpt) == 16
     assert max(abs(losses[(r["split"], r["id"])] - float(r["loss"])) for r in rec_ckpt) < 1e-4
     # the same summary records (identical up to the path of the model)
-    strip = lambda d: {k: v for k, v in d.items() if k != "path"}  # noqa: E731
     mine_rates = [strip(x) for x in ev["recall"]["error_rates"] if x["checkpoint"] == "exposure_2"]
     assert mine_rates == [strip(x) for x in g["error_rates"]]
     mine_rec = [strip(x) for x in ev["recognition"]["checkpoints"] if x["checkpoint"] == "exposure_2"][0]
@@ -139,6 +154,8 @@ def test_two_process_ddp_shards_and_gathers_once(data, tmp_path):
 @pytest.mark.parametrize("kw, message", [
     ({"eval_exposures": "1,5"}, "goes beyond --num_exposures"),
     ({"eval_unseen_file": None}, "--eval_seen_file and --eval_unseen_file go together"),
+    ({"eval_seen_file": None, "eval_unseen_file": None, "eval_prefix_fraction": 0.5}, "needs --eval_seen_file"),
+    ({"eval_prefix_fraction": 1.5}, r"--eval_prefix_fraction must be in \(0, 1\)"),
     ({"eval_probes_file": None, "eval_seen_file": None, "eval_unseen_file": None, "eval_exposures": "1"},
      "need an eval file"),
 ])
