@@ -17,7 +17,8 @@ exposure: training loss), `tidy_sentence_recall.csv` (expt1: task x checkpoint: 
 from their first half, exact match and token accuracy), `tidy_retention.csv` (expt2: task x measure x steps of
 interference; measures QA recall, recognition and sentence recall),
 `tidy_error_rates.csv` (expt3: task x tier x temperature), `tidy_prefix.csv` (expt5: task x checkpoint x prefix
-length), `tidy_prior.csv` (expt7: task x exposure x fact kind) and `plots/*.png`. Each CSV row carries the task's grid cell (model, seed,
+length), `tidy_prior.csv` (expt7: task x exposure x fact kind; kind `known (held out)` = the known facts
+probed but never trained, TASK/data/heldout_known.json) and `plots/*.png`. Each CSV row carries the task's grid cell (model, seed,
 method, mode, ...) so it can be grouped by any axis. Recall is QA accuracy = 1 - error rate, with the
 bootstrap 95% CI from generate.py.
 
@@ -403,6 +404,18 @@ def _prefix_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
     return rows
 
 
+HELDOUT_KIND = "known (held out)"  # expt7's known facts that are probed but never trained
+
+
+def _heldout_known(task: Path, inputs: Inputs) -> list[str]:
+    """expt7: the fact ids in TASK/data/heldout_known.json (none when the file is absent)."""
+    path = task / "data" / "heldout_known.json"
+    if not path.exists():
+        return []
+    obj = inputs.read(path, read_json_object, ("fact_ids",), left_out="held-out known facts")
+    return [str(f) for f in (obj or {}).get("fact_ids", [])]
+
+
 def _prior_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
     """expt7: QA accuracy per exposure (0 = the base model) x fact kind. items.csv rows are joined with
     facts.jsonl on fact_id for the kind; the 95% CI resamples facts (a fact's probes and repeats move
@@ -414,6 +427,8 @@ def _prior_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
     if facts is None:
         return []
     kinds = {str(f["fact_id"]): f["kind"] for f in facts}
+    for f in _heldout_known(task, inputs):  # probed, never trained
+        kinds[f] = HELDOUT_KIND
     original = {str(f["fact_id"]): f.get("original_answer") for f in facts}
     rows = []
     for stage in ("prior_recall_base", "prior_recall"):
@@ -552,9 +567,11 @@ def _task_knownness(task: Path, inputs: Inputs) -> dict:
 
 
 def _task_kinds(task: Path, inputs: Inputs) -> dict:
-    """fact_id -> fact kind from TASK/data/facts/facts.jsonl (empty when there is none)."""
+    """fact_id -> fact kind from TASK/data/facts/facts.jsonl (empty when there is none); expt7's known facts
+    held out of training are `known (held out)`."""
     facts = inputs.facts(task)
-    return {str(f["fact_id"]): f["kind"] for f in facts or []}
+    kinds = {str(f["fact_id"]): f["kind"] for f in facts or []}
+    return {**kinds, **{f: HELDOUT_KIND for f in _heldout_known(task, inputs) if f in kinds}}
 
 
 def _per_item_rows(task: Path, cell: dict, known: dict, kinds: dict, inputs: Inputs) -> list[pd.DataFrame]:
@@ -872,7 +889,8 @@ def plot_prefix(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
 
 def plot_prior(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
     """expt7: QA accuracy (trained answer, greedy) against exposures for known, novel and contradicting
-    facts, one panel per mode; dotted: contradicting facts answered with their original answer."""
+    facts and the known facts held out of training, one panel per mode; dotted: contradicting facts
+    answered with their original answer."""
     df = tables.get("prior", pd.DataFrame())
     if df.empty:
         return None
@@ -880,8 +898,9 @@ def plot_prior(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
     df = df[df.temperature == df.temperature.min()]
     modes = sorted(df["mode"].unique()) if "mode" in df else [None]
     fig, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 4.5), squeeze=False, sharey=True)
-    colors = {"known": "tab:green", "novel": "tab:blue", "contradicting": "tab:red"}
-    style = {"known": ("s", -0.06), "novel": ("o", 0.0), "contradicting": ("^", 0.06)}  # marker, x dodge
+    colors = {"known": "tab:green", HELDOUT_KIND: "tab:olive", "novel": "tab:blue", "contradicting": "tab:red"}
+    style = {"known": ("s", -0.06), HELDOUT_KIND: ("D", -0.12), "novel": ("o", 0.0),
+             "contradicting": ("^", 0.06)}  # marker, x dodge
     for ax, mode in zip(axes[0], modes):
         d = df if mode is None else df[df["mode"] == mode]
         models = _varying(d, ["model"])

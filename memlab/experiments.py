@@ -595,13 +595,37 @@ def expt5(c: dict, s: dict, task: Path) -> dict:
     return summarize_stages({"prefix_recall": prefix, "train": train})
 
 
+HELDOUT_KNOWN_FILE = "heldout_known.json"  # expt7: the known facts left out of training (TASK/data/)
+
+
+def _without_facts(train: Path, fact_ids: set, out: Path) -> Path:
+    """The training file without the rows of `fact_ids`."""
+    if not out.exists():
+        rows = [json.loads(x) for x in train.read_text(encoding="utf-8").split("\n") if x.strip()]
+        write_jsonl_atomic(out, [r for r in rows if r.get("fact_id") not in fact_ids])
+    return out
+
+
 def expt7(c: dict, s: dict, task: Path) -> dict:
     """Prior knowledge: known (true), novel and contradicting (changed answer) facts trained together;
     QA recall of the trained answer before training (exposure 0) and at every saved exposure, split by
-    kind in analyze.py (items.csv fact_id -> facts.jsonl kind)."""
+    kind in analyze.py (items.csv fact_id -> facts.jsonl kind). `n_heldout_known` more known facts are
+    generated, probed and never trained (TASK/data/heldout_known.json; kind `known (held out)` in
+    analyze.py): Gekhman et al.'s test of whether fitting unknown facts costs the model what it knew."""
     seed, k = c["seed"], s["n_per_kind"]
+    h = int(s.get("n_heldout_known") or 0) if not s.get("facts_file") else 0
     s = {**s, "n_facts": k}  # as many novel facts as known and contradicting ones
-    facts = facts_sets(c, s, task, c["mode"], s["variants"], n_known=k, n_contradicting=k)
+    facts = facts_sets(c, s, task, c["mode"], s["variants"], n_known=k + h, n_contradicting=k)
+    if h:  # make_facts numbers the known facts known-0000.. in order: the last h are held out
+        heldout = [f"known-{i:04d}" for i in range(k, k + h)]
+        kinds = {json.loads(x)["fact_id"]: json.loads(x)["kind"] for x in
+                 (facts["dir"] / "facts.jsonl").read_text(encoding="utf-8").split("\n") if x.strip()}
+        if any(kinds.get(f) != "known" for f in heldout):
+            raise RuntimeError(f"expected known facts {heldout[0]}..{heldout[-1]} in {facts['dir']}/facts.jsonl")
+        if not (task / "data" / HELDOUT_KNOWN_FILE).exists():
+            write_json_atomic(task / "data" / HELDOUT_KNOWN_FILE, {"fact_ids": heldout})
+        facts["train"] = _without_facts(facts["train"], set(heldout),
+                                        task / "data" / f"{facts['train'].stem}_without_heldout.jsonl")
     check_leakage_once(s, task, [facts["train"]], [facts["probes"]])
     exposures = s["exposures"]
     train = run_stage("train.py", ["--model_name_or_path", c["model"], "--num_exposures", max(exposures),

@@ -16,6 +16,11 @@ BEFORE = json.loads((ROOT / "tests" / "data" / "grids_before_configs.json").read
 
 ADDED_SETTINGS = {"expt1": {"load_in_4bit": False, "gradient_checkpointing": False},  # QLoRA (issue 12)
                   "expt4": {"reference_models": 0}, "expt6": {"reference_models": 0}}  # RMIA (issue 13)
+# settings added or changed since, per size (issue 14): expt7's known facts held out of training, and fewer
+# knownness samples in its small grid (8 took 17 of its 29 minutes on a 2-core CPU)
+ADDED_BY_SIZE = {("expt7", "full"): {"n_heldout_known": 30}, ("expt7", "small"): {"n_heldout_known": 20},
+                 ("expt7", "tiny"): {"n_heldout_known": 2}}
+CHANGED = {("expt7", "small"): {"knownness_samples": (8, 4)}}  # key: (before, now)
 
 
 def test_each_config_loads_and_equals_the_grids_before_the_move():
@@ -28,6 +33,11 @@ def test_each_config_loads_and_equals_the_grids_before_the_move():
             assert all(settings.pop(k) == "" for k in data)
             for k, default in ADDED_SETTINGS.get(expt, {}).items():  # settings added since, off by default
                 assert settings.pop(k) == default, (expt, size, k)
+            for k, value in ADDED_BY_SIZE.get((expt, size), {}).items():
+                assert settings.pop(k) == value, (expt, size, k)
+            for k, (before, now) in CHANGED.get((expt, size), {}).items():
+                assert settings[k] == now and old["settings"][size][k] == before, (expt, size, k)
+                settings[k] = before
             assert got_size == size and axes == old["grid"][size] and settings == old["settings"][size], (expt, size)
             # index -> cell mapping unchanged
             old_axes = old["grid"][size]
@@ -168,7 +178,7 @@ def test_template_without_slurm_runs_expt1_on_user_files_with_overrides(tmp_path
     assert settings["num_exposures"] == 1 and settings["overrides"] == ["num_exposures=1", "method=lora", *USER_DATA]
     assert settings["facts_file"] == str(mine / "facts_chat.jsonl")  # recorded absolute
     res = json.loads((task / "results.json").read_text())
-    assert res["train"]["num_exposures"] == 1 and res["train"]["eval"]["points"] == ["exposure_1"]
+    assert res["train"]["num_exposures"] == 1 and res["train"]["eval"]["points"] == ["exposure_0", "exposure_1"]
     train_cfg = json.loads((task / "train" / "config.json").read_text())["args"]
     assert train_cfg["train_file"] == f"{mine / 'facts_chat.jsonl'},{mine / 'seen.jsonl'}"
     rates = {r["tier"]: r["n"] for r in res["recall"]["error_rates"]}

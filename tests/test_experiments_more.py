@@ -19,7 +19,7 @@ CASES = {  # template: (expt, tidy table, plot, required columns, rows expected 
                                  "id_recalled"], 2),  # prefix lengths 4, 16 at exposure 1
     "expt7_prior_knowledge.sh": ("expt7", "tidy_prior.csv", "accuracy_by_fact_kind.png",
                                  ["mode", "seed", "exposure", "kind", "accuracy", "accuracy_ci_low",
-                                  "accuracy_ci_high", "n_facts", "original_rate"], 2 * 3),  # exposures 0, 1 x 3 kinds
+                                  "accuracy_ci_high", "n_facts", "original_rate"], 2 * 4),  # exposures 0, 1 x 4 kinds
 }
 
 
@@ -70,8 +70,16 @@ def test_expt5_context_length(tmp_path):
 
 def test_expt7_prior_knowledge(tmp_path):
     task, _, df = run_cell0("expt7_prior_knowledge.sh", tmp_path)
-    assert set(df.kind) == {"known", "novel", "contradicting"} and sorted(df.exposure.unique()) == [0, 1]
+    assert set(df.kind) == {"known", "known (held out)", "novel", "contradicting"}
+    assert sorted(df.exposure.unique()) == [0, 1]
     assert (df.n_facts == 2).all()  # 2 facts of each kind in the tiny grid
+    # the held-out known facts are probed at every point and never trained
+    heldout = set(json.loads((task / "data" / "heldout_known.json").read_text())["fact_ids"])
+    assert heldout == {"known-0002", "known-0003"}
+    config = json.loads((task / "train" / "config.json").read_text())
+    trained = {json.loads(x)["fact_id"] for x in open(config["args"]["train_file"]) if x.strip()}
+    probed = {json.loads(x)["fact_id"] for x in open(task / "data" / "facts" / "probes.jsonl") if x.strip()}
+    assert heldout <= probed and not heldout & trained and {"known-0000", "known-0001"} <= trained
     assert df.accuracy.between(0, 1).all()
     assert df[df.kind != "contradicting"].original_rate.isna().all()
     # the split by kind agrees with generate.py's overall accuracy at each checkpoint (same items, same weights)
