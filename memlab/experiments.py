@@ -688,6 +688,13 @@ def _rmia_flags(refs: list[Path]) -> list:
     return ["--reference_models", ",".join(str(r) for r in refs)] if refs else []
 
 
+def _attack_flags(s: dict) -> list:
+    """`attacks` (membership_inference.py --attacks, a comma list): empty = every attack the inputs allow."""
+    a = s.get("attacks") or ""
+    a = ",".join(str(x) for x in a) if isinstance(a, (list, tuple)) else str(a)
+    return ["--attacks", a] if a else []
+
+
 def expt4(c: dict, s: dict, task: Path) -> dict:
     """LoRA rank x target modules: fine-tune on members with canaries (1..32 copies), then membership
     inference (every attack; reference = the adapter's base; RMIA with `reference_models: K` reference
@@ -704,7 +711,8 @@ def expt4(c: dict, s: dict, task: Path) -> dict:
     ckpts = checkpoint_glob(train)
     attack = run_stage("membership_inference.py", [*_mia_inputs(mia), "--model_name_or_path", c["model"],
                                                    "--checkpoints", ckpts, "--seed", seed,
-                                                   "--bootstrap", s["bootstrap"], *_rmia_flags(refs)], task / "mia")
+                                                   "--bootstrap", s["bootstrap"], *_rmia_flags(refs),
+                                                   *_attack_flags(s)], task / "mia")
     # extraction: the canaries (members repeated in training); with your own members, every member
     canaries = _canaries_file(mia["dir"], task / "data" / "canaries.jsonl") if mia["dir"] else mia["members"]
     extract = run_stage("generate.py", ["--mode", "prefix", "--input_file", canaries, "--model_name_or_path",
@@ -741,7 +749,8 @@ def expt6(c: dict, s: dict, task: Path) -> dict:
                                                    "--checkpoints", both, "--reference_model", c["model"],
                                                    "--seed", seed, "--bootstrap", s["bootstrap"],
                                                    *_rmia_flags(reference_models(c, s, task, mia, flags,
-                                                                                 s["exposures"]))], task / "mia")
+                                                                                 s["exposures"])),
+                                                   *_attack_flags(s)], task / "mia")
     return summarize_stages({"dpo_recall": qa, "mia": attack, "dpo": dpo, "sft": sft})
 
 

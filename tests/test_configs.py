@@ -15,7 +15,8 @@ BEFORE = json.loads((ROOT / "tests" / "data" / "grids_before_configs.json").read
 
 
 ADDED_SETTINGS = {"expt1": {"load_in_4bit": False, "gradient_checkpointing": False},  # QLoRA (issue 12)
-                  "expt4": {"reference_models": 0}, "expt6": {"reference_models": 0}}  # RMIA (issue 13)
+                  "expt4": {"reference_models": 0, "attacks": ""},  # RMIA (issue 13), --attacks (issue 14)
+                  "expt6": {"reference_models": 0, "attacks": ""}}
 # settings added or changed since, per size (issue 14): expt7's known facts held out of training, and fewer
 # knownness samples in its small grid (8 took 17 of its 29 minutes on a 2-core CPU)
 ADDED_BY_SIZE = {("expt7", "full"): {"n_heldout_known": 30}, ("expt7", "small"): {"n_heldout_known": 20},
@@ -207,3 +208,12 @@ def test_user_files_are_checked_before_any_training(tmp_path):
         os.chdir(old)
     task = task_dirs(tmp_path / "runs" / "expt1")[0]
     assert not (task / "train").exists() and not (task / "results.json").exists()
+
+
+def test_attacks_setting_reaches_membership_inference():
+    """expt4/expt6 `attacks`: empty runs every attack the inputs allow; a comma list is passed as --attacks."""
+    for expt in ("expt4", "expt6"):
+        _, _, s = E.resolve(expt, "tiny")
+        assert E._attack_flags(s) == []
+        _, _, s = E.resolve(expt, "tiny", ["attacks=loss,zlib,min_k"])
+        assert E._attack_flags(s) == ["--attacks", "loss,zlib,min_k"]
