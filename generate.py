@@ -35,7 +35,7 @@ from typing import Optional
 
 from memlab import evaluation, runtime
 from memlab.cli import arg, collect_errors, parse_list, run
-from memlab.generation import SentenceEmbedder, prefix_tasks, read_probes
+from memlab.generation import SentenceEmbedder, prefix_tasks, qa_prompt_ids, read_probes
 from memlab.io import read_texts, write_csv_atomic
 from memlab.models import DEFAULT_MODEL
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
@@ -127,11 +127,16 @@ def prefix_rows(args, tok, model, acc, label, items, tasks, embedder) -> list[di
 
 
 def qa_rows(args, tok, model, acc, label, probes) -> list[dict]:
-    """Answer every probe at every temperature (greedy once; sampled --repeats times) under one model."""
+    """Answer every probe at every temperature (greedy once; sampled --repeats times) under one model;
+    `--batch_size auto` is probed at the longest prompt plus --max_new_tokens."""
+    use_template = not args.no_chat_template and has_chat_template(tok)
+    max_new = args.max_new_tokens or 32
+    length = max_new + (max((len(qa_prompt_ids(tok, p["question"], use_template)) for p in probes), default=0)
+                        if str(args.batch_size) == "auto" else 0)
     return evaluation.qa_rows(tok, model, probes, label, parse_list(args.temperatures, float, "temperatures"),
-                              args.repeats, args.max_new_tokens or 32,
-                              runtime.resolve_batch_size(args.batch_size, model, "generate", 512), args.seed, acc,
-                              not args.no_chat_template and has_chat_template(tok))
+                              args.repeats, max_new, runtime.resolve_batch_size(args.batch_size, model, "generate",
+                                                                                length),
+                              args.seed, acc, use_template)
 
 
 def summarize(args, rows: list[dict], labels: list[str], paths: list, extra: dict) -> dict:
