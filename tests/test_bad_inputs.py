@@ -1033,3 +1033,175 @@ def test_every_catalogue_case_is_parametrized_or_covered_elsewhere():
         path, name = where.split("::")
         source = (ROOT / path).read_text()
         assert re.search(rf"^def {re.escape(name)}\(", source, re.M), f"case {num}: {where} does not exist"
+
+
+# --------------------------------------------------------- make_data recognition: foils (cases 124-147)
+NONSENSE = ["Zorp blick flim wuz quop.", "Gleb trunk vosh plim.", "Quizzy frob nork zent.", "Blarg fnep twib quon.",
+            "Mib zat plonk."]  # neither memlab grammar sentences nor words of the built-in synonym table
+FOIL_CORPORA = {
+    "corpus.jsonl": text_rows(SENTS),
+    "nonsense.jsonl": [{"id": f"x{i}", "text": t} for i, t in enumerate(NONSENSE)],
+    "ai.jsonl": [{"id": "a", "text": "A I."}, {"id": "b", "text": "I a."}],  # every scramble of one is the other
+    "catfel.jsonl": [{"id": "a", "text": "The cat sat down."}, {"id": "b", "text": "The feline sat down."}],
+}
+
+
+def rg(corpus: str, n_pairs: int, *extra):
+    """make_data.py recognition on one of FOIL_CORPORA ('grammar.jsonl': six sentences of memlab's grammar).
+    An `extra` item (name, content) is written to the case's tmp dir and passed as its path (str content as
+    is, bytes as bytes, anything else as JSON); a callable item gets the ctx."""
+    def build(ctx):
+        if corpus == "grammar.jsonl":
+            from memlab.datagen import grammar
+            rows = [{"id": r["id"], "text": r["text"]} for r in grammar.make_corpus(6, 0)]
+        else:
+            rows = FOIL_CORPORA[corpus]
+        argv = ["recognition", "--corpus", ctx.w(corpus, rows), "--n_pairs", n_pairs]
+        for x in extra:
+            if isinstance(x, tuple):
+                name, content = x
+                x = ctx.w(name, content if isinstance(content, (str, bytes)) else json.dumps(content),
+                          binary=isinstance(content, bytes))
+            elif callable(x):
+                x = x(ctx)
+            argv.append(x)
+        return argv + ["--output_dir", ctx.out]
+    return build
+
+
+def _lexicon_dir(ctx):
+    d = ctx.tmp / "lexdir"
+    d.mkdir()
+    return d
+
+
+def _not_a_model_dir(ctx):
+    d = ctx.tmp / "notamodel"
+    d.mkdir()
+    (d / "readme.txt").write_text("not a model\n")
+    return d
+
+
+def _truncated_config_dir(ctx):
+    d = ctx.tmp / "badcfg"
+    d.mkdir()
+    (d / "config.json").write_text('{"model_type": "lla')
+    return d
+
+
+def _no_model_recorded(ctx, err):
+    manifest = json.loads((ctx.out / "manifest.json").read_text())
+    unseen = read_out_jsonl(ctx.out / "unseen.jsonl")
+    assert "paraphrase_prompt" not in manifest and {u["paraphrase_by"] for u in unseen} == {"grammar"}
+
+
+_TYPES = "novel, shuffled, random_words, synonym, paraphrase, char_scramble"
+_SYN = ("--foil_type", "synonym", "--lexicon")
+FOILS_CASES = [
+    P(124, "foil_type-unknown", Case("make_data", rg("corpus.jsonl", 3, "--foil_type", "synonyms"),
+                                     rf"^error: invalid arguments:\n  - --foil_type must be among {_TYPES}, "
+                                     r"got 'synonyms' \(unknown: synonyms\)$")),
+    P(125, "foil_type-one-unknown-in-list", Case("make_data", rg("corpus.jsonl", 3, "--foil_type", "synonym,scramble"),
+                                                 r"--foil_type must be among .*got 'synonym,scramble' "
+                                                 r"\(unknown: scramble\)$")),
+    P(126, "foil_type-empty", Case("make_data", rg("corpus.jsonl", 3, "--foil_type", ""),
+                                   rf"--foil_type must be among {_TYPES}, got ''$")),
+    P(127, "lexicon-missing", Case("make_data", rg("corpus.jsonl", 3, *_SYN, lambda c: c.tmp / "nope.json"),
+                                   r"^error: --lexicon \S*/nope\.json: file not found$")),
+    P(128, "lexicon-is-a-directory", Case("make_data", rg("corpus.jsonl", 3, *_SYN, _lexicon_dir),
+                                          r"^error: --lexicon \S*/lexdir: file not found$")),
+    P(129, "lexicon-malformed-json", Case("make_data", rg("corpus.jsonl", 3, *_SYN,
+                                                          ("lex_bad.json", '{"cat": ["feline",}')),
+                                          r"^error: --lexicon \S*/lex_bad\.json: not a JSON object of word -> synonyms "
+                                          r"\(Expecting value: line 1 column 19 \(char 18\)\)$")),
+    P(130, "lexicon-csv", Case("make_data", rg("corpus.jsonl", 3, *_SYN, ("lex.csv", "word,synonyms\ncat,feline\n")),
+                               r"^error: --lexicon \S*/lex\.csv: not a JSON object of word -> synonyms "
+                               r"\(Expecting value: line 1 column 1 \(char 0\)\)$")),
+    P(131, "lexicon-json-list", Case("make_data", rg("corpus.jsonl", 3, *_SYN, ("lex_list.json", ["cat"])),
+                                     r"^error: --lexicon \S*/lex_list\.json: expected a non-empty JSON object "
+                                     r"\{\"word\": \[\"synonym\", \.\.\.\]\}$")),
+    P(132, "lexicon-empty-object", Case("make_data", rg("corpus.jsonl", 3, *_SYN, ("lex_empty.json", {})),
+                                        r"^error: --lexicon \S*/lex_empty\.json: expected a non-empty JSON object")),
+    P(133, "lexicon-empty-synonyms", Case("make_data", rg("corpus.jsonl", 3, *_SYN, ("lex_emptysyn.json", {"cat": []})),
+                                          r"^error: --lexicon \S*/lex_emptysyn\.json: entry 'cat': expected a "
+                                          r"non-empty list of synonym strings$")),
+    P(134, "lexicon-synonyms-a-string", Case("make_data", rg("corpus.jsonl", 3, *_SYN,
+                                                             ("lex_strsyn.json", {"cat": "feline"})),
+                                             r"^error: --lexicon \S*/lex_strsyn\.json: entry 'cat': expected a "
+                                             r"non-empty list of synonym strings$")),
+    P(135, "lexicon-blank-synonym", Case("make_data", rg("corpus.jsonl", 3, *_SYN,
+                                                         ("lex_blank.json", {"cat": ["feline", "  "]})),
+                                         r"^error: --lexicon \S*/lex_blank\.json: entry 'cat': expected a "
+                                         r"non-empty list of synonym strings$")),
+    P(136, "lexicon-not-utf8", Case("make_data", rg("corpus.jsonl", 3, *_SYN, (
+        "lex_latin1.json", '{"caf\u00e9": ["bar"]}'.encode("latin-1"))),
+        r"^error: --lexicon \S*/lex_latin1\.json: not a JSON object of word -> synonyms \('utf-8' codec can't "
+        r"decode byte 0xe9 in position 5")),
+    # WEAK: the entry listing only the word itself is dropped on reading, then "cat" is said not to be in the file
+    P(137, "lexicon-only-self-synonyms", Case("make_data", rg("corpus.jsonl", 3, *_SYN,
+                                                              ("lex_self.json", {"cat": ["cat", "Cat"]})),
+                                              r"^error: --corpus \S*/corpus\.jsonl id=seen-\d{4}: no word of "
+                                              r"'The \w+ cat sat on mat number \d\.' is in the lexicon "
+                                              r"\S*/lex_self\.json \(3 seen sentence\(s\) for synonym foils")),
+    P(138, "synonym-builtin-table-user-corpus", Case("make_data", rg("nonsense.jsonl", 2, "--foil_type", "synonym"),
+                                                     r"^error: --corpus \S*/nonsense\.jsonl id=x\d: no word of '[^']+' "
+                                                     r"is in the built-in synonym table \(2 seen sentence\(s\) for "
+                                                     r"synonym foils have none\).*give --lexicon FILE")),
+    # WEAK: 'cat' is in the lexicon; its only synonym gives the other seen sentence
+    P(139, "synonym-only-gives-a-seen-sentence", Case("make_data", rg("catfel.jsonl", 2, *_SYN,
+                                                                      ("lex_ok.json", {"cat": ["feline"]})),
+                                                      r"^error: --corpus \S*/catfel\.jsonl id=a: no word of "
+                                                      r"'The cat sat down\.' is in the lexicon \S*/lex_ok\.json")),
+    P(140, "paraphrase-user-corpus-no-model", Case("make_data", rg("nonsense.jsonl", 2, "--foil_type", "paraphrase"),
+                                                   r"^error: --corpus \S*/nonsense\.jsonl id=x\d: '[^']+' is not a "
+                                                   r"sentence of memlab's grammar \(2 seen sentence\(s\) for "
+                                                   r"paraphrase foils are not\).*give --paraphrase_model DIR")),
+    # WEAK (141, 142): --paraphrase_model is not named and the hint names train.py's --model_name_or_path
+    P(141, "paraphrase_model-missing", Case("make_data", rg("nonsense.jsonl", 2, "--foil_type", "paraphrase",
+                                                            "--paraphrase_model", lambda c: c.tmp / "nope_model"),
+                                            r"^error: model '\S*/nope_model' is neither a local directory nor a "
+                                            r"built-in name")),
+    P(142, "paraphrase_model-is-a-file", Case("make_data", rg("nonsense.jsonl", 2, "--foil_type", "paraphrase",
+                                                              "--paraphrase_model",
+                                                              ("lex_ok.json", {"cat": ["feline"]})),
+                                              r"^error: model '\S*/lex_ok\.json' is neither a local directory nor a "
+                                              r"built-in name")),
+    P(143, "paraphrase_model-not-a-model-dir", Case("make_data", rg("nonsense.jsonl", 2, "--foil_type", "paraphrase",
+                                                                    "--paraphrase_model", _not_a_model_dir),
+                                                    r"^error: \S*/notamodel: holds neither a model \(config\.json\) "
+                                                    r"nor a LoRA adapter \(adapter_config\.json\)$")),
+    P(144, "paraphrase_model-truncated-config", Case("make_data", rg("nonsense.jsonl", 2, "--foil_type", "paraphrase",
+                                                                     "--paraphrase_model", _truncated_config_dir),
+                                                     r"^error: \S*/badcfg/config\.json: not valid JSON .*the model "
+                                                     r"directory is damaged$")),
+    # the built-in tiny-llama (random weights) replies with nothing: loads in seconds
+    P(145, "paraphrase_model-empty-replies", Case("make_data", rg("nonsense.jsonl", 2, "--foil_type", "paraphrase",
+                                                                  "--paraphrase_model", "tiny-llama"),
+                                                  r"^error: --corpus \S*/nonsense\.jsonl id=x\d: the paraphrase "
+                                                  r"model's reply '.*' to '[^']+' is empty or equals a seen sentence "
+                                                  r"after normalization \(2 such replies\); use another "
+                                                  r"--paraphrase_model")),
+    P(146, "char_scramble-impossible", Case("make_data", rg("ai.jsonl", 2, "--min_words", 2, "--foil_type",
+                                                            "char_scramble"),
+                                            r"^error: --corpus \S*/ai\.jsonl id=[ab]: cannot scramble "
+                                            r"'(A I|I a)\.' into a text that differs from every seen sentence$")),
+    # WEAK: the model path is never checked when no paraphrase foil needs the model (tests/test_foils.py pins that
+    # the model is not loaded; checking that the path resolves would need no load)
+    P(147, "paraphrase_model-missing-but-unused", Case("make_data", rg("grammar.jsonl", 3, "--foil_type", "paraphrase",
+                                                                       "--paraphrase_model",
+                                                                       lambda c: c.tmp / "nope_model"),
+                                                       code=0, check=_no_model_recorded)),
+]
+
+
+@pytest.mark.parametrize("case", FOILS_CASES)
+def test_make_data_recognition_foils(case, tmp_path, shared_none, monkeypatch, capsys):
+    run_case(case, tmp_path, shared_none, monkeypatch, capsys)
+
+
+def test_every_foil_catalogue_case_is_parametrized():
+    """The rows numbered 124 and up in docs/BAD_INPUTS.md are exactly FOILS_CASES."""
+    doc = (ROOT / "docs" / "BAD_INPUTS.md").read_text(encoding="utf-8")
+    rows = {int(n) for n in re.findall(r"^\| (\d+) \| make_data recognition \|", doc, re.M)}
+    here = [int(re.match(r"c(\d{3})-", p.id).group(1)) for p in FOILS_CASES]
+    assert len(here) == len(set(here)) and set(here) == rows == set(range(124, 148))
