@@ -252,6 +252,12 @@ def run_recognition(args: RecognitionArgs) -> Path:
          f"--foil_type must be among {', '.join(recognition.FOIL_TYPES)}, got '{args.foil_type}'"
          + "".join(f" (unknown: {t})" for t in types if t not in recognition.FOIL_TYPES)),
         (args.n_pairs >= 1, "--n_pairs must be >= 1"), (args.min_words >= 2, "--min_words must be >= 2")])
+    if args.paraphrase_model:  # checked up front (nothing loads): a typo shows even when no foil needs the model
+        from memlab.models import BUILTIN_MODELS
+
+        if not (Path(args.paraphrase_model).is_dir() or args.paraphrase_model in BUILTIN_MODELS):
+            raise DataError(f"--paraphrase_model {args.paraphrase_model}: not a local model directory nor a "
+                            f"built-in model name {list(BUILTIN_MODELS)}")
     corpus, dropped = _read_corpus(args.corpus, args.text_column)
     from memlab.datagen import lexicon as lex
 

@@ -151,11 +151,13 @@ def test_user_corpus_synonym_char_scramble_and_model_paraphrase(tmp_path, user_c
         return lambda texts: [" ".join(reversed(t.rstrip(".").split())) + "." for t in texts]
 
     monkeypatch.setattr(recognition, "model_paraphraser", fake_model)
+    model_dir = tmp_path / "some_model"  # the path must exist (checked before anything loads)
+    model_dir.mkdir()
     out = make_data.main(["recognition", "--corpus", str(user_corpus), "--n_pairs", "6", "--foil_type",
-                          "synonym,char_scramble,paraphrase", "--paraphrase_model", "some/dir",
+                          "synonym,char_scramble,paraphrase", "--paraphrase_model", str(model_dir),
                           "--output_dir", str(tmp_path / "r")])
     seen, unseen = read_jsonl(out / "seen.jsonl"), read_jsonl(out / "unseen.jsonl")
-    assert calls == ["some/dir"] and [u["foil_type"] for u in unseen] == ["synonym", "char_scramble", "paraphrase"] * 2
+    assert calls == [str(model_dir)] and [u["foil_type"] for u in unseen] == ["synonym", "char_scramble", "paraphrase"] * 2
     for s, u in zip(seen, unseen):
         assert s["text"] in USER_SENTENCES and normalize_text(s["text"]) != normalize_text(u["text"])
         if u["foil_type"] == "char_scramble":
@@ -167,7 +169,7 @@ def test_user_corpus_synonym_char_scramble_and_model_paraphrase(tmp_path, user_c
     # without paraphrase pairs the model is never loaded
     calls.clear()
     make_data.main(["recognition", "--corpus", str(user_corpus), "--n_pairs", "3", "--foil_type", "char_scramble",
-                    "--paraphrase_model", "some/dir", "--output_dir", str(tmp_path / "r2")])
+                    "--paraphrase_model", str(model_dir), "--output_dir", str(tmp_path / "r2")])
     assert calls == []
 
 

@@ -113,6 +113,8 @@ def read_lexicon(path) -> dict[str, tuple[str, ...]]:
     """A `--lexicon` file: a JSON object word -> list of synonyms (non-empty strings); keys are lower-cased.
     Anything else is a DataError naming the file and the entry."""
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"--lexicon {p}: is a directory, expected a JSON file")
     if not p.is_file():
         raise DataError(f"--lexicon {p}: file not found")
     try:
@@ -125,5 +127,8 @@ def read_lexicon(path) -> dict[str, tuple[str, ...]]:
     for word, syns in obj.items():
         if not isinstance(syns, list) or not syns or not all(isinstance(s, str) and s.strip() for s in syns):
             raise DataError(f"--lexicon {p}: entry {word!r}: expected a non-empty list of synonym strings")
-        table[word.strip().lower()] = tuple(s.strip() for s in syns if s.strip().lower() != word.strip().lower())
-    return {w: s for w, s in table.items() if s}
+        others = tuple(s.strip() for s in syns if s.strip().lower() != word.strip().lower())
+        if not others:
+            raise DataError(f"--lexicon {p}: entry {word!r}: every synonym is the word itself")
+        table[word.strip().lower()] = others
+    return table

@@ -208,8 +208,9 @@ def make_recognition(corpus: Sequence[dict], n_pairs: int, foil_types: Sequence[
     if "random_words" in foil_types and not vocab:
         raise DataError("random_words foils need words, but the corpus has no alphabetic words")
     common = lowercase_words([r["text"] for r in corpus]) if "shuffled" in foil_types else set()
-    if lexicon is None:
-        from memlab.datagen.lexicon import BUILTIN_SYNONYMS as lexicon
+    from memlab.datagen.lexicon import BUILTIN_SYNONYMS
+
+    lexicon = BUILTIN_SYNONYMS if lexicon is None else lexicon
     used = [False] * len(pool)
     seen, unseen, for_model, no_synonym = [], [], [], []
     for i, row in enumerate(seen_rows):
@@ -255,9 +256,14 @@ def make_recognition(corpus: Sequence[dict], n_pairs: int, foil_types: Sequence[
                        "foil_type": foil_type, "text": text, **extra})
     if no_synonym:
         r = no_synonym[0]
+        if synonym_options(r["text"], lexicon):
+            raise DataError(f"{corpus_name} id={r['id']}: every synonym substitution of {r['text']!r} from the "
+                            f"{lexicon_name} gives a seen sentence (or the sentence itself); add other synonyms "
+                            "for its words, or draw fewer pairs")
+        hint = ("the built-in table covers memlab's grammar: for another corpus give --lexicon FILE (JSON word -> "
+                "synonyms)" if lexicon is BUILTIN_SYNONYMS else "add entries for its words")
         raise DataError(f"{corpus_name} id={r['id']}: no word of {r['text']!r} is in the {lexicon_name} "
-                        f"({len(no_synonym)} seen sentence(s) for synonym foils have none); the built-in table "
-                        "covers memlab's grammar: for another corpus give --lexicon FILE (JSON word -> synonyms)")
+                        f"({len(no_synonym)} seen sentence(s) for synonym foils have none); {hint}")
     if for_model:
         _model_paraphrases(for_model, seen, unseen, taken, paraphraser, corpus_name)
     return seen, unseen
