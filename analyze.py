@@ -519,6 +519,21 @@ def foil_type_table(items: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> p
     return pd.DataFrame(rows, columns=cols)
 
 
+def foil_summary(tables: dict[str, pd.DataFrame]) -> str:
+    """summary.txt block: recognition 2AFC per condition x exposure x foil type (mean over seeds; pairs in
+    tidy_recognition_by_foil.csv), only when some recognition pairs carry a foil type."""
+    df = tables.get("recognition_by_foil", pd.DataFrame())
+    if df.empty:
+        return ""
+    df = df.dropna(subset=["exposure"])
+    if df.empty:
+        return ""
+    keys = [k for k in ("model", "method", "mode") if k in df and df[k].nunique() > 1]
+    t = df.pivot_table(index=keys + ["exposure"], columns="foil_type", values="two_afc", aggfunc="mean")
+    t.columns.name = None
+    return "Recognition 2AFC by foil type (tidy_recognition_by_foil.csv)\n" + t.round(3).to_string()
+
+
 def _foil_type_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
     """tidy_recognition_by_foil.csv rows of one task: `foil_type_table` of its recognition stage, with the cell."""
     t = foil_type_table(inputs.items(task, "recognition"))
@@ -1466,6 +1481,9 @@ def main(args: AnalyzeArgs) -> dict:
     canaries = canary_summary(tables)
     if canaries:
         table = f"{table}\n\n{canaries}"
+    by_foil = foil_summary(tables)
+    if by_foil:
+        table = f"{table}\n\n{by_foil}"
     if skipped:  # first, so nobody reads the tables without knowing what is missing from them
         table = f"skipped {len(skipped)} broken input file(s) (--skip_broken): {'; '.join(skipped)}\n\n{table}"
     write_text_atomic(root / "summary.txt", table + "\n")

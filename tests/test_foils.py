@@ -277,6 +277,12 @@ def test_analyze_writes_the_foil_type_table_and_plot(tmp_path):
     assert {"model", "seed", "method", "task", "exposure", "two_afc", "two_afc_ci_low"} <= set(table.columns)
     png = root / "plots" / "recognition_by_foil_type.png"
     assert str(png) in res["plots"] and png.stat().st_size > 10_000
+    # summary.txt: 2AFC per exposure x foil type (both seeds alike: the mean is each seed's value)
+    block = res["summary"].split("Recognition 2AFC by foil type")[1].splitlines()
+    rows = {int(line.split()[0]): line.split()[1:] for line in block[2:] if line.split()[:1] != ["exposure"]}
+    header = block[1].split()
+    assert header == ["char_scramble", "novel", "synonym"]
+    assert float(rows[1][header.index("novel")]) == 0.25 and float(rows[4][header.index("synonym")]) == 0.5
 
 
 def test_model_paraphraser_runs_offline_and_greedy():
