@@ -215,5 +215,5 @@ def test_attacks_setting_reaches_membership_inference():
     for expt in ("expt4", "expt6"):
         _, _, s = E.resolve(expt, "tiny")
         assert E._attack_flags(s) == []
-        _, _, s = E.resolve(expt, "tiny", ["attacks=loss,zlib,min_k"])
-        assert E._attack_flags(s) == ["--attacks", "loss,zlib,min_k"]
+        _, _, s = E.resolve(expt, "tiny", ["attacks=loss,zlib,min_k_20"])
+        assert E._attack_flags(s) == ["--attacks", "loss,zlib,min_k_20"]
