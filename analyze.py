@@ -730,6 +730,7 @@ def plot_exposures(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rec, rg = tables["recall"], tables["recognition"]
     sent = tables.get("sentence_recall", pd.DataFrame())
@@ -752,6 +753,7 @@ def plot_exposures(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
             m = g.groupby("exposure").agg(y=(y, "mean"), lo=(lo, "min"), hi=(hi, "max")).reset_index()
             line, = ax.plot(m.exposure, m.y, marker="o", label=_series_label(g.iloc[0], keys))
             ax.fill_between(m.exposure, m.lo, m.hi, alpha=0.15, color=line.get_color())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # exposures are whole epochs
         _fraction_axis(ax, "exposures (epochs over the study set)",
                        f"{y.replace('_', ' ')} (fraction, 95% CI band)",
                        title)
