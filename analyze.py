@@ -1107,8 +1107,10 @@ def plot_learning_ecdf(facts: dict[str, pd.DataFrame], out: Path) -> Path | None
         _ecdf_lines(ax, d, [k for k in ("method",) if k in d] + _varying(d, ["model", "mode", "stage"]))
         _human_line(ax)
         _fraction_axis(ax, "exposures (epochs over the training set)",
-                       "fraction of facts at criterion" if tier != "recognition" else "fraction of pairs at criterion",
-                       f"tier: {tier}" + (" (seen loss < foil loss)" if tier == "recognition" else ""))
+                       {"recognition": "fraction of pairs at criterion",
+                        SENTENCE_TIER: "fraction of sentences at criterion"}.get(tier, "fraction of facts at criterion"),
+                       f"tier: {tier}" + {"recognition": " (seen loss < foil loss)",
+                                          SENTENCE_TIER: " (recalled exactly from the first half)"}.get(tier, ""))
     for ax in list(axes.flat)[len(tiers):]:
         ax.set_visible(False)
     fig.suptitle("Exposures to criterion (recalled at every later evaluated exposure), per tier")
