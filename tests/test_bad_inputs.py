@@ -1191,8 +1191,8 @@ def test_make_data_recognition_foils(case, tmp_path, shared_none, monkeypatch, c
 
 
 def test_every_foil_catalogue_case_is_parametrized():
-    """The rows numbered 124 and up in docs/BAD_INPUTS.md are exactly FOILS_CASES."""
-    doc = (ROOT / "docs" / "BAD_INPUTS.md").read_text(encoding="utf-8")
+    """The rows numbered 124 and up of the bad-input catalogue (docs/BAD_INPUTS.md) are exactly FOILS_CASES."""
+    doc = (ROOT / "docs/BAD_INPUTS.md").read_text(encoding="utf-8")
     rows = {int(n) for n in re.findall(r"^\| (\d+) \| make_data recognition \|", doc, re.M)}
     here = [int(re.match(r"c(\d{3})-", p.id).group(1)) for p in FOILS_CASES]
     assert len(here) == len(set(here)) and set(here) == rows == set(range(124, 148))
