@@ -47,7 +47,8 @@ Per-item and per-fact tables (definitions in memlab/learning.py):
   exactly from their first half) over the exposures where it was evaluated:
   first_recalled_exposure, exposures_to_criterion (first evaluated exposure from which the fact is recalled
   at every later evaluated one; empty if never), forgetting_events (recalled -> not recalled transitions),
-  n_evaluated_exposures, last_exposure, knownness, kind, plus the cell axes. Recalled = greedy answers to
+  n_evaluated_exposures, last_exposure, knownness, kind (expt7's held-out known facts, never trained, are
+  `known (held out)`: kept here, left out of the learning summary and plots), plus the cell axes. Recalled = greedy answers to
   the tier's probes correct for at least half of them; recognized = seen loss below the foil's.
 - `plots/learning_ecdf.png` (fraction of facts at criterion vs exposures, never-learned facts in the
   denominator, reference line at 7 exposures), `plots/learning_by_knownness.png` (the same per SliCK
@@ -1094,7 +1095,7 @@ def plot_learning_ecdf(facts: dict[str, pd.DataFrame], out: Path) -> Path | None
     """Fraction of facts learned (ECDF of exposures-to-criterion; facts never at criterion stay in the
     denominator) against exposures: one panel per tier, one line per method (and model/mode where they
     vary), facts of every seed pooled."""
-    df = facts.get("learning", pd.DataFrame())
+    df = _trained(facts.get("learning", pd.DataFrame()))
     if df.empty:
         return None
     plt = _pyplot()
@@ -1122,7 +1123,7 @@ def plot_learning_by_knownness(facts: dict[str, pd.DataFrame], out: Path) -> Pat
     one line per category (and method where several)."""
     from memlab.learning import CATEGORIES
 
-    df = facts.get("learning", pd.DataFrame())
+    df = _trained(facts.get("learning", pd.DataFrame()))
     if df.empty or "knownness" not in df or df.knownness.isna().all():
         return None
     df = df[df.knownness.notna() & (df.tier != "recognition")]
@@ -1150,12 +1151,20 @@ def plot_learning_by_knownness(facts: dict[str, pd.DataFrame], out: Path) -> Pat
     return _save(fig, out / "learning_by_knownness.png")
 
 
+def _trained(learning: pd.DataFrame) -> pd.DataFrame:
+    """learning.csv rows of facts that were trained: expt7's held-out known facts (never trained, so never
+    "learned") stay in learning.csv but out of the learning summary and plots."""
+    if learning.empty or "kind" not in learning:
+        return learning
+    return learning[learning["kind"] != HELDOUT_KIND]
+
+
 def learning_summary(facts: dict[str, pd.DataFrame]) -> str:
     """Median exposures-to-criterion with a bootstrap 95% CI over facts, per method x tier (x model/mode
     where they vary), and per knownness category x tier; `>N` = not reached by the last evaluated exposure."""
     from memlab.learning import median_table
 
-    df = facts.get("learning", pd.DataFrame())
+    df = _trained(facts.get("learning", pd.DataFrame()))
     if df.empty:
         return ""
     parts = ["Median exposures to criterion [95% bootstrap CI over facts] (never learned = infinite; "

@@ -317,3 +317,22 @@ def test_per_item_other_stages(tmp_path):
     assert "mia_loss" in m and "mia_min_k_20" in m
     p = items[items.stage == "prefix_recall"].iloc[0]
     assert (p.exposure, p.prefix_tokens, p.exact_match) == (1, 8, 1.0)
+
+
+def test_heldout_known_facts_stay_out_of_the_learning_summary():
+    """expt7's held-out known facts are never trained: kept in learning.csv, left out of the summary."""
+    from helpers import script
+
+    analyze = script("analyze")
+    rows = [{"method": "full", "stage": "prior_recall", "tier": "all", "fact_id": f"f{i}", "kind": "novel",
+             "knownness": "Unknown", "exposures_to_criterion": 2, "first_recalled_exposure": 2,
+             "forgetting_events": 0, "n_evaluated_exposures": 3, "last_exposure": 5} for i in range(4)]
+    rows += [{**r, "fact_id": f"h{i}", "kind": analyze.HELDOUT_KIND, "knownness": "MaybeKnown",
+              "exposures_to_criterion": None, "first_recalled_exposure": None} for i, r in enumerate(rows)]
+    df = pd.DataFrame(rows)
+    for c in ("exposures_to_criterion", "first_recalled_exposure"):
+        df[c] = df[c].astype("Int64")
+    text = analyze.learning_summary({"learning": df})
+    line = [x for x in text.splitlines() if x.split()[:2] == ["full", "all"]][0].split()
+    assert line[2:4] == ["4", "4"]  # n_facts, n_reached: the 4 trained facts only
+    assert "MaybeKnown" not in text  # the held-out facts' category has no trained fact
