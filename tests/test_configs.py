@@ -185,8 +185,12 @@ def test_template_without_slurm_runs_expt1_on_user_files_with_overrides(tmp_path
     rates = {r["tier"]: r["n"] for r in res["recall"]["error_rates"]}
     # 8 CSV rows (facts) x 3 question columns, no verbatim; `all` resamples facts, so its n counts the 8 facts
     assert rates == {"easy": 8, "mid": 8, "hard": 8, "all": 8}
-    (rec,) = res["recognition"]["checkpoints"]
+    base, rec = res["recognition"]["checkpoints"]  # before training (exposure 0) and after exposure 1
+    assert (base["checkpoint"], rec["checkpoint"]) == ("exposure_0", "exposure_1")
     assert 0.0 <= rec["two_afc"] <= 1.0 and res["recognition"]["n_pairs"] == 8
+    # the Orhan-style {"sent"} rows are recalled from their first half too, at both points
+    assert [g["checkpoint"] for g in res["sentence_recall"]["by_prefix"]] == ["exposure_0", "exposure_1"]
+    assert {g["n"] for g in res["sentence_recall"]["by_prefix"]} == {8}
     assert (task / "data" / "leakage.json").exists() and not (task / "data" / "facts").exists()
     assert (tmp_path / "runs" / "expt1" / "learning.csv").exists()
 
