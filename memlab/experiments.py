@@ -382,13 +382,25 @@ def checkpoint_glob(train_dir: Path, prefix: str = "exposure_") -> str:
 
 
 # ------------------------------------------------------------------------------------------ pipelines
+def _jsonl_rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").split("\n") if x.strip()]
+
+
+def _filtered_jsonl(src: Path, out: Path, keep) -> Path:
+    """`out`: the rows of `src` for which `keep(row)` holds (written once; an existing `out` is kept)."""
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl_atomic(out, [r for r in _jsonl_rows(src) if keep(r)])
+    return out
+
+
 def mode_probes(facts: Path, mode: str, out: Path, verbatim: bool = True) -> Path:
     """The facts' probes for a cell trained in `mode` (active|passive): easy/mid/hard plus, with
     `verbatim`, the verbatim probes of that mode only (a passive cell never saw the active prompts)."""
     from memlab.datagen.facts import probes_for_mode
 
     if not out.exists():
-        rows = [json.loads(x) for x in (facts / "probes.jsonl").read_text(encoding="utf-8").split("\n") if x.strip()]
+        rows = _jsonl_rows(facts / "probes.jsonl")
         keep = probes_for_mode(rows, mode) if verbatim else [r for r in rows if r.get("tier") != "verbatim"]
         out.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl_atomic(out, keep)
@@ -423,11 +435,7 @@ def facts_sets(c: dict, s: dict, task: Path, mode: str, variants: int, **facts_f
 
 
 def _without_verbatim(probes: Path, out: Path) -> Path:
-    if not out.exists():
-        rows = [json.loads(x) for x in probes.read_text(encoding="utf-8").split("\n") if x.strip()]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_jsonl_atomic(out, [r for r in rows if r.get("tier") != "verbatim"])
-    return out
+    return _filtered_jsonl(probes, out, lambda r: r.get("tier") != "verbatim")
 
 
 def sentence_sets(c: dict, s: dict, task: Path) -> tuple[Path, Path]:
@@ -598,14 +606,6 @@ def expt5(c: dict, s: dict, task: Path) -> dict:
 HELDOUT_KNOWN_FILE = "heldout_known.json"  # expt7: the known facts left out of training (TASK/data/)
 
 
-def _without_facts(train: Path, fact_ids: set, out: Path) -> Path:
-    """The training file without the rows of `fact_ids`."""
-    if not out.exists():
-        rows = [json.loads(x) for x in train.read_text(encoding="utf-8").split("\n") if x.strip()]
-        write_jsonl_atomic(out, [r for r in rows if r.get("fact_id") not in fact_ids])
-    return out
-
-
 def expt7(c: dict, s: dict, task: Path) -> dict:
     """Prior knowledge: known (true), novel and contradicting (changed answer) facts trained together;
     QA recall of the trained answer before training (exposure 0) and at every saved exposure, split by
@@ -618,14 +618,13 @@ def expt7(c: dict, s: dict, task: Path) -> dict:
     facts = facts_sets(c, s, task, c["mode"], s["variants"], n_known=k + h, n_contradicting=k)
     if h:  # make_facts numbers the known facts known-0000.. in order: the last h are held out
         heldout = [f"known-{i:04d}" for i in range(k, k + h)]
-        kinds = {json.loads(x)["fact_id"]: json.loads(x)["kind"] for x in
-                 (facts["dir"] / "facts.jsonl").read_text(encoding="utf-8").split("\n") if x.strip()}
+        kinds = {r["fact_id"]: r["kind"] for r in _jsonl_rows(facts["dir"] / "facts.jsonl")}
         if any(kinds.get(f) != "known" for f in heldout):
             raise RuntimeError(f"expected known facts {heldout[0]}..{heldout[-1]} in {facts['dir']}/facts.jsonl")
         if not (task / "data" / HELDOUT_KNOWN_FILE).exists():
             write_json_atomic(task / "data" / HELDOUT_KNOWN_FILE, {"fact_ids": heldout})
-        facts["train"] = _without_facts(facts["train"], set(heldout),
-                                        task / "data" / f"{facts['train'].stem}_without_heldout.jsonl")
+        facts["train"] = _filtered_jsonl(facts["train"], task / "data" / f"{facts['train'].stem}_without_heldout.jsonl",
+                                         lambda r, held=frozenset(heldout): r.get("fact_id") not in held)
     check_leakage_once(s, task, [facts["train"]], [facts["probes"]])
     exposures = s["exposures"]
     train = run_stage("train.py", ["--model_name_or_path", c["model"], "--num_exposures", max(exposures),
@@ -642,12 +641,7 @@ def expt7(c: dict, s: dict, task: Path) -> dict:
 
 def _canaries_file(mia_dir: Path, out: Path) -> Path:
     """Members repeated more than once in train.jsonl (the canaries), for prefix extraction."""
-    if not out.exists():
-        rows = [json.loads(x) for x in (mia_dir / "members.jsonl").read_text(encoding="utf-8").split("\n") if x.strip()]
-        canaries = [r for r in rows if int(r.get("canary_copies", 1)) > 1]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_jsonl_atomic(out, canaries)
-    return out
+    return _filtered_jsonl(mia_dir / "members.jsonl", out, lambda r: int(r.get("canary_copies", 1)) > 1)
 
 
 def _mia_inputs(mia: dict) -> list:
