@@ -35,7 +35,7 @@ from typing import Optional
 
 import torch
 
-from memlab import cli, dpo, runtime, tracking, training
+from memlab import cli, dpo, quiet, runtime, tracking, training
 from memlab.io import append_jsonl, write_csv_atomic, write_json_atomic, write_jsonl_atomic
 from memlab.models import is_adapter_dir, load_tokenizer
 from memlab.runtime import TrainRuntimeArgs
@@ -326,14 +326,12 @@ def log_window(job: Job, window_stats: list, log_t: float) -> dict:
 def train_loop(job: Job, ref_lp: torch.Tensor) -> float:
     """The epochs: steps, a metrics row every --logging_steps, checkpoints at --save_epochs and the last
     epoch; returns the seconds spent."""
-    from tqdm.auto import tqdm
-
     args, acc = job.args, job.acc
     save_epochs = set(cli.parse_list(args.save_epochs, int, "save_epochs")) | {args.num_epochs}
     job.model.train()
     t_start = log_t = time.time()
     window_stats: list[torch.Tensor] = []
-    bar = tqdm(total=job.total_steps, disable=not acc.is_local_main_process, desc="dpo")
+    bar = quiet.progress(job.total_steps, "dpo", disable=not acc.is_local_main_process)
     for epoch in range(args.num_epochs):
         batches = job.epoch_batches(epoch)
         for s in range(job.steps_per_epoch):

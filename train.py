@@ -44,7 +44,7 @@ from typing import Optional
 
 import torch
 
-from memlab import cli, runtime, tracking, training
+from memlab import cli, quiet, runtime, tracking, training
 from memlab.evaluation import InTrainingEval, eval_label, read_eval_inputs
 from memlab.io import DataError, append_jsonl, split_paths, write_text_atomic
 from memlab.models import DEFAULT_MODEL, is_adapter_dir, load_model, load_tokenizer, resolve_model_path
@@ -82,10 +82,11 @@ class TrainArgs(TrainRuntimeArgs):
     num_exposures: int = cli.arg(5, "number of exposures, i.e. epochs over the study set (reshuffled each epoch "
                                  "with --seed)")
     save_exposures: str = cli.arg("", "exposures after which to save a checkpoint, comma-separated, e.g. 1,2,3,5,10 "
-                                  "-> checkpoints/exposure_{k}/; each at most --num_exposures; empty: none (the "
+                                  "-> checkpoints/exposure_{k}/, or 'all'; each at most --num_exposures; empty: none (the "
                                   "final weights go to final/ unless the last exposure is listed)")
     save_steps: str = cli.arg("", "optimizer steps after which to save a checkpoint, e.g. 10,100, or 'log' "
-                              "(1..10, 20..100, 200..1000, ...) -> checkpoints/step_{n:07d}/; empty: none")
+                              "(1..10, 20..100, 200..1000, ...), or every:N -> checkpoints/step_{n:07d}/ (also "
+                              "addressable as OUTPUT_DIR/step_{n}); empty: none")
     no_shuffle: bool = cli.arg(False, "keep the file order in every epoch (no reshuffling, no grouping of items of "
                                "similar length)")
     init_from: Optional[str] = cli.arg(None, "continue from a trained model directory or LoRA adapter directory (a "
@@ -141,8 +142,8 @@ class TrainArgs(TrainRuntimeArgs):
     eval_exposures: str = cli.arg("", "exposures after which to evaluate: 'all' (every exposure up to "
                                   "--num_exposures) or a comma list such as 0,1,2,4 (0 = before training); when "
                                   "empty: all, unless --eval_steps is given")
-    eval_steps: str = cli.arg("", "optimizer steps after which to evaluate, e.g. 10,100, or 'log' (1..10, 20..100, "
-                              "200..1000, ...); empty: none")
+    eval_steps: str = cli.arg("", "optimizer steps after which to evaluate, e.g. 10,100, 'log' (1..10, 20..100, "
+                              "200..1000, ...) or every:N; empty: none")
     eval_temperatures: str = cli.arg("0", "QA sampling temperatures, comma-separated; 0 = greedy (answered once), "
                                      "each other one is answered --eval_repeats times")
     eval_repeats: int = cli.arg(1, "answers per probe at each QA temperature above 0")
@@ -158,7 +159,7 @@ class TrainArgs(TrainRuntimeArgs):
 
 
 def validate(args: TrainArgs) -> None:
-    exps = cli.parse_list(args.save_exposures, int, "save_exposures")
+    exps = save_exposure_list(args)
     cli.collect_errors([
         (args.train_file is not None, "--train_file is required"),
         (args.output_dir is not None, "--output_dir is required"),
@@ -181,6 +182,13 @@ def validate(args: TrainArgs) -> None:
                                           "seed", "debug_signal_at_step"),
                             fraction=("lora_dropout",)),
     ])
+
+
+def save_exposure_list(args: TrainArgs) -> list[int]:
+    """--save_exposures as a list: 'all' is every exposure (run_clm_no_trainer's --checkpointing_steps epoch)."""
+    if str(args.save_exposures).strip() == "all":
+        return list(range(1, args.num_exposures + 1))
+    return cli.parse_list(args.save_exposures, int, "save_exposures")
 
 
 def eval_checks(args: TrainArgs) -> list[tuple[bool, str]]:
@@ -382,7 +390,7 @@ def setup(args: TrainArgs) -> Job:
     steps_per_epoch = len(training.padded_epoch_batches(lengths, args.batch_size, args.seed, 0, window,
                                                         shuffle=not args.no_shuffle)) // window
     total_steps = steps_per_epoch * args.num_exposures
-    save_exp = set(cli.parse_list(args.save_exposures, int, "save_exposures"))
+    save_exp = set(save_exposure_list(args))
     save_steps = set(training.steps_from_spec(args.save_steps, total_steps, "save_steps"))
     eval_exp, eval_steps, eval_labels = eval_points(args, steps_per_epoch, total_steps)
     if args.gradient_checkpointing:
@@ -516,12 +524,10 @@ def after_step(job: Job, signalled: bool) -> None:
 
 def train_loop(job: Job) -> float:
     """The exposures from the current state to the end; returns the seconds spent in training steps."""
-    from tqdm.auto import tqdm
-
     job.model.train()
     job.t_start = time.time()
     evaluate_here(job)  # exposure 0 (before training) when asked; on resume, a point the signal interrupted
-    bar = tqdm(total=job.total_steps, initial=job.state.step, disable=not job.acc.is_local_main_process, desc="train")
+    bar = quiet.progress(job.total_steps, "train", initial=job.state.step, disable=not job.acc.is_local_main_process)
     log = {"loss": [], "tokens": 0, "padded": 0, "t": time.time()}
     while job.state.epoch < job.args.num_exposures:
         batches = job.epoch_batches(job.state.epoch)

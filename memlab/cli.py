@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from memlab import compat
 from memlab.io import DataError
 
 
@@ -38,8 +39,12 @@ def parse_args(dataclass_type, argv: Sequence[str] | None = None, prog: str | No
     from transformers import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(dataclass_type, prog=prog)
+    # allow_abbrev=False: `--model_name` must never be taken silently for `--model_name_or_path`
+    parser = HfArgumentParser(dataclass_type, prog=prog, allow_abbrev=False)
     parser.add_argument("--config", default=None, help="YAML file of arguments; command-line flags override it")
+    known = set(parser._option_string_actions)  # argparse keeps no public list of its option strings
+    argv = compat.rewrite(argv, dataclass_type, known)
+    check_unknown_flags(argv, known)
     from_yaml: dict = {}
 
     def error(message: str):
@@ -92,7 +97,38 @@ def parse_args(dataclass_type, argv: Sequence[str] | None = None, prog: str | No
         outputs = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     except ValueError as e:  # HfArgumentParser reports unknown flags as a ValueError
         raise DataError(str(e)) from None
-    return outputs[0]  # outputs[1] is the namespace holding --config
+    args = outputs[0]  # outputs[1] is the namespace holding --config
+    resolve_run_directories(args)
+    return args
+
+
+def resolve_run_directories(args) -> None:
+    """A training run directory given where a model is expected is its model (models.model_in_run), said
+    in one line; config.json then records the model directory used."""
+    from memlab.models import MODEL_FLAGS, model_in_run
+
+    for name in MODEL_FLAGS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value:
+            resolved, note = model_in_run(value, name)
+            if note:
+                print(f"note: {note}", file=sys.stderr)
+                setattr(args, name, resolved)
+
+
+def check_unknown_flags(argv: Sequence[str], known: set[str]) -> None:
+    """One error for the first flag the script does not have, with the closest names (memlab's and the Hugging
+    Face aliases) as a hint; HfArgumentParser's own message lists them without one."""
+    import difflib
+
+    for tok in argv:
+        if tok.startswith("--") and len(tok) > 2 and tok.split("=", 1)[0] not in known:
+            name = tok.split("=", 1)[0]
+            memlab_names = sorted(k for k in known if "-" not in k[2:])  # not HfArgumentParser's dashed twins
+            close = (difflib.get_close_matches(name, memlab_names, n=2, cutoff=0.6)
+                     or difflib.get_close_matches(name, sorted(f"--{f}" for f in compat.FLAGS), n=2, cutoff=0.6))
+            hint = f" (did you mean {' or '.join(close)}?)" if close else " (see -h for the flags)"
+            raise DataError(f"{name}: not a flag of this script{hint}")
 
 
 def numeric_checks(a, positive=(), non_negative=(), fraction=()) -> list[tuple[bool, str]]:

@@ -29,6 +29,7 @@ import glob
 import hashlib
 import inspect
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from memlab.io import DataError
-from memlab.models import is_adapter_dir, is_quantized, load_model, load_tokenizer, resolve_model_path
+from memlab.models import (is_adapter_dir, is_quantized, load_model, load_tokenizer, model_in_run,
+                           resolve_model_path)
 from memlab.text import render_plain_chat
 
 
@@ -364,6 +366,9 @@ def expand_checkpoints(specs: str | Sequence[str] | None) -> list[Path]:
                     raise DataError(f"--checkpoints: '{part}' matches no directory")
                 out += matches
             else:
+                part, note = model_in_run(part, "checkpoints")
+                if note:
+                    print(f"note: {note}", file=sys.stderr)
                 p = Path(part).expanduser()
                 if not p.exists():
                     raise DataError(f"--checkpoints: {p}: no such directory")

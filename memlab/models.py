@@ -287,6 +287,54 @@ def resolve_model_path(name_or_path: str, weights_required: bool = False) -> Pat
         "--model_name_or_path DIR.")
 
 
+# ------------------------------------------------------------------- a run directory where a model is expected
+TRAINING_SCRIPTS = ("train.py", "finetune_dpo.py")
+MODEL_FLAGS = ("model_name_or_path", "init_from", "sft_checkpoint", "reference_model", "neighbour_model",
+               "generate_checkpoint")
+
+
+def _run_script(p: Path) -> str | None:
+    try:
+        cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return cfg.get("script") if isinstance(cfg, dict) and "model_type" not in cfg else None
+
+
+def _step_number(name: str) -> int | None:
+    import re
+
+    m = re.fullmatch(r"step_(\d+)", name)
+    return int(m.group(1)) if m else None
+
+
+def model_in_run(path: str, flag: str) -> tuple[str, str | None]:
+    """(the model directory, a note or None) for a path given where a model is expected.
+
+    A train.py/finetune_dpo.py run directory is its final/ (run_clm_no_trainer saved the model into the
+    output directory itself), or its newest checkpoint when it has no final/; `OUT/step_N` that does not exist
+    is OUT/checkpoints/step_{N:07d} (the original's checkpoint names). Anything else is returned unchanged.
+    DataError for a run directory with neither final/ nor a checkpoint."""
+    p = Path(str(path)).expanduser()
+    if p.is_dir() and _run_script(p) in TRAINING_SCRIPTS:
+        if (p / "final").is_dir():
+            return str(p / "final"), f"--{flag} {path} is a {_run_script(p)} run directory: using its final/ model"
+        ckpts = [c for c in (p / "checkpoints").glob("*") if c.is_dir() and not c.name.startswith(".")] \
+            if (p / "checkpoints").is_dir() else []
+        if not ckpts:
+            raise DataError(f"--{flag} {path}: a {_run_script(p)} run directory with neither final/ nor a checkpoint "
+                            "(unfinished? rerun it with --resume): expected a model directory")
+        newest = max(ckpts, key=lambda c: (c / "config.json").stat().st_mtime if (c / "config.json").exists()
+                     else c.stat().st_mtime)
+        return str(newest), f"--{flag} {path} is a {_run_script(p)} run directory without final/: using its newest " \
+                            f"checkpoint {newest.relative_to(p)}"
+    n = _step_number(p.name)
+    if not p.exists() and n is not None and (p.parent / "checkpoints" / f"step_{n:07d}").is_dir():
+        target = p.parent / "checkpoints" / f"step_{n:07d}"
+        return str(target), f"--{flag} {path}: using {target} (memlab's name of step {n}'s checkpoint)"
+    return str(path), None
+
+
 def is_adapter_dir(path) -> bool:
     return (Path(path) / "adapter_config.json").exists()
 

@@ -176,18 +176,25 @@ def log_steps(total: int) -> list[int]:
 
 # ------------------------------------------------------------------------------------------------ LoRA
 def steps_spec_check(spec: str, name: str) -> tuple[bool, str]:
-    """validate() entry for a step list flag: positive integers or 'log'."""
+    """validate() entry for a step list flag: positive integers, 'log' or 'every:N'."""
     from memlab.cli import parse_list
 
+    spec = str(spec).strip()
+    if spec.startswith("every:"):
+        n = spec[len("every:"):]
+        return n.isdigit() and int(n) > 0, f"--{name} every:N needs a positive integer N, got {spec!r}"
     return (spec in ("", "log") or all(s > 0 for s in parse_list(spec, int, name)),
-            f"--{name} must be positive integers or 'log'")
+            f"--{name} must be positive integers, 'log' or 'every:N'")
 
 
 def steps_from_spec(spec: str, total: int, name: str) -> set[int]:
-    """The optimizer steps named by a `--save_steps` / `--eval_steps` value ('log' or '10,100') within a run
-    of `total` steps."""
+    """The optimizer steps named by a `--save_steps` / `--eval_steps` value ('log', 'every:N' or '10,100')
+    within a run of `total` steps."""
     from memlab.cli import parse_list
 
+    spec = str(spec).strip()
+    if spec.startswith("every:"):
+        return set(range(int(spec[len("every:"):]), total + 1, int(spec[len("every:"):])))
     if spec == "log":
         return set(log_steps(total))
     return {s for s in parse_list(spec, int, name) if s <= total}

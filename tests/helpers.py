@@ -15,3 +15,24 @@ def script(name: str):
         sys.modules[mod_name] = module
         spec.loader.exec_module(module)
     return sys.modules[mod_name]
+
+
+def error_message(err: str) -> str:
+    """Our `error:` message in a script's stderr: exactly one line starting with `error:`, nothing but indented
+    continuation lines after it (the "invalid arguments" list, a leakage report), no traceback. Lines before
+    it are not ours (a library may log on some CPUs and not others, memlab/quiet.py drops the known ones);
+    checking our line keeps a test independent of them."""
+    assert "Traceback" not in err, err[-3000:]
+    lines = err.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("error:")]
+    assert len(starts) == 1, err[-3000:]
+    rest = lines[starts[0] + 1:]
+    assert all(not line.strip() or line[:1].isspace() for line in rest), err[-3000:]
+    return "\n".join(lines[starts[0]:])
+
+
+def error_line(err: str) -> str:
+    """`error_message` that must be one line (no continuation lines)."""
+    message = error_message(err)
+    assert "\n" not in message, err[-3000:]
+    return message

@@ -12,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 
-from helpers import ROOT, script
+from helpers import ROOT, error_line, script
 from memlab import cli
 
 FACTS = ("object-0000", "object-0001", "object-0002")
@@ -204,5 +204,5 @@ def test_cli_exit_status(runs):
     breaks(runs / rel)
     p = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(runs)], capture_output=True, text=True,
                        cwd=ROOT)
-    assert p.returncode == 2 and p.stderr.strip().startswith("error:") and len(p.stderr.strip().splitlines()) == 1
+    assert p.returncode == 2 and error_line(p.stderr)
     assert rel in p.stderr and problem in p.stderr

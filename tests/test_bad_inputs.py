@@ -24,7 +24,7 @@ from typing import Callable
 
 import pytest
 
-from helpers import script
+from helpers import error_message, script
 from memlab import cli
 from memlab.io import DataError
 
@@ -131,19 +131,6 @@ def call(name: str, argv, capsys) -> tuple[int, str]:
         for s, h in handlers.items():  # train.py / finetune_dpo.py install their own (Ctrl-C saves state)
             signal.signal(s, h)
     return code, capsys.readouterr().err
-
-
-def error_message(err: str) -> str:
-    """The `error:` message: exactly one line starting with `error:`, nothing but indented continuation
-    lines after it (the "invalid arguments" list, a leakage report), no traceback. Progress bars of model
-    loading may come before it."""
-    assert "Traceback" not in err, err[-3000:]
-    lines = err.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith("error:")]
-    assert len(starts) == 1, err[-3000:]
-    rest = lines[starts[0] + 1:]
-    assert all(not line.strip() or line[:1].isspace() for line in rest), err[-3000:]
-    return "\n".join(lines[starts[0]:])
 
 
 # ------------------------------------------------------------------------------------------- fixtures

@@ -10,6 +10,7 @@ import pytest
 from memlab import experiments as E
 from memlab.io import DataError
 from tests.test_experiments import ROOT, run_template, task_dirs
+from helpers import error_line
 
 BEFORE = json.loads((ROOT / "tests" / "data" / "grids_before_configs.json").read_text())
 
@@ -92,7 +93,7 @@ def test_entry_points_give_the_same_cells():
     assert p.stdout.strip() == "20"
     p = subprocess.run([sys.executable, "scripts/run_task.py", "expt1", "--show", "lr=1"], cwd=ROOT,
                        capture_output=True, text=True)
-    assert p.returncode == 2 and p.stderr.startswith("error: expt1: unknown key(s) ['lr']")
+    assert p.returncode == 2 and error_line(p.stderr).startswith("error: expt1: unknown key(s) ['lr']")
     # submit.py --dry_run sizes the array from the same cells and passes the same overrides on
     env = {**os.environ, "MEMLAB_GRID": "small"}
     p = subprocess.run([sys.executable, "scripts/submit.py", "expt1", "--dry_run", *ov], cwd=ROOT, env=env,

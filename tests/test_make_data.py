@@ -13,6 +13,7 @@ from memlab.datagen import facts as facts_mod
 from memlab.datagen import leakage
 from memlab.io import DataError
 from memlab.text import normalize_text
+from helpers import error_line
 
 SMALL_FACTS = ["--n_names", "4", "--n_objects", "3", "--n_known", "3", "--n_contradicting", "3",
                "--variants_per_fact", "2,5", "--dpo_pairs_per_fact", "2"]
@@ -479,8 +480,7 @@ def test_cli_exit_code_and_determinism_across_processes(tmp_path, repo_root):
     bad = subprocess.run([sys.executable, str(repo_root / "make_data.py"), "convert", "--to", "chat", "--input",
                           str(tmp_path / "missing.jsonl"), "--output_dir", str(tmp_path / "o")],
                          capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
-    assert bad.stderr.startswith("error: ") and "missing.jsonl: file not found" in bad.stderr
+    assert bad.returncode == 2 and "missing.jsonl: file not found" in error_line(bad.stderr)
     ok = subprocess.run([sys.executable, str(repo_root / "make_data.py"), "facts", "--output_dir",
                          str(tmp_path / "sub"), *SMALL_FACTS], capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr

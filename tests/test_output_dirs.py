@@ -13,6 +13,7 @@ import pytest
 
 from memlab import cli, rundir
 from memlab.io import DataError
+from helpers import error_line
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -72,7 +73,7 @@ def test_train_into_a_model_directory_is_refused_and_the_model_still_loads(data,
     shutil.copytree(tiny_llama, model)
     before = tree(model)
     code, err = run("train.py", *train_args(data, model), capsys=capsys)
-    assert code == 2 and err.count("\n") == 1, err[-2000:]
+    assert code == 2 and error_line(err), err[-2000:]
     assert f"--output_dir {model} holds a model (config.json with model_type 'llama')" in err
     assert "--overwrite_output_dir" in err
     assert tree(model) == before

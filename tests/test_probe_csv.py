@@ -12,6 +12,7 @@ import make_data
 from memlab.evaluation import read_eval_inputs
 from memlab.generation import read_probes
 from memlab.io import DataError
+from helpers import error_line
 
 COLUMNS = ["Object", "Answer", "Question 1", "Question 2", "Question 3"]
 TIERS = "easy=Question 1,mid=Question 2,hard=Question 3"
@@ -36,7 +37,7 @@ def cli(repo_root, script, *argv, cwd):
 
 
 def assert_names_columns_and_flags(stderr, what="no 'answer' column"):
-    assert stderr.startswith("error: probes.csv: ") and stderr.count("\n") == 1, stderr
+    assert error_line(stderr).startswith("error: probes.csv: "), stderr
     assert what in stderr and f"columns are {COLUMNS}" in stderr
     assert "--answer_column COLUMN" in stderr and "--tier_columns easy=COL,mid=COL,hard=COL" in stderr
 
@@ -50,7 +51,7 @@ def test_generate_and_convert_without_flags_name_the_columns_and_flags(probes_cs
                cwd=probes_csv.parent)
     assert conv.returncode == 2
     assert_names_columns_and_flags(conv.stderr)
-    assert conv.stderr.split(": ", 1)[1] == gen.stderr.split(": ", 1)[1]  # one message, from one helper
+    assert error_line(conv.stderr).split(": ", 1)[1] == error_line(gen.stderr).split(": ", 1)[1]  # one helper
     assert not (probes_csv.parent / "c").exists() and not (probes_csv.parent / "g").exists()
     # a JSONL without 'answer' gets the same error; train.py's --eval_probes_file says where the flags go
     jl = probes_csv.with_suffix(".jsonl")

@@ -5,6 +5,7 @@ import os
 import subprocess
 
 from tests.test_experiments import ROOT
+from helpers import error_line
 
 NAMES = ["recognition_before_recall", "retention", "examples_per_fact", "paraphrase_augmentation", "unknown_facts",
          "lora_rank_modules", "duplication", "context_length", "dpo_after_sft"]
@@ -30,7 +31,7 @@ def test_unknown_name_is_one_error_line_exit_2():
     for args in (["no_such_finding"], ["--show", "no_such_finding"], ["--bogus"]):
         p = sh(*args)
         assert p.returncode == 2, args
-        assert p.stdout == "" and len(p.stderr.splitlines()) == 1 and p.stderr.startswith("error: "), p.stderr
+        assert p.stdout == "" and error_line(p.stderr), p.stderr
     assert not (ROOT / "runs" / "reproduce" / "no_such_finding").exists()
 
 
@@ -73,4 +74,4 @@ def test_every_reproduction_resolves_to_a_valid_grid():
     assert p.stdout.splitlines() == [f"{i} {E.cell_name(c)}"
                                      for i, c in enumerate(E.grid_cells(expt, size, overrides + ["seed=0,1"]))]
     p = sh("--show", "unknown_facts", "lr_ful=1")  # and are checked like the reproduction's own
-    assert p.returncode == 2 and p.stderr.startswith("error: expt7: unknown key(s) ['lr_ful']")
+    assert p.returncode == 2 and error_line(p.stderr).startswith("error: expt7: unknown key(s) ['lr_ful']")

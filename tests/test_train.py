@@ -175,6 +175,8 @@ def test_signal_then_resume_equals_uninterrupted(facts20, tmp_path):
               "--lora_r", "4", "--lora_dropout", "0.1"]  # dropout: RNG state must be restored too
     full = run_cli(*common, "--output_dir", tmp_path / "full")
     assert full.returncode == 0, full.stderr[-2000:]
+    # off a terminal: no progress-bar soup, no library loading bars (memlab/quiet.py)
+    assert "\r" not in full.stderr and "Loading weights" not in full.stderr, full.stderr[-2000:]
     cut = run_cli(*common, "--output_dir", tmp_path / "cut", "--debug_signal_at_step", "7")
     assert cut.returncode == train.EXIT_REQUEUE, cut.stderr[-2000:]
     assert (tmp_path / "cut" / "resume" / "trainer_state" / "optimizer.pt").exists()
