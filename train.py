@@ -44,7 +44,7 @@ from typing import Optional
 
 import torch
 
-from memlab import cli, quiet, runtime, tracking, training
+from memlab import cli, legacy, quiet, runtime, tracking, training
 from memlab.evaluation import InTrainingEval, eval_label, read_eval_inputs
 from memlab.io import DataError, append_jsonl, split_paths, write_text_atomic
 from memlab.models import DEFAULT_MODEL, is_adapter_dir, load_model, load_tokenizer, resolve_model_path
@@ -154,6 +154,9 @@ class TrainArgs(TrainRuntimeArgs):
     report_to: str = cli.arg("none", "also send the training curves to none, tensorboard, wandb or all "
                              "(accelerate's trackers; W&B runs offline unless WANDB_MODE says otherwise); "
                              "metrics.jsonl is written in any case")
+    save_prefix: Optional[str] = cli.arg(None, "also write OUTPUT_DIR/SP_results.npz in the recognition study's "
+                                         "layout (train_losses_ckpt: the loss of every logged step; "
+                                         "completed_steps); docs/COMING_FROM.md")
     run_name: Optional[str] = cli.arg(None, "tracker run name; when not given: <parent dir>/<output dir> (the "
                                       "cell name in an experiment)")
 
@@ -175,6 +178,7 @@ def validate(args: TrainArgs) -> None:
         (args.keep_optimizer_state in ("last", "all"), "--keep_optimizer_state must be last or all"),
         (args.batch_size >= 1 and args.gradient_accumulation_steps >= 1, "batch sizes must be >= 1"),
         (not (args.from_scratch and args.init_from), "--from_scratch and --init_from exclude each other"),
+        legacy.check_prefix(args.save_prefix),
         *eval_checks(args),
         *tracking.checks(args.report_to),
         *cli.numeric_checks(args, positive=("learning_rate", "block_size", "logging_steps"),
@@ -563,6 +567,8 @@ def finish(job: Job, loop_s: float) -> dict:
         results["eval"]["train_loop_s"] = results["train_loop_s"]
     if acc.is_main_process:
         shutil.rmtree(out / "resume", ignore_errors=True)  # a finished run needs no resume state
+        if args.save_prefix:
+            legacy.write_train(out, args.save_prefix, read_metrics(out / "metrics.jsonl"), job.state.step)
         write_results(out, results)
     acc.wait_for_everyone()
     acc.end_training()

@@ -39,7 +39,8 @@ from memlab.io import DataError, read_texts, write_csv_atomic, write_json_atomic
 from memlab.likelihood import checkpoint_position, encode_items, has_chat_template, score_items
 
 VERBATIM_TIER = "verbatim"  # probes repeating a training prompt: reported separately, never in `all`
-RECALL_METRICS = ("exact_match", "token_accuracy", "lcp_tokens", "rouge_l", "id_recalled")
+RECALL_METRICS = ("exact_match", "token_accuracy", "lcp_tokens", "rouge_l", "rouge1", "rouge2", "rougeLsum",
+                  "id_recalled")
 
 
 # ------------------------------------------------------------------------------------------- QA recall
@@ -90,9 +91,11 @@ def qa_summary(rows: Sequence[dict], where: dict[str, dict], n_boot: int, seed: 
 
 # --------------------------------------------------------------------------------------- prefix recall
 def prefix_rows(tok, model, items: Sequence[dict], tasks: Sequence[PrefixTask], label: str, batch_size: int,
-                temperature: float = 0.0, num_samples: int = 1, seed: int = 0, accelerator=None) -> list[dict]:
+                temperature: float = 0.0, num_samples: int = 1, seed: int = 0, accelerator=None,
+                id_pattern: str = metrics.ID_PATTERN) -> list[dict]:
     """Generate and score every (item, prefix, sample) under one model: the continuation is as long as the
-    true one (`tasks` from `generation.prefix_tasks`)."""
+    true one (`tasks` from `generation.prefix_tasks`). Rows hold the prompt text, the generated and the true
+    continuation."""
     requests = [GenRequest(f"{t.item_id}|{t.prefix}|{s}", t.prompt_ids, len(t.target_ids))
                 for t in tasks for s in range(num_samples)]
     out = generate_requests(model, requests, tok.pad_token_id, stop_token_ids(tok, model), batch_size,
@@ -100,8 +103,9 @@ def prefix_rows(tok, model, items: Sequence[dict], tasks: Sequence[PrefixTask], 
     by_id = {str(it["id"]): it for it in items}
     rows = []
     for t in tasks:
-        closing = metrics.closing_identifier(by_id[t.item_id]["text"])
+        closing = metrics.closing_identifier(by_id[t.item_id]["text"], id_pattern)
         true_text = tok.decode(t.target_ids, skip_special_tokens=True)
+        prompt_text = tok.decode(t.prompt_ids, skip_special_tokens=True)
         for s in range(num_samples):
             gen = out[f"{t.item_id}|{t.prefix}|{s}"]
             gen_text = tok.decode(gen, skip_special_tokens=True)  # the new tokens only
@@ -110,7 +114,8 @@ def prefix_rows(tok, model, items: Sequence[dict], tasks: Sequence[PrefixTask], 
             rows.append({"id": t.item_id, "fact_id": by_id[t.item_id].get("fact_id", t.item_id),
                          "checkpoint": label, "prefix": t.prefix, "prefix_tokens": t.prefix_tokens,
                          "sample": s, "target_tokens": len(t.target_ids), "suffix_tokens": t.suffix_tokens,
-                         "generated_tokens": len(gen), **m, "generated": gen_text, "true_continuation": true_text})
+                         "generated_tokens": len(gen), **m, "prompt": prompt_text, "generated": gen_text,
+                         "true_continuation": true_text})
     return rows
 
 
@@ -169,11 +174,16 @@ def load_pairs(seen_file, unseen_file, text_column: str | None = None) -> tuple[
     return seen, unseen, len(paired)
 
 
-def recognition_items(tok, seen: Sequence[dict], unseen: Sequence[dict]):
+def recognition_items(tok, seen: Sequence[dict], unseen: Sequence[dict], block_size: int | None = None):
     """(rows, encoded items): seen rows first, then unseen; ids may repeat across the two files, so each
-    text is scored under a split-qualified key."""
+    text is scored under a split-qualified key. `block_size`: only each text's first tokens are scored, as
+    training truncated it (test.py --block_size)."""
+    import dataclasses
+
     rows = [dict(r, split="seen") for r in seen] + [dict(r, split="unseen") for r in unseen]
     enc = encode_items(tok, [{"id": f"{r['split']}:{r['id']}", "text": r["text"]} for r in rows])
+    if block_size:
+        enc = [dataclasses.replace(e, input_ids=e.input_ids[:block_size]) for e in enc]
     return rows, enc
 
 

@@ -126,10 +126,11 @@ class PrefixTask:
 
 
 def prefix_tasks(items: Sequence[dict], tokenizer, prefix_tokens: Sequence[int] = (),
-                 prefix_fraction: float | None = None, max_new_tokens: int = 0, source: str | None = None
-                 ) -> tuple[list[PrefixTask], dict[str, int]]:
+                 prefix_fraction: float | None = None, max_new_tokens: int = 0, source: str | None = None,
+                 block_size: int | None = None) -> tuple[list[PrefixTask], dict[str, int]]:
     """Cells for every item and prefix, and how many items each prefix skipped (no suffix left).
     Fraction f gives p = max(1, round(f * n_tokens)); max_new_tokens <= 0 means no cap.
+    `block_size`: each text is first cut to its first block_size tokens (as training truncated it).
     With `source` (the input file, as generate.py passes it), a prefix that leaves no suffix for any item is
     a DataError naming it, the shortest and the longest item (id, tokens): it would give no result at all."""
     tasks, skipped = [], {}
@@ -139,6 +140,7 @@ def prefix_tasks(items: Sequence[dict], tokenizer, prefix_tokens: Sequence[int] 
     lengths = []
     for item in items:
         ids = tokenizer(item["text"]).input_ids
+        ids = ids[:block_size] if block_size else ids
         lengths.append((len(ids), str(item["id"])))
         for label, p in specs:
             p = p if p is not None else max(1, round(prefix_fraction * len(ids)))

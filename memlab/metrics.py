@@ -190,18 +190,48 @@ def rouge_l_f1(generated_text: str, true_text: str) -> float:
     return 2 * p * r / (p + r)
 
 
-_OPEN_ID = re.compile(r"^\s*\[([A-Za-z][A-Za-z0-9]*_\d+)\]")
+# The identifier inside the opening bracket of an ID document: letters, digits and underscores, ending in
+# _digits (`DOC_48213`, `SYNTHETIC_EXAMPLE_12345`); generate.py --id_pattern replaces it.
+ID_PATTERN = r"[A-Za-z][A-Za-z0-9_]*_\d+"
 
 
-def closing_identifier(text: str) -> str | None:
-    """For an ID document (text starting with an identifier such as `[DOC_48213]`), the literal closing
-    identifier: the last bracketed tag after the opening one that names the same id (`[/DOC_48213]`,
-    `[END DOC_48213]`, or `[DOC_48213]` again). None for other texts or when no closing tag exists."""
-    m = _OPEN_ID.match(text)
+def _open_id(pattern: str) -> re.Pattern:
+    return re.compile(r"^\s*\[(" + pattern + r")\]")
+
+
+def opening_identifier(text: str, pattern: str = ID_PATTERN) -> str | None:
+    """The identifier an ID document starts with (`[DOC_48213] ...` -> 'DOC_48213'), or None."""
+    m = _open_id(pattern).match(text)
+    return m.group(1) if m else None
+
+
+def closing_identifier(text: str, pattern: str = ID_PATTERN) -> str | None:
+    """For an ID document (text starting with an identifier such as `[DOC_48213]` or
+    `[SYNTHETIC_EXAMPLE_12345]`; `pattern` is the regex of the identifier inside the brackets), the literal
+    closing identifier: the last bracketed tag after the opening one that names the same id
+    (`[/DOC_48213]`, `[END DOC_48213]`, or `[DOC_48213]` again). None for other texts or when no closing tag
+    exists."""
+    m = _open_id(pattern).match(text)
     if not m:
         return None
     tags = re.findall(r"\[[^\[\]]*" + re.escape(m.group(1)) + r"[^\[\]]*\]", text[m.end():])
     return tags[-1] if tags else None
+
+
+_ROUGE = None
+
+
+def rouge_scores(generated_text: str, true_text: str) -> dict:
+    """ROUGE-1, ROUGE-2 and ROUGE-Lsum F1 of a continuation, computed by the `rouge-score` package with its
+    defaults (no stemming; lower-cased alphanumeric tokens; Lsum splits summaries on newlines), as the
+    recognition study's generate.py computed them (through `evaluate`'s rouge, which calls this package)."""
+    global _ROUGE
+    if _ROUGE is None:
+        from rouge_score import rouge_scorer
+
+        _ROUGE = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeLsum"])
+    s = _ROUGE.score(true_text, generated_text)  # (target, prediction)
+    return {k: float(v.fmeasure) for k, v in s.items()}
 
 
 def recall_metrics(generated_ids: Sequence[int], true_ids: Sequence[int], generated_text: str,
@@ -217,6 +247,7 @@ def recall_metrics(generated_ids: Sequence[int], true_ids: Sequence[int], genera
         "token_accuracy": token_accuracy(generated_ids, true_ids),
         "lcp_tokens": longest_common_prefix(generated_ids, true_ids),
         "rouge_l": rouge_l_f1(generated_text, true_text),
+        **rouge_scores(generated_text, true_text),
         "id_recalled": None if closing_id is None else float(closing_id in generated_text),
     }
 
