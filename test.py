@@ -30,7 +30,7 @@ from typing import Optional
 
 from memlab import evaluation, legacy, runtime
 from memlab.cli import arg, collect_errors, run
-from memlab.io import write_csv_atomic
+from memlab.io import write_csv_atomic, write_json_atomic
 from memlab.models import DEFAULT_MODEL
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
 from memlab.runtime import EvalRuntimeArgs
@@ -61,6 +61,9 @@ class RecognitionArgs(EvalRuntimeArgs):
                             "(padding is masked and positions are explicit)")
     bootstrap: int = arg(1000, "bootstrap resamples (of pairs) for the 95%% confidence intervals; 0 = none")
     seed: int = arg(0, "random seed of the bootstrap resampling")
+    leakage: str = arg("refuse", "seen and unseen texts that overlap (equal, or equal after normalization): refuse "
+                       "(an error listing them) or warn (drop those pairs, count them in results.json and "
+                       "leakage.json, and go on); every pair overlapping is refused either way")
     block_size: Optional[int] = arg(None, "score only the first N tokens of each text, as training truncated it "
                                     "(train.py --block_size); when not given: whole texts")
     save_prefix: Optional[str] = arg(None, "also write SP_results.npz in the recognition study's layout "
@@ -78,6 +81,7 @@ def validate(args: RecognitionArgs) -> None:
         (args.padding_side in ("left", "right"), f"--padding_side must be left or right, got {args.padding_side}"),
         (args.block_size is None or args.block_size >= 2, f"--block_size must be >= 2, got {args.block_size}"),
         legacy.check_prefix(args.save_prefix),
+        (args.leakage in evaluation.LEAKAGE_MODES, f"--leakage must be refuse or warn, got {args.leakage}"),
     ])
 
 
@@ -89,7 +93,8 @@ def main(args: RecognitionArgs) -> dict:
     from transformers import set_seed
 
     seen, unseen, n_pairs = evaluation.load_pairs(args.seen_file, args.unseen_file, args.text_column)
-    evaluation.check_seen_unseen_disjoint(seen, unseen, args.seen_file, args.unseen_file)  # before any model loads
+    seen, unseen, n_pairs, leak = evaluation.check_seen_unseen_disjoint(  # before any model loads
+        seen, unseen, args.seen_file, args.unseen_file, args.leakage, n_pairs)
     targets, labels = targets_and_labels(args.model_name_or_path, args.checkpoints)
     acc = Accelerator()
     set_seed(args.seed)
@@ -114,8 +119,12 @@ def main(args: RecognitionArgs) -> dict:
     results = {"script": "test.py", "num_processes": acc.num_processes, "runtime": rt, "n_pairs": n_pairs,
                "n_seen": len(seen), "n_unseen": len(unseen),
                "reference_model": args.reference_model, "checkpoints": per_ckpt}
+    if not leak["passed"]:
+        results["n_pairs_dropped_leakage"] = leak["n_pairs_dropped"]
     if acc.is_main_process:
         write_csv_atomic(f"{args.output_dir}/items.csv", items)
+        if not leak["passed"]:
+            write_json_atomic(f"{args.output_dir}/leakage.json", leak)
         if args.save_prefix:
             legacy.write_test(args.output_dir, args.save_prefix, items, n_pairs)
         write_results(args.output_dir, results)

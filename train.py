@@ -139,6 +139,8 @@ class TrainArgs(TrainRuntimeArgs):
                                                     "point: greedy completion from their first fraction of tokens "
                                                     "(e.g. 0.5), scored against the true rest (eval/prefix_recall/, "
                                                     "generate.py --mode prefix layout); empty: not asked")
+    leakage: str = cli.arg("refuse", "--eval_seen_file/--eval_unseen_file texts that overlap: refuse (an error "
+                           "listing them) or warn (drop those pairs, say how many, go on)")
     eval_exposures: str = cli.arg("", "exposures after which to evaluate: 'all' (every exposure up to "
                                   "--num_exposures) or a comma list such as 0,1,2,4 (0 = before training); when "
                                   "empty: all, unless --eval_steps is given")
@@ -179,6 +181,7 @@ def validate(args: TrainArgs) -> None:
         (args.batch_size >= 1 and args.gradient_accumulation_steps >= 1, "batch sizes must be >= 1"),
         (not (args.from_scratch and args.init_from), "--from_scratch and --init_from exclude each other"),
         legacy.check_prefix(args.save_prefix),
+        (args.leakage in ("refuse", "warn"), f"--leakage must be refuse or warn, got {args.leakage}"),
         *eval_checks(args),
         *tracking.checks(args.report_to),
         *cli.numeric_checks(args, positive=("learning_rate", "block_size", "logging_steps"),
@@ -375,7 +378,8 @@ def setup(args: TrainArgs) -> Job:
     # ---- data: one item per sequence, labels masked per --loss_on; eval inputs checked before any model loads
     tok = load_tokenizer(args.init_from or args.model_name_or_path, args.trust_remote_code)
     examples, kinds, train_paths = load_data(args, tok)
-    eval_probes, eval_pairs = read_eval_inputs(args.eval_probes_file, args.eval_seen_file, args.eval_unseen_file)
+    eval_probes, eval_pairs = read_eval_inputs(args.eval_probes_file, args.eval_seen_file, args.eval_unseen_file,
+                                               leakage=args.leakage)
     data_files = train_paths + [f for f in (args.eval_probes_file, args.eval_seen_file, args.eval_unseen_file) if f]
     fingerprints = {str(f): file_digest(f) for f in data_files} if acc.is_main_process else {}
     if args.resume and acc.is_main_process:

@@ -162,6 +162,14 @@ FLAGS: dict[str, Flag] = {
     "push_to_hub": Flag("bool", _refuse(f"--push_to_hub: {HUB}")),
     "hub_model_id": Flag(True, _refuse(f"--hub_model_id: {HUB}")),
     "hub_token": Flag(True, _refuse(f"--hub_token: {HUB}")),
+    "max_train_steps": Flag(True, _refuse(
+        "--max_train_steps: memlab counts training in exposures (epochs over the study set), so every item is seen "
+        "equally often: give --num_train_epochs/--num_exposures (results.json reports the steps per exposure), and "
+        "--checkpointing_steps/--save_steps for checkpoints at chosen steps")),
+    "validation_file": Flag(True, _refuse(
+        "--validation_file: not supported yet (no held-out loss during training); score held-out texts at each "
+        "exposure with --eval_seen_file/--eval_unseen_file (recognition of matched unseen texts), or afterwards "
+        "with test.py on the checkpoints")),
     "model_type": Flag(True, _refuse(
         "--model_type: memlab builds a model from a local model directory: give --model_name_or_path DIR (its "
         "config.json sets the architecture) and --use_pretrained_weights False (or --from_scratch) for random "

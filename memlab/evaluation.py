@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -397,26 +398,63 @@ def point_headlines(recall: Sequence[dict], recog: Sequence[dict], prefix: Seque
     return out
 
 
-def check_seen_unseen_disjoint(seen, unseen, seen_file, unseen_file) -> None:
+LEAKAGE_MODES = ("refuse", "warn")
+LEAKAGE_HINT = ("pass --leakage warn (leakage=warn in an experiment) to go on with the overlap reported in "
+                "leakage.json")
+
+
+def check_seen_unseen_disjoint(seen, unseen, seen_file, unseen_file, leakage: str = "refuse",
+                               n_pairs: int | None = None) -> tuple[list, list, int, dict]:
     """The leakage check (exact and normalized text match, as membership_inference.py runs on members vs
-    non-members) between seen and unseen texts: a text in both cannot tell recognition from chance, so any
-    overlap is an error listing the pairs."""
+    non-members) between seen and unseen texts: a text in both has no true label. Returns (seen, unseen,
+    n_pairs, report). `leakage="refuse"` (the default): any overlap is an error listing the pairs, naming the
+    setting that goes on. `"warn"`: the pairs with an overlapping text (or overlapping unpaired rows) are
+    dropped, counted in the report (`n_pairs_dropped`, `dropped_pair_ids`) and said in one line; when every
+    pair overlaps (seen == unseen) it is still an error."""
     from memlab.datagen.leakage import check_leakage, format_report
 
+    n_pairs = min(len(seen), len(unseen)) if n_pairs is None else n_pairs
     report = check_leakage({str(seen_file): [{"id": r["id"], "text": r["text"]} for r in seen]},
                            {str(unseen_file): [{"id": r["id"], "text": r["text"]} for r in unseen]})
-    if not report["passed"]:
-        raise DataError("--seen_file and --unseen_file share texts (a text in both has no true label); "
-                        + format_report(report))
+    if report["passed"]:
+        return list(seen), list(unseen), n_pairs, report
+    from memlab.datagen.leakage import Overlap  # noqa: F401  (the report names rows by id)
+
+    bad_seen, bad_unseen = set(), set()
+    train = [{"id": r["id"], "text": r["text"]} for r in seen]
+    held = [{"id": r["id"], "text": r["text"]} for r in unseen]
+    from memlab.datagen.leakage import HELD_OUT_FIELDS, TRAIN_FIELDS, extract_texts, find_overlaps
+
+    for o in find_overlaps(extract_texts(train, "seen", TRAIN_FIELDS), extract_texts(held, "unseen", HELD_OUT_FIELDS,
+                                                                                      include_messages=False)):
+        bad_seen.add(o.train.row_id)
+        bad_unseen.add(o.held_out.row_id)
+    keep = [i for i in range(n_pairs) if str(seen[i]["id"]) not in bad_seen and str(unseen[i]["id"]) not in bad_unseen]
+    dropped = [str(seen[i].get("pair_id", i)) for i in range(n_pairs) if i not in set(keep)]
+    total = "every pair" if n_pairs and not keep else f"{len(dropped)} of {n_pairs} pair(s)"
+    if leakage != "warn" or (n_pairs and not keep):
+        hint = ("seen and unseen are the same texts: recognition cannot be measured" if n_pairs and not keep
+                else LEAKAGE_HINT + " and the overlapping pairs dropped")
+        raise DataError(f"--seen_file and --unseen_file share texts in {total} (a text in both has no true label; "
+                        f"{hint}); " + format_report(report))
+    new_seen = [seen[i] for i in keep] + [r for r in seen[n_pairs:] if str(r["id"]) not in bad_seen]
+    new_unseen = [unseen[i] for i in keep] + [r for r in unseen[n_pairs:] if str(r["id"]) not in bad_unseen]
+    report.update({"leakage": "warn", "n_pairs": n_pairs, "n_pairs_dropped": len(dropped),
+                   "dropped_pair_ids": dropped,
+                   "n_unpaired_dropped": (len(seen) + len(unseen) - 2 * n_pairs)
+                   - (len(new_seen) + len(new_unseen) - 2 * len(keep))})
+    print(f"warning: --seen_file and --unseen_file share texts in {len(dropped)} of {n_pairs} pair(s): those "
+          f"pairs are dropped (--leakage warn; ids in leakage.json)", file=sys.stderr)
+    return new_seen, new_unseen, len(keep), report
 
 
 def read_eval_inputs(probes_file: str | None, seen_file: str | None, unseen_file: str | None,
-                     text_column: str | None = None) -> tuple[list[dict] | None, tuple | None]:
+                     text_column: str | None = None, leakage: str = "refuse") -> tuple[list[dict] | None, tuple | None]:
     """Probes and recognition pairs for in-training evaluation, read (and checked) before training starts.
     Duplicate ids within a file, probes without a matchable answer and unpaired files are errors."""
     probes = read_probes(probes_file, flags_hint="to make_data.py convert --to probes and give --eval_probes_file "
                          "the probes.jsonl it writes") if probes_file else None
     pairs = load_pairs(seen_file, unseen_file, text_column) if seen_file else None
     if pairs:
-        check_seen_unseen_disjoint(pairs[0], pairs[1], seen_file, unseen_file)
+        pairs = check_seen_unseen_disjoint(pairs[0], pairs[1], seen_file, unseen_file, leakage, pairs[2])[:3]
     return probes, pairs

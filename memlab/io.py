@@ -270,18 +270,48 @@ def validate_messages(messages, where: str) -> list[dict]:
 
 
 def ensure_ids(rows: list[dict], path, prefix: str | None = None) -> list[dict]:
-    """Give rows without an `id` a stable one (`<stem>-<line>`); fail on duplicate ids."""
+    """Give rows without an `id` a stable one (`<stem>-<line>`); fail on duplicate ids, except rows repeated on
+    purpose and declared so: rows sharing an id that all carry a `copies` column equal to how many rows share
+    it (the LoRA study's canaries) become `<id>`, `<id>#2`, ... with `copy_of` = the shared id and `copy`
+    = 1, 2, ...; a `copies` value that disagrees with the rows present is an error."""
     stem = prefix or Path(path).stem
-    seen: dict[str, int] = {}
     for row in rows:
         if row.get("id") in (None, ""):
             row["id"] = f"{stem}-{row['_line']}"
         row["id"] = str(row["id"])
+    if any("copies" in r for r in rows):
+        _number_copies(rows, path)
+    seen: dict[str, int] = {}
+    for row in rows:
         if row["id"] in seen:
             raise DataError(
-                f"{path}:{row['_line']}: duplicate id '{row['id']}' (first seen at line {seen[row['id']]})")
+                f"{path}:{row['_line']}: duplicate id '{row['id']}' (first seen at line {seen[row['id']]}); rows "
+                "repeated on purpose (canary copies) declare it with a `copies` column equal to their count")
         seen[row["id"]] = row["_line"]
     return rows
+
+
+def _number_copies(rows: list[dict], path) -> None:
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["id"], []).append(row)
+    for rid, members in groups.items():
+        declared = {str(m.get("copies")) for m in members}
+        n = len(members)
+        if len(members) == 1 and declared <= {"None", "", "1"}:
+            continue
+        if declared != {str(n)}:
+            try:
+                ok = len(declared) == 1 and int(float(next(iter(declared)))) == n
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise DataError(f"{path}:{members[0]['_line']}: id '{rid}' has {n} row(s) but copies = "
+                                f"{', '.join(sorted(declared))}: each row of a repeated id gives their count")
+        for k, m in enumerate(members, 1):
+            m["copy_of"], m["copy"] = rid, k
+            if k > 1:
+                m["id"] = f"{rid}#{k}"
 
 
 def read_texts(path, text_column: str | None = None) -> list[dict]:
