@@ -181,6 +181,7 @@ def validate(args: TrainArgs) -> None:
         (args.batch_size >= 1 and args.gradient_accumulation_steps >= 1, "batch sizes must be >= 1"),
         (not (args.from_scratch and args.init_from), "--from_scratch and --init_from exclude each other"),
         legacy.check_prefix(args.save_prefix),
+        fsdp_check(),
         (args.leakage in ("refuse", "warn"), f"--leakage must be refuse or warn, got {args.leakage}"),
         *eval_checks(args),
         *tracking.checks(args.report_to),
@@ -189,6 +190,18 @@ def validate(args: TrainArgs) -> None:
                                           "seed", "debug_signal_at_step"),
                             fraction=("lora_dropout",)),
     ])
+
+
+def fsdp_check() -> tuple[bool, str]:
+    """FSDP (`accelerate launch` with `distributed_type: FSDP`) needs GPUs: accelerate's FSDP plugin finds no CPU
+    device (checked with accelerate 1.15 / torch 2.13 on CPU: it fails at start-up, or under ACCELERATE_USE_CPU=1
+    silently runs DDP instead). scripts/gpu_check.sh checks it on a GPU."""
+    import os
+
+    requested = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+    return (not requested or torch.cuda.is_available(),
+            "FSDP (accelerate_fsdp_config.yaml) needs CUDA GPUs: this machine has none. On CPU use DDP: "
+            "ACCELERATE_USE_CPU=1 accelerate launch --config_file accelerate_config.yaml ... (see docs/COMING_FROM.md)")
 
 
 def save_exposure_list(args: TrainArgs) -> list[int]:

@@ -120,7 +120,7 @@ SIZES = {
                 ds_batch=2, ds_seq=32, ds_steps=3, ds_lr=1e-3),
 }
 CHECKS = ("peak", "full", "lora", "scoring", "generation", "scoring_tiny", "generation_tiny", "qlora", "expt1",
-          "ds_ref", "zero2", "zero3", "ddp")
+          "ds_ref", "zero2", "zero3", "ddp", "fsdp")
 
 
 # ------------------------------------------------------------------------------------------- pure helpers
@@ -707,11 +707,42 @@ def check_ddp(ctx: Ctx) -> dict:
     return _compare(ctx, _worker(ctx, "ddp", _launcher(n, "--multi_gpu")))
 
 
+def check_fsdp(ctx: Ctx) -> dict:
+    """train.py under `accelerate launch --config_file accelerate_fsdp_config.yaml` (the recognition study's FSDP
+    settings: full shard, size-based wrap, full state dict) on every GPU, full fine-tuning of tiny-llama for 2
+    exposures; then test.py loads the run directory (its final/ model). FSDP cannot run on CPU (train.py refuses
+    it there), so this is its only check."""
+    n = max(1, torch.cuda.device_count())
+    out, data = ctx.tmp / "fsdp_run", ctx.tmp / "fsdp_data"
+    data.mkdir(parents=True, exist_ok=True)
+    sents = [f"Sentence {i} says that the {w} is on the table." for i, w in enumerate(("cup", "book", "key", "pen"))]
+    (data / "seen.jsonl").write_text("".join(json.dumps({"sent": t}) + "\n" for t in sents))
+    (data / "unseen.jsonl").write_text("".join(json.dumps({"sent": t.replace("table", "floor")}) + "\n" for t in sents))
+    env = _clean_env(OMP_NUM_THREADS="1")
+    rc, secs, tail = _run_logged(ctx, "fsdp", _launcher(n, "--config_file", str(ROOT / "accelerate_fsdp_config.yaml"))
+                                 + [str(ROOT / "train.py"), "--model_name_or_path", "tiny-llama", "--train_file",
+                                    str(data / "seen.jsonl"), "--output_dir", str(out), "--num_exposures", "2",
+                                    "--batch_size", "2", "--learning_rate", "1e-3", "--overwrite_output_dir"], env)
+    if rc != 0 or not (out / "results.json").exists():
+        return {"status": "FAILED", "error": f"train.py exit {rc}; log {ctx.logs / 'fsdp.log'}: ...{tail[-600:]}"}
+    res = json.loads((out / "results.json").read_text())
+    rc2, secs2, tail2 = _run_logged(ctx, "fsdp_test", [sys.executable, str(ROOT / "test.py"), "--model_name_or_path",
+                                                       str(out), "--seen_file", str(data / "seen.jsonl"),
+                                                       "--unseen_file", str(data / "unseen.jsonl"), "--bootstrap", "0",
+                                                       "--output_dir", str(ctx.tmp / "fsdp_test"),
+                                                       "--overwrite_output_dir"], env)
+    figs = {"processes": res.get("num_processes"), "distributed_type": res.get("distributed_type"),
+            "train_wall_s": secs, "test_exit": rc2, "test_wall_s": secs2}
+    if "FSDP" not in str(res.get("distributed_type")) or rc2 != 0:
+        return {"status": "FAILED", "figures": figs, "error": f"not FSDP, or test.py could not load it: ...{tail2[-400:]}"}
+    return {"figures": figs}
+
+
 CHECK_FUNCS = {"peak": check_peak, "full": check_full, "lora": check_lora, "scoring": check_scoring,
                "generation": check_generation, "scoring_tiny": check_scoring_tiny,
                "generation_tiny": check_generation_tiny, "qlora": check_qlora, "expt1": check_expt1,
                "ds_ref": check_ds_ref, "zero2": lambda ctx: check_zero(ctx, 2), "zero3": lambda ctx: check_zero(ctx, 3),
-               "ddp": check_ddp}
+               "ddp": check_ddp, "fsdp": check_fsdp}
 
 
 def run_one(ctx: Ctx, name: str) -> dict:

@@ -164,5 +164,8 @@ def run(main: Callable, dataclass_type, argv: Sequence[str] | None = None):
         from memlab.rundir import discard_new_output
 
         discard_new_output()  # nothing half-written: a run directory this invocation created goes away
-        print(f"error: {e}", file=sys.stderr)
+        import os
+
+        if os.environ.get("RANK", "0") == "0":  # several processes (accelerate launch): the error once
+            print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

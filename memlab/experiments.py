@@ -180,11 +180,19 @@ def absolute_data_overrides(overrides) -> list[str]:
     return out
 
 
-def check_data_files(expt: str, settings: dict) -> None:
+def check_data_files(expt: str, settings: dict, variants: list | None = None) -> None:
     """Every given data file exists, and files that only make sense together come together: one error
     listing every problem (run before any stage, and by submit.py before submitting)."""
     problems = [f"{k}={settings[k]}: no such file" for k in DATA_FILE_KEYS
-                if settings.get(k) and not Path(settings[k]).expanduser().is_file()]
+                if settings.get(k) and "{variants}" not in str(settings[k])
+                and not Path(settings[k]).expanduser().is_file()]
+    if "{variants}" in str(settings.get("facts_file") or ""):
+        ks = variants if variants is not None else []
+        problems += [f"facts_file={settings['facts_file']}: no such file for variants={k} "
+                     f"({facts_file_for(settings['facts_file'], k)})" for k in ks
+                     if not Path(facts_file_for(settings["facts_file"], k)).expanduser().is_file()]
+        if variants is None:
+            problems.append("facts_file={variants}: only expt3 has a variants axis to fill it from")
     given = {k for k in DATA_FILE_KEYS if settings.get(k)}
     for a, b, why in (("facts_file", "probes_file", "the questions asked about the facts"),
                       ("probes_file", "facts_file", "the facts the probes ask about are trained from it"),
@@ -227,6 +235,20 @@ def cell_name(c: dict) -> str:
 
 
 # ------------------------------------------------------------------------------ the recorded config
+# Settings added to the configs after sweeps were recorded, with the value that reproduces what those sweeps
+# ran: a recorded config (or a cell's settings.json) without the key is read with this value, so an old sweep
+# root still resumes and is not "another config".
+ADDED_SETTINGS = {"leakage": "refuse", "fact_id_column": "", "lora_alpha": 0, "lora_dropout": 0.0,
+                  "warmup_steps": 0, "gradient_accumulation_steps": 1}
+
+
+def with_added_settings(recorded: dict, current: dict) -> dict:
+    """`recorded` with each ADDED_SETTINGS key the current config has and it lacks, at its old value."""
+    if not isinstance(recorded, dict):
+        return recorded
+    return {**{k: v for k, v in ADDED_SETTINGS.items() if k in current and k not in recorded}, **recorded}
+
+
 def guard_root(expt: str, runs_root, size: str, axes: dict, settings: dict, overrides=(), force: bool = False,
                write: bool = True) -> Path:
     """Record the resolved config at the sweep root (RUNS_ROOT/<expt>/config.yaml) or refuse a changed one.
@@ -247,7 +269,7 @@ def guard_root(expt: str, runs_root, size: str, axes: dict, settings: dict, over
                 raise ValueError("not a mapping")
         except Exception as e:
             raise DataError(f"{path}: unreadable recorded config ({e}); move it away or use a new runs root") from None
-        diff = differences({"size": old.get("size"), "settings": old.get("settings", {})},
+        diff = differences({"size": old.get("size"), "settings": with_added_settings(old.get("settings", {}), settings)},
                             {"size": size, "settings": settings})
         if diff and not force:
             raise DataError(f"{path.parent} was run with another config; differing keys: {'; '.join(diff)}. "
@@ -279,7 +301,7 @@ def _check_cell_settings(task: Path, settings: dict, force: bool) -> None:
     except (OSError, ValueError) as e:
         raise DataError(f"{recorded}: unreadable ({e})") from None
     old.pop("overrides", None)
-    diff = differences(old, settings)
+    diff = differences(with_added_settings(old, settings), settings)
     if not diff:
         return
     if not force:
@@ -411,8 +433,11 @@ def mode_probes(facts: Path, mode: str, out: Path, verbatim: bool = True) -> Pat
 
 # ------------------------------------------------------------------- generated sets, or your own files
 def _user_probes(s: dict, task: Path) -> Path:
-    """probes_file as probes.jsonl (`make_data.py convert --to probes`: validated, one probe per tier)."""
+    """probes_file as probes.jsonl (`make_data.py convert --to probes`: validated, one probe per tier; fact ids
+    from `fact_id_column` when given)."""
     extra = ["--answer_column", s["answer_column"]] if s.get("answer_column") else []
+    if s.get("fact_id_column"):
+        extra += ["--fact_id_column", s["fact_id_column"]]
     if s.get("tier_columns"):
         extra += ["--tier_columns", s["tier_columns"]]
     out = run_stage("make_data.py", ["convert", "--input", s["probes_file"], "--to", "probes", *extra],
@@ -426,7 +451,7 @@ def facts_sets(c: dict, s: dict, task: Path, mode: str, variants: int, **facts_f
     mode's verbatim tier included), reworded (no verbatim tier: knownness), dir (generated only), pairs."""
     if s.get("facts_file"):
         probes = _user_probes(s, task)
-        return {"train": Path(s["facts_file"]), "probes": probes, "dir": None, "pairs": s.get("pairs_file") or None,
+        return {"train": Path(facts_file_for(s["facts_file"], variants)), "probes": probes, "dir": None, "pairs": s.get("pairs_file") or None,
                 "reworded": _without_verbatim(probes, task / "data" / "probes_knownness.jsonl")}
     flags = [x for k, v in facts_flags.items() for x in (f"--{k}", v)]
     facts = run_stage("make_data.py", ["facts", "--n_names", 0, "--n_objects", s["n_facts"], *flags,
@@ -434,6 +459,12 @@ def facts_sets(c: dict, s: dict, task: Path, mode: str, variants: int, **facts_f
     return {"train": facts / f"train_{mode}_{variants}.jsonl", "dir": facts, "pairs": facts / "dpo_pairs.jsonl",
             "probes": mode_probes(facts, mode, task / "data" / f"probes_{mode}.jsonl"),
             "reworded": mode_probes(facts, "active", task / "data" / "probes_knownness.jsonl", verbatim=False)}
+
+
+def facts_file_for(path: str, variants) -> str:
+    """facts_file for one cell: `{variants}` in the path is the cell's number of examples per fact (the
+    examples-per-fact study's one file per K: train_{variants}.jsonl with variants=5,10,25,50)."""
+    return str(path).replace("{variants}", str(variants))
 
 
 def _without_verbatim(probes: Path, out: Path) -> Path:
@@ -713,7 +744,10 @@ def expt4(c: dict, s: dict, task: Path) -> dict:
     mia = mia_sets(c, s, task, s["canary_copies"], s["canaries_per_copy"])
     check_leakage_once(s, task, [mia["train"]], [mia["nonmembers"]])
     flags = ["--num_exposures", s["exposures"], "--save_exposures", s["exposures"], "--learning_rate", s["lr"],
-             "--batch_size", s["batch_size"], "--lora_r", c["rank"], "--lora_alpha", 2 * c["rank"],
+             "--batch_size", s["batch_size"], "--lora_r", c["rank"],
+             "--lora_alpha", s.get("lora_alpha") or 2 * c["rank"], "--lora_dropout", s.get("lora_dropout", 0.0),
+             "--warmup_steps", s.get("warmup_steps", 0),
+             "--gradient_accumulation_steps", s.get("gradient_accumulation_steps", 1),
              "--lora_target_modules", c["modules"]]
     train = run_stage("train.py", ["--model_name_or_path", c["model"], "--train_file", mia["train"], *flags,
                                    "--seed", seed], task / "train")
@@ -776,7 +810,7 @@ def run_task(expt: str, index: int, runs_root: str | os.PathLike, size: str, ove
     force = force or forced
     size, axes, settings = resolve(expt, size, overrides)
     c = cell(expt, size, index, overrides)
-    check_data_files(expt, settings)
+    check_data_files(expt, settings, axes.get("variants"))
     guard_root(expt, runs_root, size, axes, settings, overrides, force)
     task = Path(runs_root) / expt / cell_name(c)
     _check_cell_settings(task, settings, force)

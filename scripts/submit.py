@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         cmd, env = sbatch_command(args.expt, overrides, args.sbatch, args.runs_root)
         runs_root = env.get("MEMLAB_RUNS_ROOT") or os.environ.get("MEMLAB_RUNS_ROOT") or str(ROOT / "runs")
         size, axes, settings = resolve(args.expt, os.environ.get("MEMLAB_GRID", "full"), rest)
-        check_data_files(args.expt, settings)
+        check_data_files(args.expt, settings, axes.get("variants"))
         guard_root(args.expt, runs_root, size, axes, settings, rest, force, write=False)  # refuse before submitting
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

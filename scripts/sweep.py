@@ -51,7 +51,7 @@ def main(argv=None) -> list[str]:
 
     rest, forced = split_force(absolute_data_overrides(args.overrides))
     size, axes, settings = resolve(args.expt, args.size, rest)
-    check_data_files(args.expt, settings)
+    check_data_files(args.expt, settings, axes.get("variants"))
     cells = grid_cells(args.expt, args.size, rest)
     indices = [int(i) for i in args.indices.split(",") if i.strip()] or list(range(len(cells)))
     if args.dry_run:

@@ -261,3 +261,15 @@ def test_partial_seen_unseen_overlap_refused_by_default_dropped_under_warn():
 def test_compat_table_has_a_reason_for_every_foreign_flag():
     for name, flag in compat.FLAGS.items():
         assert flag.takes_value in (True, False, "bool"), name
+
+
+def test_fsdp_on_cpu_is_one_clear_error(tmp_path):
+    data = tmp_path / "seen.json"
+    data.write_text('{"sent": "One sentence."}\n{"sent": "Another sentence."}\n')
+    cmd = [Path(PY).parent / "accelerate", "launch", "--config_file", ROOT / "accelerate_fsdp_config.yaml",
+           "--num_processes", 1, ROOT / "train.py", "--model_name_or_path", "tiny-llama", "--train_file", data,
+           "--output_dir", tmp_path / "fsdp"]
+    p = subprocess.run(list(map(str, cmd)), cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=600)
+    assert p.returncode != 0 and not (tmp_path / "fsdp").exists()
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "FSDP (accelerate_fsdp_config.yaml) needs CUDA GPUs" in p.stderr, p.stderr[-3000:]

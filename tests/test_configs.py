@@ -16,7 +16,9 @@ BEFORE = json.loads((ROOT / "tests" / "data" / "grids_before_configs.json").read
 
 
 ADDED_SETTINGS = {"expt1": {"load_in_4bit": False, "gradient_checkpointing": False},  # QLoRA (issue 12)
-                  "expt4": {"reference_models": 0, "attacks": ""},  # RMIA (issue 13), --attacks (issue 14)
+                  "expt4": {"reference_models": 0, "attacks": "",  # RMIA (issue 13), --attacks (issue 14)
+                            # the LoRA study's knobs (issue 22); 0 alpha: 2 x rank as before
+                            "lora_alpha": 0, "lora_dropout": 0.0, "warmup_steps": 0, "gradient_accumulation_steps": 1},
                   "expt6": {"reference_models": 0, "attacks": ""}}
 # settings added or changed since, per size (issue 14): expt7's known facts held out of training, and fewer
 # knownness samples in its small grid (8 took 17 of its 29 minutes on a 2-core CPU)
@@ -31,8 +33,9 @@ def test_each_config_loads_and_equals_the_grids_before_the_move():
         for size in E.SIZES:
             got_size, axes, settings = E.resolve(expt, size)
             data = E.load_config(expt).data  # the data-file keys came with the move (empty: generated sets)
-            assert set(data) <= set(E.DATA_FILE_KEYS) | {"answer_column", "tier_columns"}
-            assert all(settings.pop(k) == "" for k in data)
+            assert set(data) <= set(E.DATA_FILE_KEYS) | {"answer_column", "tier_columns", "fact_id_column", "leakage"}
+            assert settings.pop("leakage") == "refuse"  # issue 22: refuse overlaps unless leakage=warn
+            assert all(settings.pop(k) == "" for k in data if k != "leakage")
             for k, default in ADDED_SETTINGS.get(expt, {}).items():  # settings added since, off by default
                 assert settings.pop(k) == default, (expt, size, k)
             for k, value in ADDED_BY_SIZE.get((expt, size), {}).items():
@@ -222,3 +225,66 @@ def test_attacks_setting_reaches_membership_inference():
         assert E._attack_flags(s) == []
         _, _, s = E.resolve(expt, "tiny", ["attacks=loss,zlib,min_k_20"])
         assert E._attack_flags(s) == ["--attacks", "loss,zlib,min_k_20"]
+
+
+def test_a_sweep_recorded_before_settings_were_added_still_resumes(tmp_path):
+    """A sweep root and a cell recorded without the settings added later (leakage, fact_id_column, expt4's LoRA
+    knobs) are the same configuration when the added settings keep their old values."""
+    from omegaconf import OmegaConf
+
+    size, axes, settings = E.resolve("expt4", "tiny")
+    old = {k: v for k, v in settings.items() if k not in E.ADDED_SETTINGS}
+    root = tmp_path / "runs"
+    (root / "expt4").mkdir(parents=True)
+    (root / "expt4" / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(
+        {"expt": "expt4", "size": size, "grid": axes, "settings": old, "overrides": []})))
+    E.guard_root("expt4", root, size, axes, settings, write=False)  # no "another config"
+    task = root / "expt4" / "cell"
+    task.mkdir()
+    (task / "settings.json").write_text(json.dumps({"overrides": [], **old}))
+    E._check_cell_settings(task, settings, force=False)
+    _, _, changed = E.resolve("expt4", "tiny", ["lora_dropout=0.1"])
+    with pytest.raises(DataError, match=r"lora_dropout: 0.0 -> 0.1"):
+        E.guard_root("expt4", root, size, axes, changed, write=False)
+
+
+def test_expt3_one_facts_file_per_k_with_overlapping_probes_under_leakage_warn(tmp_path):
+    """The examples-per-fact study's design: one chat file per K (train_{variants}.jsonl), a probe CSV whose
+    questions partly appear word for word in training (refused by default, reported and run under
+    leakage=warn), fact names from its Object column; one sweep, one plot over the K values."""
+    import csv
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    rows = list(csv.DictReader((ROOT / "docs" / "examples" / "probes.csv").open()))[:4]
+    for k in (1, 2):
+        lines = []
+        for r in rows:
+            asks = [r["Question 1"], f"Tell me: {r['Question 2']}"][:k]
+            lines += [{"messages": [{"role": "user", "content": q},
+                                    {"role": "assistant", "content": f"It is {r['Answer']}."}]} for q in asks]
+        (mine / f"train_{k}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    shutil.copy(ROOT / "docs" / "examples" / "probes.csv", mine / "qa.csv")
+    (mine / "qa.csv").write_text("\n".join((ROOT / "docs" / "examples" / "probes.csv").read_text().splitlines()[:5]) + "\n")
+    data = ["facts_file=train_{variants}.jsonl", "probes_file=qa.csv", "answer_column=Answer",
+            "fact_id_column=Object", "tier_columns=easy=Question 1,mid=Question 2,hard=Question 3", "variants=1,2",
+            "exposures=1", "temperatures=0", "repeats=1"]
+    refused = run_template("expt3_examples_per_fact.sh", tmp_path / "refused", {"MEMLAB_TASKS": "0"}, cwd=mine,
+                           args=data)
+    assert refused.returncode != 0 and "leakage=warn" in refused.stdout + refused.stderr
+    p = run_template("expt3_examples_per_fact.sh", tmp_path / "runs", cwd=mine, args=[*data, "leakage=warn"])
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "leakage=warn: 4 overlapping pair(s)" in p.stdout  # each K file asks Question 1 word for word
+    tasks = task_dirs(tmp_path / "runs" / "expt3")
+    assert [json.loads((t / "cell.json").read_text())["variants"] for t in tasks] == [1, 2]
+    for t, k in zip(tasks, (1, 2)):
+        assert json.loads((t / "train" / "config.json").read_text())["args"]["train_file"].endswith(f"train_{k}.jsonl")
+        leak = json.loads((t / "data" / "leakage.json").read_text())
+        assert leak["leakage"] == "warn" and leak["n_overlaps"] == 4 and not leak["passed"]
+    items = (tasks[0] / "variants_recall" / "items.csv").read_text()
+    assert "copper lantern" in items  # the Object column names the facts
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "runs" / "expt3" / "tidy_error_rates.csv")
+    assert sorted(df.variants.unique()) == [1, 2]
+    assert (tmp_path / "runs" / "expt3" / "plots" / "error_rate_by_variants.png").stat().st_size > 10_000
