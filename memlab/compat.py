@@ -13,7 +13,8 @@ setting and the same run spelled either way is the same configuration. Each of t
 - **refused** with one `error:` line saying what to do instead (`--dataset_name`: memlab runs offline,
   export the set to a file).
 
-A setting given twice (an alias and memlab's name, or an alias twice) with different values is an error.
+A setting given under two spellings (an alias and memlab's name) with different values is an error; one spelling
+repeated keeps argparse's rule (the last value wins).
 """
 from __future__ import annotations
 
@@ -189,7 +190,7 @@ def rewrite(argv: list[str], dataclass_type, known: set[str]) -> list[str]:
     `--block_size`, is left alone)."""
     script = Script.of(dataclass_type)
     out: list[str] = []
-    given: dict[str, tuple[str, str]] = {}  # memlab flag -> (value, how it was spelled)
+    given: dict[str, dict[str, str]] = {}  # memlab flag -> {how it was spelled: its last value}
     notes: list[str] = []
     i = 0
     while i < len(argv):
@@ -225,17 +226,23 @@ def rewrite(argv: list[str], dataclass_type, known: set[str]) -> list[str]:
             else:
                 _record(given, target, "true" if v is None else v, f"--{name}")
                 out += [f"--{target}"] + ([] if v is None else [v])
+    _check_agree(given)
     for note in dict.fromkeys(notes):
         print(f"note: {note.replace('%%', '%')}", file=sys.stderr)
     return check_same_model(out)
 
 
 def _record(given: dict, target: str, value: str, spelled: str) -> None:
-    if target in given and given[target][0] != value:
-        old_value, old_spelled = given[target]
-        raise DataError(f"{old_spelled} {old_value} and {spelled} {value} set one setting (--{target}) to two "
-                        "values; give one")
-    given[target] = (value, spelled)
+    """The last value of each spelling of a setting (argparse: a repeated flag's last value wins)."""
+    given.setdefault(target, {})[spelled] = value
+
+
+def _check_agree(given: dict) -> None:
+    """One setting given under two spellings (an alias and memlab's name) must have one value."""
+    for target, spellings in given.items():
+        if len(set(spellings.values())) > 1:
+            (a, va), (b, vb) = list(spellings.items())[:2]
+            raise DataError(f"{a} {va} and {b} {vb} set one setting (--{target}) to two values; give one")
 
 
 def check_same_model(argv: list[str]) -> list[str]:

@@ -510,7 +510,7 @@ def check_leakage_once(s: dict, task: Path, train: list, held_out: list) -> None
         if s.get("leakage", "refuse") != "warn" or "leakage check failed" not in str(e):
             if "leakage check failed" in str(e):
                 raise DataError(f"{e}\n  (a design that overlaps on purpose: leakage=warn goes on with the "
-                                "overlap reported in data/leakage.json)") from None
+                                "overlap reported in the cell's leakage.json)") from None
             raise
         from memlab.datagen.leakage import check_leakage, held_out_rows_for_check, rows_for_check
 

@@ -12,7 +12,7 @@
   they are `\\r`/`[A` soup. memlab's own long loops use `progress()` here: tqdm on a terminal, a plain line
   every `LINE_EVERY_S` seconds elsewhere.
 
-Decision (DESIGN.md "Terminal output"): the messages are matched by their start, so a library that rewords
+Decision (docs/DESIGN.md §9, "Terminal output"): the messages are matched by their start, so a library that rewords
 one shows it again rather than hiding something new.
 """
 from __future__ import annotations
