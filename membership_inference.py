@@ -74,7 +74,8 @@ DEFAULT_FREQS_CORPUS = "data/corpus/sentences.jsonl"
 
 @dataclass
 class MiaArgs(EvalRuntimeArgs):
-    members: Optional[str] = arg(None, "member texts (plain text rows; optional canary_copies column); with "
+    members: Optional[str] = arg(None, "member texts (plain text rows; optional canary_copies column; rows "
+                                 "repeated with a `copies` column are one member with canary_copies = copies); with "
                                  "--nonmembers, instead of --mia_dir")
     nonmembers: Optional[str] = arg(None, "non-member texts from the same distribution; with --members, instead of "
                                     "--mia_dir")
@@ -174,6 +175,10 @@ def load_items(args: MiaArgs) -> list[dict]:
     else:
         paths = {"member": Path(args.members), "nonmember": Path(args.nonmembers)}
     sets = {split: read_texts(p, args.text_column) for split, p in paths.items()}
+    # rows repeated on purpose (a `copies` column: the LoRA study's canaries, memlab.io.ensure_ids) are one
+    # member trained `copies` times: scored once, counted as its canary_copies
+    sets["member"] = [dict(r, canary_copies=r.get("canary_copies", r["copies"])) if "copy_of" in r else r
+                      for r in sets["member"] if r.get("copy", 1) == 1]
     attacks.check_disjoint(sets["member"], sets["nonmember"], str(paths["member"]), str(paths["nonmember"]))
     rows = []
     for split, items in sets.items():

@@ -38,7 +38,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -81,6 +81,9 @@ class TrainArgs(TrainRuntimeArgs):
     gradient_accumulation_steps: int = cli.arg(1, "micro-batches accumulated into one optimizer step")
     num_exposures: int = cli.arg(5, "number of exposures, i.e. epochs over the study set (reshuffled each epoch "
                                  "with --seed)")
+    max_steps: int = cli.arg(0, "stop after this many optimizer steps (0: no limit): the exposures run are then "
+                             "ceil(max_steps / steps per exposure), replacing --num_exposures, and the last one may "
+                             "end early (run_clm_no_trainer's --max_train_steps); final weights go to final/")
     save_exposures: str = cli.arg("", "exposures after which to save a checkpoint, comma-separated, e.g. 1,2,3,5,10 "
                                   "-> checkpoints/exposure_{k}/, or 'all'; each at most --num_exposures; empty: none (the "
                                   "final weights go to final/ unless the last exposure is listed)")
@@ -410,8 +413,16 @@ def setup(args: TrainArgs) -> Job:
     window = world * ga
     steps_per_epoch = len(training.padded_epoch_batches(lengths, args.batch_size, args.seed, 0, window,
                                                         shuffle=not args.no_shuffle)) // window
-    total_steps = steps_per_epoch * args.num_exposures
-    save_exp = set(save_exposure_list(args))
+    recorded = args  # config.json and the fingerprint keep the arguments as given
+    if args.max_steps:
+        args = replace(args, num_exposures=math.ceil(args.max_steps / steps_per_epoch))
+        beyond = [k for k in save_exposure_list(recorded) if k * steps_per_epoch > args.max_steps]
+        if beyond and recorded.save_exposures != "all":
+            raise DataError(f"--save_exposures {beyond} ends after step {beyond[0] * steps_per_epoch}, beyond --max_steps "
+                            f"{args.max_steps} ({steps_per_epoch} steps per exposure): save by step (--save_steps) "
+                            "or give fewer steps per checkpoint")
+    total_steps = min(steps_per_epoch * args.num_exposures, args.max_steps or steps_per_epoch * args.num_exposures)
+    save_exp = {k for k in save_exposure_list(args) if k * steps_per_epoch <= total_steps}
     save_steps = set(training.steps_from_spec(args.save_steps, total_steps, "save_steps"))
     eval_exp, eval_steps, eval_labels = eval_points(args, steps_per_epoch, total_steps)
     if args.gradient_checkpointing:
@@ -425,10 +436,10 @@ def setup(args: TrainArgs) -> Job:
                                     "gradient_clipping": args.max_grad_norm or 0.0})
 
     # ---- run directory and resume
-    fingerprint = training.config_fingerprint(asdict(args))
+    fingerprint = training.config_fingerprint(asdict(recorded))
     ckpt, state = restore_or_start(args, model, optimizer, scheduler, fingerprint, ds)
     if acc.is_main_process:
-        prepare_run_dir(out, args, "train.py", {"num_processes": world, "data_kinds": kinds, "data_fingerprints": fingerprints,
+        prepare_run_dir(out, recorded, "train.py", {"num_processes": world, "data_kinds": kinds, "data_fingerprints": fingerprints,
                                              "distributed_type": str(acc.distributed_type), "runtime": rt})
         keep = [r for r in read_metrics(out / "metrics.jsonl") if r.get("step", 0) <= state.step]
         write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep))
@@ -550,10 +561,10 @@ def train_loop(job: Job) -> float:
     evaluate_here(job)  # exposure 0 (before training) when asked; on resume, a point the signal interrupted
     bar = quiet.progress(job.total_steps, "train", initial=job.state.step, disable=not job.acc.is_local_main_process)
     log = {"loss": [], "tokens": 0, "padded": 0, "t": time.time()}
-    while job.state.epoch < job.args.num_exposures:
+    while job.state.epoch < job.args.num_exposures and job.state.step < job.total_steps:
         batches = job.epoch_batches(job.state.epoch)
         epoch_now = job.state.epoch
-        while job.state.epoch == epoch_now:
+        while job.state.epoch == epoch_now and job.state.step < job.total_steps:
             train_step(job, batches, log)
             signalled = log_step(job, log)
             if "postfix" in log:
@@ -570,7 +581,7 @@ def finish(job: Job, loop_s: float) -> dict:
     no resume state left behind."""
     args, acc, out = job.args, job.acc, job.out
     final = out / "checkpoints" / f"exposure_{args.num_exposures}"
-    if args.num_exposures not in job.save_exp:
+    if args.num_exposures not in job.save_exp or job.state.epoch < args.num_exposures:  # --max_steps mid-exposure
         final = out / "final"
         job.save(final, with_optimizer=False)
     digests = acc.gather_for_metrics([training.param_digest(acc.unwrap_model(job.model))], use_gather_object=True)

@@ -38,7 +38,7 @@ def parse_args(dataclass_type, argv: Sequence[str] | None = None, prog: str | No
     import yaml
     from transformers import HfArgumentParser
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     # allow_abbrev=False: `--model_name` must never be taken silently for `--model_name_or_path`
     parser = HfArgumentParser(dataclass_type, prog=prog, allow_abbrev=False)
     parser.add_argument("--config", default=None, help="YAML file of arguments; command-line flags override it")

@@ -163,10 +163,7 @@ FLAGS: dict[str, Flag] = {
     "push_to_hub": Flag("bool", _refuse(f"--push_to_hub: {HUB}")),
     "hub_model_id": Flag(True, _refuse(f"--hub_model_id: {HUB}")),
     "hub_token": Flag(True, _refuse(f"--hub_token: {HUB}")),
-    "max_train_steps": Flag(True, _refuse(
-        "--max_train_steps: memlab counts training in exposures (epochs over the study set), so every item is seen "
-        "equally often: give --num_train_epochs/--num_exposures (results.json reports the steps per exposure), and "
-        "--checkpointing_steps/--save_steps for checkpoints at chosen steps")),
+    "max_train_steps": Flag(True, _rename("max_steps"), lambda s: "max_steps" in s.fields),
     "validation_file": Flag(True, _refuse(
         "--validation_file: not supported yet (no held-out loss during training); score held-out texts at each "
         "exposure with --eval_seen_file/--eval_unseen_file (recognition of matched unseen texts), or afterwards "
@@ -179,7 +176,7 @@ FLAGS: dict[str, Flag] = {
 
 
 # memlab flags some alias sets: given natively as well, the two values must agree
-TARGETS = {"batch_size", "eval_batch_size", "num_exposures", "num_epochs", "lr_scheduler", "warmup_steps",
+TARGETS = {"max_steps", "batch_size", "eval_batch_size", "num_exposures", "num_epochs", "lr_scheduler", "warmup_steps",
            "save_steps", "save_exposures", "from_scratch", "resume", "report_to", "block_size", "model_name_or_path",
            "input_file", "mode", "prefix_fraction"}
 

@@ -103,6 +103,24 @@ def test_retention_shape_checkpoint_every_n_steps_addressable_as_step_n(study):
     assert "ret/checkpoints/step_0000002" in t.stderr
 
 
+def test_max_train_steps_stops_mid_exposure_and_saves_final(study):
+    d = study["d"]
+    p = run(ROOT / "train.py", "--model_name_or_path", "tiny-llama", "--train_file", "seen.json",
+            "--per_device_train_batch_size", 4, "--output_dir", "steps", "--max_train_steps", 4,
+            "--checkpointing_steps", 2, cwd=d)
+    assert p.returncode == 0, p.stderr[-3000:]
+    steps = [json.loads(line)["step"] for line in (d / "steps" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # 3 steps per exposure: the second exposure stops after its first step
+    assert (d / "steps" / "final").is_dir() and not (d / "steps" / "checkpoints" / "exposure_2").exists()
+    assert sorted(c.name for c in (d / "steps" / "checkpoints").iterdir()) == ["step_0000002", "step_0000004"]
+    assert json.loads((d / "steps" / "config.json").read_text())["args"]["max_steps"] == 4
+    bad = run(ROOT / "train.py", "--model_name_or_path", "tiny-llama", "--train_file", "seen.json",
+              "--per_device_train_batch_size", 4, "--output_dir", "steps_bad", "--max_train_steps", 2,
+              "--save_exposures", 1, cwd=d)
+    assert bad.returncode == 2 and "beyond --max_steps 2" in error_line(bad.stderr)
+    assert not (d / "steps_bad").exists()
+
+
 def test_from_scratch_shape_on_a_local_file(study):
     d = study["d"]
     p = run(ROOT / "train.py", "--model_name_or_path", "tiny-llama", "--use_pretrained_weights", "False",
@@ -162,7 +180,7 @@ def test_every_run_clm_flag_is_accepted_or_refused_with_a_reason(flag, capsys):
         assert message.startswith(f"--{flag}") and "not used by the HfArgumentParser" not in message, message
         assert len(message) > len(flag) + 30, message  # says what to do, not just the name
         assert flag in ("dataset_name", "dataset_config_name", "push_to_hub", "hub_model_id", "hub_token",
-                        "model_type", "max_train_steps", "validation_file"), message
+                        "model_type", "validation_file"), message
         return
     assert isinstance(args, train.TrainArgs)
     notes = capsys.readouterr().err
@@ -241,6 +259,22 @@ def test_the_id_documents_study_identifiers_are_recognised():
     assert metrics.closing_identifier("[DOC_48213] a [/DOC_48213]") == "[/DOC_48213]"
     assert metrics.closing_identifier("<<ID-7>> a <<ID-7>>") is None
     assert metrics.closing_identifier("[ID-7] a [ID-7]", r"ID-\d+") == "[ID-7]"
+
+
+def test_mia_counts_declared_copies_once(tmp_path):
+    import membership_inference as mi
+
+    members = tmp_path / "members.jsonl"
+    members.write_text("".join(json.dumps(r) + "\n" for r in
+                               [{"id": "canary", "text": "The code of Mara is 48213.", "copies": 3}] * 3
+                               + [{"id": f"m{i}", "text": f"Member sentence {i} about a harbor."} for i in range(3)]))
+    nonmembers = tmp_path / "non.jsonl"
+    nonmembers.write_text("".join(json.dumps({"id": f"n{i}", "text": f"Other line {i} about a forest."}) + "\n"
+                                  for i in range(4)))
+    args = cli.parse_args(mi.MiaArgs, ["--members", members, "--nonmembers", nonmembers, "--output_dir", "o"])
+    rows = mi.load_items(args)
+    got = [(r["id"], r["canary_copies"]) for r in rows if r["split"] == "member"]
+    assert got == [("canary", 3), ("m0", 1), ("m1", 1), ("m2", 1)]
 
 
 def test_partial_seen_unseen_overlap_refused_by_default_dropped_under_warn():
