@@ -79,6 +79,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 from memlab import cli
@@ -215,6 +216,12 @@ def read_items_csv(path: Path, dtype: dict | None = None) -> pd.DataFrame:
         raise BrokenInput(path, f"malformed CSV ({' '.join(str(e).split())})") from None
     if not df.empty and "checkpoint" not in df:
         raise BrokenInput(path, f"no 'checkpoint' column; columns are {list(df.columns)}")
+    if "loss" in df and len(df):  # every writer fills it: a NaN/inf loss would count as "not recognised"
+        bad = ~np.isfinite(pd.to_numeric(df["loss"], errors="coerce").to_numpy(dtype=float))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise BrokenInput(path, f"line {i + 2}: loss is {df['loss'].iloc[i]!r}, not a finite number ({int(bad.sum())} "
+                                    "row(s)); a diverged model or an edited file: recognition cannot compare the pair")
     return df
 
 

@@ -243,6 +243,23 @@ def select_attacks(args: MiaArgs, ks: list[float], rows: list[dict]) -> list[str
     return chosen
 
 
+def kbit_gradnorm(args: MiaArgs, rt: dict, chosen: list[str], targets: list) -> list[str]:
+    """gradnorm differentiates the weights; a k-bit quantized full model has integer weights (no gradient):
+    asked for by --attacks it is one error before anything is written, chosen by default it is skipped with
+    one line. LoRA adapters on a quantized base keep float parameters and are differentiated as usual."""
+    from memlab.models import is_adapter_dir
+
+    full = [t for t in targets if not (Path(str(t)).is_dir() and is_adapter_dir(t))]
+    if rt["quantization"] == "none" or "gradnorm" not in chosen or not full:
+        return chosen
+    why = (f"gradnorm needs float weights to differentiate, and --load_in_{rt['quantization']} quantizes the full "
+           f"model {full[0]} (adapters on a quantized base work)")
+    if args.attacks is not None:
+        raise DataError(f"{why}: drop gradnorm from --attacks, or load without --load_in_{rt['quantization']}")
+    print(f"note: {why}: gradnorm skipped", file=sys.stderr)
+    return [a for a in chosen if a != "gradnorm"]
+
+
 def recall_prefix(args: MiaArgs, rows: list[dict]) -> tuple[list[str], dict, list[dict]]:
     """(prefix texts, their record for results.json, the rows left to evaluate). Without
     --recall_prefix_file the first --recall_prefix_n non-members (in file order) are held apart."""
@@ -422,6 +439,7 @@ def main(args: MiaArgs) -> dict:
     if "recall" in chosen:
         prefix_texts, extra["recall"], rows = recall_prefix(args, rows)
     targets, labels = targets_and_labels(args.model_name_or_path, args.checkpoints)
+    chosen = kbit_gradnorm(args, rt, chosen, targets)
     acc = Accelerator()
     set_seed(args.seed)
     tok = load_eval_tokenizer(args.model_name_or_path, targets)

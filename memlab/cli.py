@@ -169,3 +169,7 @@ def run(main: Callable, dataclass_type, argv: Sequence[str] | None = None):
         if os.environ.get("RANK", "0") == "0":  # several processes (accelerate launch): the error once
             print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        from memlab.rundir import release_locks
+
+        release_locks()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import shlex
 import signal
@@ -61,14 +62,16 @@ def _coerce(key: str, raw: str, example, as_list: bool):
                 if x.lower() not in ("true", "false", "1", "0"):
                     raise ValueError
                 return x.lower() in ("true", "1")
-            if isinstance(example, int):
-                return int(x)
-            if isinstance(example, float):
-                return float(x)
+            if isinstance(example, (int, float)):
+                v = int(x) if isinstance(example, int) else float(x)
+            else:
+                return x
         except ValueError:
             raise DataError(f"override {key}={raw}: '{x}' is not a{'n' if type(example).__name__[0] in 'aeiou' else ''} "
                             f"{type(example).__name__} (the config's value is {example!r})") from None
-        return x
+        if not math.isfinite(v) or v < 0:  # checked before any stage runs: never recorded, never trained
+            raise DataError(f"override {key}={raw}: {x} is not a finite number >= 0")
+        return v
     if not as_list:
         return one(raw)
     items = [x for x in raw.split(",") if x.strip()]
@@ -151,6 +154,10 @@ def resolve(expt: str, size: str, overrides=()) -> tuple[str, dict[str, list], d
             axes[k] = _coerce(k, raw, example, as_list=True)
             if joined:
                 axes[k] = [v.replace("+", ",") for v in axes[k]]
+            dupes = sorted({str(v) for v in axes[k] if axes[k].count(v) > 1})
+            if dupes:
+                raise DataError(f"override {k}={raw}: value(s) {dupes} given twice; two cells would share one "
+                                "directory: give each value once")
         else:
             example = settings[k]
             if isinstance(example, list):
@@ -249,6 +256,13 @@ def with_added_settings(recorded: dict, current: dict) -> dict:
     return {**{k: v for k, v in ADDED_SETTINGS.items() if k in current and k not in recorded}, **recorded}
 
 
+def check_runs_root(runs_root, expt: str) -> None:
+    """A runs root (and its experiment folder) that exists must be a directory."""
+    for d in (Path(runs_root), Path(runs_root) / expt):
+        if d.exists() and not d.is_dir():
+            raise DataError(f"--runs_root {runs_root}: {d} is a file, not a directory of sweeps")
+
+
 def guard_root(expt: str, runs_root, size: str, axes: dict, settings: dict, overrides=(), force: bool = False,
                write: bool = True) -> Path:
     """Record the resolved config at the sweep root (RUNS_ROOT/<expt>/config.yaml) or refuse a changed one.
@@ -260,6 +274,7 @@ def guard_root(expt: str, runs_root, size: str, axes: dict, settings: dict, over
     differs is emptied before it runs: `run_task`). `write=False` only checks (submit.py --dry_run)."""
     from omegaconf import OmegaConf
 
+    check_runs_root(runs_root, expt)
     path = Path(runs_root) / expt / "config.yaml"
     grid = {k: list(v) for k, v in axes.items()}
     if path.exists():
@@ -813,6 +828,9 @@ def run_task(expt: str, index: int, runs_root: str | os.PathLike, size: str, ove
     check_data_files(expt, settings, axes.get("variants"))
     guard_root(expt, runs_root, size, axes, settings, overrides, force)
     task = Path(runs_root) / expt / cell_name(c)
+    from memlab.rundir import lock_dir
+
+    lock_dir(task)  # one writer per cell: a second run_task.py on the same cell is refused, naming the first
     _check_cell_settings(task, settings, force)
     if (task / "results.json").exists():
         print(f"{task}: results.json exists, nothing to do", flush=True)

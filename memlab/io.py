@@ -23,6 +23,24 @@ class DataError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------- reading
+class _NonFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str):
+    raise _NonFinite(name)
+
+
+def loads_strict(text: str):
+    """json.loads that refuses NaN, Infinity and -Infinity (Python's json accepts them; JSON does not): a
+    NaN answer would be scored as the string "nan", an infinite count would crash later. Raises ValueError
+    naming the constant."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except _NonFinite as e:
+        raise ValueError(f"{e} is not a JSON number (a missing value is null, or leave the field out)") from None
+
+
 def read_records(path: str | os.PathLike) -> list[dict]:
     """Rows of a .jsonl/.json (one object per line), .csv or .txt (one item per non-empty line) file.
 
@@ -51,10 +69,12 @@ def read_records(path: str | os.PathLike) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = loads_strict(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{i}: malformed JSON ({e.msg.removesuffix(' at')} at column "
                                 f"{e.colno})") from None
+            except ValueError as e:
+                raise DataError(f"{path}:{i}: {e}") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{i}: expected a JSON object per line, got {type(obj).__name__}")
             obj["_line"] = i

@@ -75,6 +75,69 @@ def _describe(out: Path) -> str:
            f"{', ...' if len(names) > 5 else ''})"
 
 
+# ------------------------------------------------------------------------------------------------ locks
+# One writer per directory: an exclusive fcntl lock on PARENT/.NAME.memlab.lock (beside the directory, so
+# emptying the directory never removes it), held for the process's lifetime. fcntl rather than filelock:
+# the lock file also records the holder (pid, host, start time) for the refusal message and the
+# take-over line, and the kernel releases it when the holder dies, so a stale lock is simply free.
+_HELD: dict[str, Any] = {}
+
+
+def lock_path(directory) -> Path:
+    d = Path(directory).expanduser().resolve()
+    return d.parent / f".{d.name}.memlab.lock"
+
+
+def lock_dir(directory) -> None:
+    """Take the exclusive lock of `directory` for this process (re-entrant within it); DataError naming the
+    holder when another live process has it; a lock left by a dead process is taken over, said in one line."""
+    import fcntl
+
+    path = lock_path(directory)
+    if str(path) in _HELD:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise DataError(f"{Path(directory)} is being written by {holder} (lock {path}); one writer per directory: "
+                        "wait for it to finish, or choose another directory") from None
+    f.seek(0)
+    previous = f.read().strip()
+    if previous:
+        print(f"note: {Path(directory)}: taking over the lock left by {previous}, which is no longer running",
+              file=sys.stderr)
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()} since {_dt.datetime.now().isoformat(timespec='seconds')}\n")
+    f.flush()
+    _HELD[str(path)] = f
+
+
+def release_locks() -> None:
+    """Release this process's directory locks (end of a script run in-process; a process exit does it too).
+    The lock file is emptied, so the next writer does not report a take-over."""
+    import fcntl
+
+    for path, f in list(_HELD.items()):
+        try:
+            f.seek(0)
+            f.truncate()
+            f.flush()
+            directory = Path(path).parent / Path(path).name[1:-len(".memlab.lock")]
+            if not directory.exists():  # the run directory was discarded (bad input): leave nothing beside it
+                Path(path).unlink(missing_ok=True)
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+        except OSError:
+            pass
+        _HELD.pop(path, None)
+
+
 def empty_dir(out: Path) -> None:
     """Remove everything inside `out` (the directory itself stays)."""
     for child in out.iterdir():
@@ -100,6 +163,38 @@ def differences(old: dict, new: dict, skip=(), prefix: str = "") -> list[str]:
     return out
 
 
+def input_paths(args: Any, skip=("output_dir", "runs_root")) -> list[Path]:
+    """Every existing file or directory an argument names (comma lists and lists included): the inputs an
+    output directory must neither contain nor lie inside."""
+    values = dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(args or {})
+    out = []
+    for name, v in values.items():
+        if name in skip or not v:
+            continue
+        for part in (v if isinstance(v, (list, tuple)) else [v]):
+            if not isinstance(part, (str, Path)):
+                continue
+            for piece in ([str(part)] + (str(part).split(",") if "," in str(part) else [])):
+                p = Path(piece.strip()).expanduser()
+                if piece.strip() and not any(c in piece for c in "*?[") and p.exists():
+                    out.append(p)
+    return out
+
+
+def check_inputs_outside(output_dir, args: Any, flag: str = "--output_dir") -> None:
+    """An output directory that holds an input of the same command, or lies inside an input directory, is
+    refused before anything is written or emptied (paths compared resolved, symlinks followed)."""
+    out = Path(output_dir).expanduser().resolve()
+    for p in input_paths(args):
+        r = p.resolve()
+        if r == out or out in r.parents:
+            raise DataError(f"{flag} {output_dir} holds an input of this command ({p}): writing there could delete "
+                            "it; choose another output directory")
+        if r.is_dir() and r in out.parents:
+            raise DataError(f"{flag} {output_dir} lies inside an input directory ({p}); choose an output directory "
+                            "outside it")
+
+
 def guard_output_dir(output_dir, script: str, args: Any, overwrite: bool = False, main_process: bool | None = None) -> str:
     """The one output-directory rule of every script, run before any model is loaded.
 
@@ -117,6 +212,8 @@ def guard_output_dir(output_dir, script: str, args: Any, overwrite: bool = False
     if not main_process:
         return "new"
     out = check_writable_dir(output_dir)
+    check_inputs_outside(output_dir, args)
+    lock_dir(out)
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         _NEW_OUTPUT_DIRS.append((out, out.exists()))
         return "new"

@@ -24,11 +24,13 @@ from memlab.cli import arg
 class ModelLoadArgs:
     attn_implementation: str = arg("sdpa", "attention kernel: sdpa (default), eager, or flash_attention_2 (needs "
                                    "the flash_attn package and an Ampere or newer GPU)")
-    load_in_4bit: bool = arg(False, "load the base model in 4-bit NF4 with double quantization (bitsandbytes, CUDA "
-                             "only); training then learns LoRA adapters on it (QLoRA: needs --lora_r > 0), "
-                             "evaluation loads adapters onto the quantized base")
-    load_in_8bit: bool = arg(False, "load the base model in 8-bit (LLM.int8, bitsandbytes, CUDA only); training "
-                             "needs --lora_r > 0")
+    load_in_4bit: bool = arg(False, "load the base model in 4-bit NF4 with double quantization (bitsandbytes): "
+                             "training then learns LoRA adapters on it (QLoRA: needs --lora_r > 0), evaluation "
+                             "loads adapters onto the quantized base. Meant for CUDA GPUs; on a CPU bitsandbytes' "
+                             "CPU backend also runs it (slowly; fine for tiny models). membership_inference.py's "
+                             "gradnorm cannot differentiate a quantized full model (skipped)")
+    load_in_8bit: bool = arg(False, "load the base model in 8-bit (LLM.int8, bitsandbytes; training needs --lora_r > "
+                             "0). Meant for CUDA GPUs; on a CPU bitsandbytes' CPU backend also runs it, slowly")
 
 
 @dataclass

@@ -42,7 +42,10 @@ def sbatch_command(expt: str, overrides, sbatch_args: str = "", runs_root: str =
     rest, _ = split_force(overrides)
     size = os.environ.get("MEMLAB_GRID", "full")
     n = len(grid_cells(expt, size, rest))
-    extra = shlex.split(sbatch_args)
+    try:
+        extra = shlex.split(sbatch_args)
+    except ValueError as e:
+        raise DataError(f"--sbatch {sbatch_args!r}: cannot split into sbatch options ({e})") from None
     if any(x.startswith(("--array", "-a")) for x in extra):
         raise DataError("--sbatch: --array is sized from the grid by submit.py; restrict cells with overrides")
     cmd = ["sbatch", f"--array=0-{n - 1}", *extra, str(template(expt).relative_to(ROOT)), *overrides]

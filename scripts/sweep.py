@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from memlab.experiments import (SubmititTask, absolute_data_overrides, cell_name, check_data_files,
+from memlab.experiments import (SubmititTask, absolute_data_overrides, cell_name, check_data_files, check_runs_root,
                                 grid_cells, guard_root, parse_args_with_overrides, resolve, split_force)
 from memlab.io import DataError
 
@@ -53,7 +53,15 @@ def main(argv=None) -> list[str]:
     size, axes, settings = resolve(args.expt, args.size, rest)
     check_data_files(args.expt, settings, axes.get("variants"))
     cells = grid_cells(args.expt, args.size, rest)
-    indices = [int(i) for i in args.indices.split(",") if i.strip()] or list(range(len(cells)))
+    try:
+        indices = [int(i) for i in args.indices.split(",") if i.strip()] or list(range(len(cells)))
+    except ValueError:
+        raise DataError(f"--indices {args.indices}: expected comma-separated cell indices (0..{len(cells) - 1})") from None
+    beyond = [i for i in indices if not 0 <= i < len(cells)]
+    if beyond:
+        raise DataError(f"--indices {args.indices}: {beyond} outside the grid's cells 0..{len(cells) - 1} "
+                        f"(--dry_run lists them)")
+    check_runs_root(args.runs_root, args.expt)
     if args.dry_run:
         return [f"{i} {cell_name(cells[i])}" for i in indices]
     # the recorded config is checked (and written) before anything is submitted

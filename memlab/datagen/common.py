@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 from pathlib import Path
@@ -75,6 +76,18 @@ def write_dataset(output_dir, files: Mapping[str, Sequence[dict]], manifest: dic
     if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").exists():
         raise DataError(f"output dir {out}: exists, is not empty and holds no manifest.json (not written by "
                         "make_data.py); refusing to replace it, choose a new --output_dir")
+    if out.is_dir() and (out / "manifest.json").exists():
+        # replaced as a whole only when it holds nothing but what make_data.py wrote there (its manifest
+        # lists the files): a user's notes or analysis added beside them are never deleted
+        try:
+            written = set(json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("counts", {}))
+        except (OSError, ValueError, AttributeError):
+            written = set()
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in written | {"manifest.json"})
+        if foreign:
+            raise DataError(f"output dir {out}: holds {', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}, "
+                            "which make_data.py did not write there; refusing to replace it: move them away or "
+                            "choose a new --output_dir")
     try:
         with atomic_output_dir(output_dir) as tmp:
             for name, rows in files.items():

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memlab.io import DataError, read_texts, write_json_atomic
+from memlab.io import DataError, loads_strict, read_texts, write_json_atomic
 from memlab.rundir import file_digest
 
 FORMAT = "memlab-token-freqs/1"
@@ -79,12 +79,15 @@ def load_table(path, tokenizer) -> tuple[np.ndarray, dict]:
         raise DataError(f"--freqs {path}: no token frequency table ({FILE}) there; build one with "
                         f"`make_data.py freqs --corpus FILE --model_name_or_path MODEL --output_dir {path}`")
     try:
-        table = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        table = loads_strict(f.read_text(encoding="utf-8"))  # NaN/Infinity counts: an error, not a crash later
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise DataError(f"--freqs {f}: not a readable JSON token frequency table ({e})") from None
     if not isinstance(table, dict) or table.get("format") != FORMAT or not isinstance(table.get("counts"), list):
         raise DataError(f"--freqs {f}: not a memlab token frequency table (field `format` must be {FORMAT!r}, "
                         "field `counts` a list)")
+    if not all(isinstance(c, int) and not isinstance(c, bool) for c in table["counts"]):
+        bad = next(c for c in table["counts"] if not (isinstance(c, int) and not isinstance(c, bool)))
+        raise DataError(f"--freqs {f}: field `counts` must hold integers, found {bad!r}")
     counts = np.asarray(table["counts"], dtype=np.int64)
     want_fp, want_v = tokenizer_fingerprint(tokenizer), vocab_size(tokenizer)
     if table.get("tokenizer_fingerprint") != want_fp or counts.size != want_v:
