@@ -600,7 +600,7 @@ TRAIN = [
     P(42, "learning_rate-nan", Case("train", tr("seen", "--learning_rate", "nan"),
                                     r"--learning_rate must be a finite number > 0, got nan")),
     P(43, "unknown-flag", Case("train", tr("seen", "--epochs", 3),
-                               r"not used by the HfArgumentParser: \['--epochs', '3'\]")),
+                               r"--epochs: not a flag of this script \(did you mean --num_train_epochs\?\)")),
     P(44, "output-dir-is-a-file", Case("train", lambda c: train_argv(c.s["seen"], setattr(c, "out", c.w(
         "afile.txt", "keep\n")) or c.out), r"output dir .*afile\.txt: .*afile\.txt exists and is not a directory")),
     # 45: an immutable dir or a read-only mount; see Ctx.not_writable for how it is simulated as root
