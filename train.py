@@ -463,30 +463,63 @@ def setup(args: TrainArgs) -> Job:
                install_signal_handlers(), rt)
 
 
+class EvalInterrupted(Exception):
+    """Raised by the signal handler inside an evaluation point (one process): the point is abandoned."""
+
+
 def install_signal_handlers() -> dict:
     """SIGTERM, SIGUSR1 and Ctrl-C (SIGINT) set the stop flag: the loop saves resume state after the current
-    step; a second Ctrl-C stops at once (the first one's state save may be lost)."""
-    stop = {"flag": False}
+    step; a second Ctrl-C stops at once (the first one's state save may be lost). During an evaluation point
+    (`stop["in_eval"]`, one process only) the handler raises EvalInterrupted at once: an evaluation can take
+    minutes, and SLURM's pre-emption warning gives 120 s; the point writes nothing until it is whole, so it is
+    simply evaluated again on resume. With several processes the flag is agreed on after the step as before
+    (raising in one rank inside a collective would hang the others)."""
+    stop = {"flag": False, "in_eval": False}
 
     def on_signal(signum, frame):
         if signum == signal.SIGINT and stop["flag"]:
             raise KeyboardInterrupt
         stop["flag"] = True
+        if stop["in_eval"]:
+            stop["in_eval"] = False
+            raise EvalInterrupted(signal.Signals(signum).name)
     for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(s, on_signal)
     return stop
 
 
-def evaluate_here(job: Job, signalled: bool = False) -> None:
+def _evaluate_point(job: Job, label: str) -> bool:
+    """One evaluation point; False when a signal abandoned it."""
+    rng, was_training = training.rng_state(), job.model.training
+    job.stop["in_eval"] = job.acc.num_processes == 1 and not job.stop["flag"]
+    try:
+        headline = job.evaluator(job.model, label)
+    except EvalInterrupted as e:
+        job.stop["in_eval"] = False
+        training.set_rng_state(rng)  # the evaluator's own restore may not have run: the resume state is exact
+        job.model.train(was_training)
+        job.acc.print(f"{e}: evaluation of {label} abandoned (it is evaluated again on --resume)")
+        return False
+    finally:
+        job.stop["in_eval"] = False
+    tracking.log(job.acc, job.args.report_to, headline, job.state.step, "eval/")
+    return True
+
+
+def evaluate_here(job: Job, signalled: bool = False) -> bool:
     """Evaluate at the current position if it is an eval point (skipped when already done); on a signal the
-    state is saved first and the point is evaluated when the run resumes."""
+    state is saved first and the point is evaluated when the run resumes. Returns True when a signal came
+    during the evaluation (the caller saves the resume state and exits 75)."""
     if job.evaluator is None or signalled:
-        return
-    state, args = job.state, job.args
+        return False
+    state = job.state
     if state.batch_in_epoch == 0 and state.epoch in job.eval_exp:
-        tracking.log(job.acc, args.report_to, job.evaluator(job.model, eval_label(exposure=state.epoch)), state.step, "eval/")
+        if not _evaluate_point(job, eval_label(exposure=state.epoch)):
+            return True
     if state.step in job.eval_steps:
-        tracking.log(job.acc, args.report_to, job.evaluator(job.model, eval_label(step=state.step)), state.step, "eval/")
+        if not _evaluate_point(job, eval_label(step=state.step)):
+            return True
+    return False
 
 
 def train_step(job: Job, batches: list[list[int]], log: dict) -> None:
@@ -537,7 +570,7 @@ def log_step(job: Job, log: dict) -> bool:
 def after_step(job: Job, signalled: bool) -> None:
     """Eval and checkpoints due at this step; on a signal, resume state saved and exit 75."""
     state, args, acc = job.state, job.args, job.acc
-    evaluate_here(job, signalled)
+    signalled = evaluate_here(job, signalled) or signalled
     if state.batch_in_epoch == 0 and state.epoch in job.save_exp:
         job.save(job.out / "checkpoints" / f"exposure_{state.epoch}", with_optimizer=True)
     if state.step in job.save_steps:
@@ -547,18 +580,24 @@ def after_step(job: Job, signalled: bool) -> None:
         job.stop["flag"] = True
         signalled = signalled or acc.num_processes == 1
     if signalled:
-        job.save(job.out / "resume", with_optimizer=True)
-        acc.print(f"signal received: state saved to {job.out / 'resume'} at step {state.step}; "
+        requeue(job)
+
+
+def requeue(job: Job) -> None:
+    """Save the resume state and exit 75 (EX_TEMPFAIL: the SLURM templates requeue on it)."""
+    job.save(job.out / "resume", with_optimizer=True)
+    job.acc.print(f"signal received: state saved to {job.out / 'resume'} at step {job.state.step}; "
                   f"rerun with --resume (exit {EXIT_REQUEUE})")
-        acc.end_training()
-        sys.exit(EXIT_REQUEUE)
+    job.acc.end_training()
+    sys.exit(EXIT_REQUEUE)
 
 
 def train_loop(job: Job) -> float:
     """The exposures from the current state to the end; returns the seconds spent in training steps."""
     job.model.train()
     job.t_start = time.time()
-    evaluate_here(job)  # exposure 0 (before training) when asked; on resume, a point the signal interrupted
+    if evaluate_here(job):  # exposure 0 (before training) when asked; on resume, a point the signal interrupted
+        requeue(job)
     bar = quiet.progress(job.total_steps, "train", initial=job.state.step, disable=not job.acc.is_local_main_process)
     log = {"loss": [], "tokens": 0, "padded": 0, "t": time.time()}
     while job.state.epoch < job.args.num_exposures and job.state.step < job.total_steps:

@@ -379,12 +379,24 @@ def _recorded_argv_matches(out_dir: Path, argv: list[str]) -> bool:
     return recorded is None or recorded[:len(argv)] == argv
 
 
+def _end_with_parent() -> None:
+    """In a stage's process, before it starts: the kernel sends it SIGTERM when run_task.py dies, however it
+    dies (SIGKILL included), so a killed task never leaves a stage running on (it saves its resume state and
+    exits 75, as on a pre-emption). Linux's prctl(PR_SET_PDEATHSIG); elsewhere nothing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def run_stage(script: str, args: list, out_dir: Path, log=None) -> Path:
     """Run one script into `out_dir` unless it already finished there with the same arguments (results.json
     exists and config.json records this command line; for make_data, manifest.json exists). A stage run
     earlier with other arguments is re-run with --overwrite_output_dir (emptied, never merged); an
     unfinished training run with the same arguments resumes. SIGTERM/SIGUSR1 reaching this process are
-    passed on to the stage."""
+    passed on to the stage; if this process is killed outright, the stage gets SIGTERM (`_end_with_parent`)."""
     argv = [str(a) for a in args] + ["--output_dir", str(out_dir)]
     cmd = _launcher(script) + argv
     if script == "train.py" and os.environ.get("MEMLAB_TRAIN_ARGS"):  # extra train.py flags (tests, tuning)
@@ -401,7 +413,7 @@ def run_stage(script: str, args: list, out_dir: Path, log=None) -> Path:
         elif script == "train.py":
             cmd.append("--resume")
     print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
-    proc = subprocess.Popen(cmd, cwd=ROOT)
+    proc = subprocess.Popen(cmd, cwd=ROOT, preexec_fn=_end_with_parent)
     forward = lambda signum, frame: proc.send_signal(signum)  # noqa: E731
     old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGUSR1)}
     try:

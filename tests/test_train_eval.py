@@ -198,3 +198,45 @@ def test_report_to_tensorboard_logs_every_step_and_eval(data, tmp_path):
     # in-training evaluation: greedy recall per exposure, logged at the step that ends the exposure
     assert sorted(scalars["eval/recall_all"]) == [4, 8]
     assert set(scalars["eval/recall_easy"].values()) <= {i / 8 for i in range(9)}
+
+
+def test_sigterm_during_evaluation_exits_75_within_seconds_and_resumes_to_the_same_run(data, tmp_path):
+    """A SLURM pre-emption warning (SIGTERM, 120 s before the kill) that arrives while a point is being
+    evaluated is acted on at once: the point is abandoned (evaluated again on resume), the resume state saved,
+    exit 75; the resumed run equals an uninterrupted one (parameters and every eval item)."""
+    import signal
+    import time
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    many = tmp_path / "probes.jsonl"  # a long evaluation: every probe asked 4 times over
+    rows = [json.loads(x) for x in (data / "facts" / "probes.jsonl").read_text().splitlines()]
+    many.write_text("".join(json.dumps({**r, "id": f"{r['id']}-{k}"}) + "\n" for k in range(4) for r in rows))
+
+    def cmd(out):
+        return [sys.executable, "train.py", "--model_name_or_path", "tiny-llama", "--output_dir", str(out),
+                "--num_exposures", "2", "--learning_rate", "3e-3", "--batch_size", "4",
+                "--train_file", f"{data}/facts/train_active_1.jsonl", "--eval_probes_file", str(many),
+                "--eval_exposures", "0,1,2", "--eval_max_new_tokens", "48", "--eval_bootstrap", "0"]
+    out = tmp_path / "cut"
+    p = subprocess.Popen(cmd(out), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "eval" / "fingerprint.json").exists():
+        time.sleep(0.1)  # the evaluator exists: exposure 0 is being evaluated now
+    time.sleep(1.0)
+    sent = time.time()
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=120)
+    latency = time.time() - sent
+    assert p.returncode == 75, stderr[-3000:]
+    assert latency < 10, f"exit {latency:.1f} s after SIGTERM"
+    assert "evaluation of exposure_0 abandoned" in stdout + stderr
+    assert not (out / "eval" / "parts" / "exposure_0.json").exists()
+    resumed = subprocess.run(cmd(out) + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    clean = subprocess.run(cmd(tmp_path / "clean"), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    a, b = (json.loads((d / "results.json").read_text()) for d in (out, tmp_path / "clean"))
+    assert a["param_digests"] == b["param_digests"]
+    items = [(out if k == 0 else tmp_path / "clean") / "eval" / "recall" / "items.csv" for k in (0, 1)]
+    answers = [{(r["checkpoint"], r["id"]): r["response"] for r in read_csv(f)} for f in items]
+    assert answers[0] == answers[1] and len(answers[0]) == 3 * 4 * len(rows)

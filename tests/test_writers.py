@@ -127,3 +127,35 @@ def test_make_data_never_deletes_its_input_or_files_it_did_not_write(tmp_path):
     make_data.main(["corpus", "--output_dir", str(own), "--n_sentences", "30"])  # its own directory: replaced
     assert json.loads((own / "manifest.json").read_text())["counts"]["sentences.jsonl"] == 30
     rundir.release_locks()
+
+
+def test_killing_run_task_ends_its_stage_too(tmp_path):
+    """SIGKILL to run_task.py (no chance to forward anything): its running stage gets SIGTERM from the kernel
+    and ends, instead of training on as an orphan that still holds its directory."""
+    import signal
+
+    cmd = [PY, str(ROOT / "scripts" / "run_task.py"), "expt1", "--size", "tiny", "--index", "0", "--runs_root",
+           str(tmp_path / "runs"), "num_exposures=2"]
+    parent = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    child = None
+    deadline = time.time() + 300
+    while time.time() < deadline and child is None:  # the training stage has started writing its run dir
+        if list((tmp_path / "runs").glob("expt1/*/train/config.json")):
+            out = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
+            child = int(out[0]) if out else None
+        time.sleep(0.1)
+    assert child is not None, "the training stage never started"
+    assert "train.py" in Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=30)
+    deadline = time.time() + 60
+    while time.time() < deadline and Path(f"/proc/{child}").exists():
+        status = Path(f"/proc/{child}/status").read_text() if Path(f"/proc/{child}/status").exists() else ""
+        if "State:\tZ" in status:
+            break
+        time.sleep(0.2)
+    alive = Path(f"/proc/{child}/status").exists() and "State:\tZ" not in Path(f"/proc/{child}/status").read_text()
+    assert not alive, "the stage kept running after run_task.py was killed"
+    (train_dir,) = (tmp_path / "runs" / "expt1").glob("*/train")
+    # it stopped on the signal (resume state saved), not by finishing its training as an orphan would
+    assert (train_dir / "resume").is_dir() and not (train_dir / "results.json").exists()
