@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -91,6 +92,9 @@ class AnalyzeArgs:
     runs_root: Optional[str] = cli.arg(None, "a sweep root (runs/expt1) or a root of several experiments (runs/) "
                                        "whose task directories (those with cell.json) are read; required, and may "
                                        "also be given as the first positional argument")
+    include_stale: bool = cli.arg(False, "also merge the cells whose settings.json differs from the sweep root's "
+                                  "config.yaml (run under another config, e.g. before a --force on other cells); by "
+                                  "default they are left out, and listed in summary.txt either way")
     skip_broken: bool = cli.arg(False, "leave out the cells and stages whose cell.json, results.json, items.csv or "
                                 "facts.jsonl is present but unreadable (truncated, malformed, wrong layout) instead "
                                 "of failing; each is listed on stderr and in summary.txt")
@@ -220,7 +224,7 @@ def read_items_csv(path: Path, dtype: dict | None = None) -> pd.DataFrame:
         bad = ~np.isfinite(pd.to_numeric(df["loss"], errors="coerce").to_numpy(dtype=float))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise BrokenInput(path, f"line {i + 2}: loss is {df['loss'].iloc[i]!r}, not a finite number ({int(bad.sum())} "
+            raise BrokenInput(path, f"line {i + 2}: loss is {df['loss'].iloc[i]}, not a finite number ({int(bad.sum())} "
                                     "row(s)); a diverged model or an edited file: recognition cannot compare the pair")
     return df
 
@@ -255,9 +259,10 @@ class Inputs:
     BrokenInput (one `error:` line, exit 2). With `skip_broken`, the file is recorded in `skipped` (path ->
     what is wrong and what was left out) and the read returns None, so its cell or stage is left out."""
 
-    def __init__(self, skip_broken: bool = False):
+    def __init__(self, skip_broken: bool = False, excluded: set | None = None):
         self.skip_broken = skip_broken
         self.skipped: dict[Path, str] = {}
+        self.excluded = set(excluded or ())  # task directories left out (stale cells)
 
     def read(self, path: Path, reader, *args, left_out: str):
         if path in self.skipped:
@@ -271,7 +276,9 @@ class Inputs:
             return None
 
     def cell(self, cell_file: Path) -> dict | None:
-        """The task's grid cell (None: cell.json broken and skipped, so the task is left out)."""
+        """The task's grid cell (None: cell.json broken and skipped, or a stale cell, so the task is left out)."""
+        if cell_file.parent in self.excluded:
+            return None
         c = self.read(cell_file, read_json_object, left_out="task")
         if c is None:
             return None
@@ -1461,12 +1468,99 @@ def _write_csv_if_changed(path: Path, df: pd.DataFrame) -> None:
     write_text_atomic(path, text)
 
 
+def cell_status(root: Path) -> tuple[list[Path], list[str], list[str]]:
+    """(stale task dirs, lines naming them, lines naming unfinished cells). A cell is stale when its
+    settings.json differs from its sweep root's config.yaml (settings added to the configs later count at
+    their old values, as for resuming); unfinished when it has no results.json (its finished stages are used)."""
+    from omegaconf import OmegaConf
+
+    from memlab.experiments import with_added_settings
+    from memlab.rundir import differences
+
+    stale, stale_lines, unfinished = [], [], []
+    configs: dict[Path, dict | None] = {}
+    for cell_file in sorted(root.rglob("cell.json")):
+        task = cell_file.parent
+        name = str(task.relative_to(root)) if task != root else task.name
+        if not (task / "results.json").exists():
+            unfinished.append(name)
+        cfg_path = task.parent / "config.yaml"
+        if cfg_path not in configs:
+            try:
+                configs[cfg_path] = OmegaConf.to_container(OmegaConf.load(cfg_path)).get("settings") \
+                    if cfg_path.exists() else None
+            except Exception:  # an unreadable config.yaml is run_task.py's error to give; no comparison here
+                configs[cfg_path] = None
+        recorded = configs[cfg_path]
+        if not isinstance(recorded, dict) or not (task / "settings.json").exists():
+            continue
+        try:
+            mine = json.loads((task / "settings.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        mine.pop("overrides", None)
+        diff = differences(with_added_settings(mine, recorded), recorded)
+        if diff:
+            stale.append(task)
+            stale_lines.append(f"{name} ({'; '.join(diff)})")
+    return stale, stale_lines, unfinished
+
+
+def write_outputs_atomically(root: Path, build) -> list:
+    """Run `build(out)` writing every output into a fresh temporary directory beside them, then move the
+    files into `root` (and plots/ as a whole), so a failed or killed analyze leaves the previous outputs, never
+    a mix; a full disk or a read-only root is one error. Returns build's result."""
+    import shutil
+    import tempfile
+
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".analyze-"))
+    except OSError as e:
+        raise DataError(f"{root}: cannot write the analysis there ({e.strerror or e})") from None
+    try:
+        result = build(tmp)
+        for f in sorted(tmp.iterdir()):
+            if f.is_file():
+                old = root / f.name
+                if old.exists() and f.read_bytes() == old.read_bytes():
+                    continue  # unchanged: left untouched (a finished sweep's re-run changes nothing)
+                os.replace(f, old)
+        if (tmp / "plots").is_dir():
+            if (root / "plots").exists():
+                old_plots = root / f".plots-old-{os.getpid()}"
+                os.replace(root / "plots", old_plots)
+                os.replace(tmp / "plots", root / "plots")
+                shutil.rmtree(old_plots, ignore_errors=True)
+            else:
+                os.replace(tmp / "plots", root / "plots")
+        return result
+    except OSError as e:
+        raise DataError(f"{root}: cannot write the analysis ({e.strerror or e}); the previous outputs are "
+                        "unchanged") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def clean_leftovers(root: Path) -> None:
+    """Temporary directories of an analyze that was killed (.analyze-*, .plots-old-*) are removed."""
+    import shutil
+
+    for p in list(root.glob(".analyze-*")) + list(root.glob(".plots-old-*")):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def main(args: AnalyzeArgs) -> dict:
     cli.collect_errors([(args.runs_root is not None, "RUNS_ROOT is required: python analyze.py runs/expt1")])
     root = Path(args.runs_root)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory")
-    inputs = Inputs(skip_broken=args.skip_broken)
+    from memlab.rundir import lock_dir
+
+    lock_dir(root)  # one analyze per root at a time
+    clean_leftovers(root)
+    stale, stale_lines, unfinished = cell_status(root)
+    inputs = Inputs(skip_broken=args.skip_broken, excluded=() if args.include_stale else stale)
     try:
         tables = collect(root, inputs)
         facts = collect_facts(root, inputs)
@@ -1479,37 +1573,55 @@ def main(args: AnalyzeArgs) -> dict:
     if all(df.empty for df in [*tables.values(), *facts.values()]):
         raise DataError(f"{root}: no task results found (no cell.json with finished stages below it"
                         + (f"; {len(skipped)} broken file(s) skipped)" if skipped else ")"))
-    written = []
-    for name, df in tables.items():
-        if not df.empty:
-            write_csv_atomic(root / f"tidy_{name}.csv", df)
-            written.append(f"tidy_{name}.csv")
-    for name, df in facts.items():
-        if not df.empty:
-            _write_csv_if_changed(root / f"{name}.csv", df)
-            written.append(f"{name}.csv")
-    plots = [p for p in [plot(tables, root / "plots") for plot in
-                         (plot_exposures, plot_recognition_by_foil, plot_retention, plot_error_rates, plot_prefix,
-                          plot_prior, plot_mia_rank_module, plot_mia_roc, plot_mia_vs_perplexity, plot_dpo)] if p]
-    plots += [p for p in [plot(facts, root / "plots") for plot in (plot_learning_ecdf, plot_learning_by_knownness)]
-              if p]
-    plots += [p for p in [plot_canaries(tables, root / "plots")] if p]
-    table = summary_table(tables)
-    learned = learning_summary(facts)
-    if learned:
-        table = f"{table}\n\n{learned}"
-    canaries = canary_summary(tables)
-    if canaries:
-        table = f"{table}\n\n{canaries}"
-    by_foil = foil_summary(tables)
-    if by_foil:
-        table = f"{table}\n\n{by_foil}"
-    if skipped:  # first, so nobody reads the tables without knowing what is missing from them
-        table = f"skipped {len(skipped)} broken input file(s) (--skip_broken): {'; '.join(skipped)}\n\n{table}"
-    write_text_atomic(root / "summary.txt", table + "\n")
-    print(table)
-    print(f"wrote {', '.join(written)} and {len(plots)} plot(s) in {root}")
-    return {"csv": written, "plots": [str(p) for p in plots], "summary": table}
+    notes = []
+    if stale_lines:
+        notes.append(f"{'included' if args.include_stale else 'left out'} {len(stale_lines)} stale cell(s), run with "
+                     f"other settings than config.yaml{'' if args.include_stale else ' (--include_stale merges them)'}: "
+                     + "; ".join(stale_lines))
+    if unfinished:
+        notes.append(f"{len(unfinished)} unfinished cell(s) (no results.json; their finished stages are used): "
+                     + ", ".join(unfinished))
+    for line in notes:
+        print(f"note: {line}", file=sys.stderr)
+
+    def build(out: Path) -> dict:
+        written = []
+        for name, df in tables.items():
+            if not df.empty:
+                write_csv_atomic(out / f"tidy_{name}.csv", df)
+                written.append(f"tidy_{name}.csv")
+        for name, df in facts.items():
+            if not df.empty:
+                _write_csv_if_changed(out / f"{name}.csv", df)
+                written.append(f"{name}.csv")
+        plots = [p for p in [plot(tables, out / "plots") for plot in
+                             (plot_exposures, plot_recognition_by_foil, plot_retention, plot_error_rates, plot_prefix,
+                              plot_prior, plot_mia_rank_module, plot_mia_roc, plot_mia_vs_perplexity, plot_dpo)] if p]
+        plots += [p for p in [plot(facts, out / "plots") for plot in (plot_learning_ecdf, plot_learning_by_knownness)]
+                  if p]
+        plots += [p for p in [plot_canaries(tables, out / "plots")] if p]
+        table = summary_table(tables)
+        learned = learning_summary(facts)
+        if learned:
+            table = f"{table}\n\n{learned}"
+        canaries = canary_summary(tables)
+        if canaries:
+            table = f"{table}\n\n{canaries}"
+        by_foil = foil_summary(tables)
+        if by_foil:
+            table = f"{table}\n\n{by_foil}"
+        # first, so nobody reads the tables without knowing what is missing from them or what they merge
+        header = ([f"skipped {len(skipped)} broken input file(s) (--skip_broken): {'; '.join(skipped)}"] if skipped
+                  else []) + notes
+        if header:
+            table = "\n".join(header) + f"\n\n{table}"
+        write_text_atomic(out / "summary.txt", table + "\n")
+        return {"csv": written, "plots": [str(root / "plots" / Path(p).name) for p in plots], "summary": table}
+
+    result = write_outputs_atomically(root, build)
+    print(result["summary"])
+    print(f"wrote {', '.join(result['csv'])} and {len(result['plots'])} plot(s) in {root}")
+    return result
 
 
 if __name__ == "__main__":

@@ -206,3 +206,85 @@ def test_cli_exit_status(runs):
                        cwd=ROOT)
     assert p.returncode == 2 and error_line(p.stderr)
     assert rel in p.stderr and problem in p.stderr
+
+
+# ------------------------------------------------------------------ what analyze merged (issue 21 item 5)
+def _settings(root, values: dict, cells: dict):
+    from omegaconf import OmegaConf
+
+    (root / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(
+        {"expt": "expt1", "size": "tiny", "grid": {}, "settings": values, "overrides": []})))
+    for name, mine in cells.items():
+        (root / name / "settings.json").write_text(json.dumps({"overrides": [], **mine}))
+        (root / name / "results.json").write_text("{}\n")
+
+
+def test_a_cell_run_under_another_config_is_left_out_and_listed(runs, capsys):
+    _settings(runs, {"num_exposures": 2, "lr_full": 1e-4},
+              {FULL: {"num_exposures": 2, "lr_full": 1e-4}, LORA: {"num_exposures": 1, "lr_full": 1e-4}})
+    code, out, err = analyze(runs, capsys)
+    assert code == 0, err
+    recall = pd.read_csv(runs / "tidy_recall.csv")
+    assert set(recall.method) == {"full"}  # the stale LoRA cell is not merged
+    first = (runs / "summary.txt").read_text().splitlines()[0]
+    assert first.startswith("left out 1 stale cell(s)") and LORA in first and "num_exposures: 1 -> 2" in first
+    assert "note: left out 1 stale cell(s)" in err
+    code, out, err = analyze(runs, capsys, "--include_stale")
+    assert code == 0 and set(pd.read_csv(runs / "tidy_recall.csv").method) == {"full", "lora"}
+    assert (runs / "summary.txt").read_text().startswith("included 1 stale cell(s)")
+
+
+def test_unfinished_cells_are_listed(runs, capsys):
+    _settings(runs, {"num_exposures": 2}, {FULL: {"num_exposures": 2}})
+    code, out, err = analyze(runs, capsys)
+    assert code == 0 and f"1 unfinished cell(s) (no results.json; their finished stages are used): {LORA}" in \
+        (runs / "summary.txt").read_text()
+
+
+def test_a_nan_loss_in_recognition_items_is_an_error_naming_the_line(runs, capsys):
+    items = runs / FULL / "train" / "eval" / "recognition" / "items.csv"
+    lines = items.read_text().splitlines()
+    cols = lines[0].split(",")
+    row = lines[2].split(",")
+    row[cols.index("loss")] = "nan"
+    lines[2] = ",".join(row)
+    items.write_text("\n".join(lines) + "\n")
+    code, out, err = analyze(runs, capsys)
+    assert code == 2
+    assert "line 3: loss is nan, not a finite number" in error_line(err) and "recognition/items.csv" in err
+
+
+def test_a_failed_analyze_leaves_the_previous_outputs_whole(runs, capsys, monkeypatch):
+    code, _, err = analyze(runs, capsys)
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in runs.iterdir() if p.is_file()}
+    mod = script("analyze")
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(mod, "summary_table", full_disk)  # fails after the tidy CSVs were written (to the temp dir)
+    code, _, err = analyze(runs, capsys)
+    assert code == 2 and "No space left on device" in error_line(err) and "previous outputs are unchanged" in err
+    assert {p.name: p.read_bytes() for p in runs.iterdir() if p.is_file()} == before
+    assert not list(runs.glob(".analyze-*"))
+
+
+def test_a_read_only_root_is_one_error(runs, capsys):
+    import os
+
+    if os.geteuid() == 0:
+        import subprocess
+
+        if subprocess.run(["chattr", "+i", str(runs)], capture_output=True).returncode != 0:
+            pytest.skip("root ignores permissions and chattr is not available here")
+        try:
+            code, _, err = analyze(runs, capsys)
+        finally:
+            subprocess.run(["chattr", "-i", str(runs)], capture_output=True)
+    else:
+        runs.chmod(0o555)
+        try:
+            code, _, err = analyze(runs, capsys)
+        finally:
+            runs.chmod(0o755)
+    assert code == 2 and "cannot write the analysis" in error_line(err)
