@@ -152,20 +152,34 @@ def collect_errors(checks: Sequence[tuple[bool, str]]) -> None:
         raise DataError("invalid arguments:\n  - " + "\n  - ".join(problems))
 
 
+# a full disk, a quota, a read-only file system, no permission: the user's to fix, so one error line, not a
+# traceback (any other OSError is a bug and shows whole)
+DISK_ERRNOS = (28, 122, 30, 13, 1)  # ENOSPC, EDQUOT, EROFS, EACCES, EPERM
+
+
 def run(main: Callable, dataclass_type, argv: Sequence[str] | None = None):
     """Entry point wrapper: parse, call `main(args)`, turn DataError into one line on stderr + exit 2."""
     from memlab.rundir import forget_new_output
 
     forget_new_output()
+    args = None
     try:
         args = parse_args(dataclass_type, argv)
         return main(args)
-    except DataError as e:
+    except (DataError, OSError) as e:
+        import errno
+        import os
+
+        if isinstance(e, OSError) and not isinstance(e, DataError) and e.errno not in DISK_ERRNOS:
+            raise  # another OS error is a bug to see whole
         from memlab.rundir import discard_new_output
 
         discard_new_output()  # nothing half-written: a run directory this invocation created goes away
-        import os
-
+        if isinstance(e, OSError) and not isinstance(e, DataError):
+            target = e.filename or getattr(args, "output_dir", None)
+            where = f"{target}: " if target else ""
+            e = DataError(f"{where}cannot write ({e.strerror or errno.errorcode.get(e.errno, e)}); nothing of this run "
+                          "was kept")
         if os.environ.get("RANK", "0") == "0":  # several processes (accelerate launch): the error once
             print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
