@@ -36,3 +36,29 @@ def error_line(err: str) -> str:
     message = error_message(err)
     assert "\n" not in message, err[-3000:]
     return message
+
+
+def mounted_tmpfs(disk: Path, size: str):
+    """A context manager: a small tmpfs mounted on `disk` (created) for a full-disk test, unmounted after;
+    the test is skipped where mounting is not possible (not root, no mount, a container without it)."""
+    import contextlib
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    @contextlib.contextmanager
+    def mounted():
+        if os.geteuid() != 0 or not shutil.which("mount"):
+            pytest.skip("mounting a small tmpfs needs root (and mount)")
+        disk.mkdir(parents=True, exist_ok=True)
+        probe = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+                               capture_output=True, text=True)
+        if probe.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({probe.stderr.strip() or probe.returncode})")
+        try:
+            yield disk
+        finally:
+            subprocess.run(["umount", str(disk)], check=False)
+    return mounted()

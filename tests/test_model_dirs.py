@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import mounted_tmpfs
 from memlab import training
 from memlab.io import DataError
 from memlab.models import BUILTIN_MODELS, check_model_dir, resolve_model_path
@@ -243,14 +244,7 @@ def test_disk_full_while_saving_is_one_error_and_cleans_up(tmp_path, tiny_llama,
 
 def test_train_into_a_full_tmpfs(tmp_path, pair_files):
     """docs/BAD_INPUTS.md 59 for real: a 2 MB tmpfs cannot hold tiny-llama's 13 MB checkpoint."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a small tmpfs needs root (and mount)")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    probe = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({probe.stderr.strip() or probe.returncode})")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "2m") as disk:
         out = disk / "run"
         proc = run_cli("train.py", "--model_name_or_path", "tiny-llama", "--train_file", pair_files[0],
                        "--output_dir", out, "--num_exposures", 1, "--save_exposures", 1, "--batch_size", 3)
@@ -258,5 +252,3 @@ def test_train_into_a_full_tmpfs(tmp_path, pair_files):
                                 f"MB free on {disk})")
         assert "the weights (" in line and "optimizer state (" in line
         assert not list(disk.rglob("*.tmp")), sorted(map(str, disk.rglob("*")))
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)

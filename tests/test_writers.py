@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import error_line
+from helpers import error_line, mounted_tmpfs
 from memlab import experiments as E
 from memlab import rundir
 from memlab.io import DataError
@@ -163,14 +163,7 @@ def test_killing_run_task_ends_its_stage_too(tmp_path):
 
 def test_test_py_onto_a_full_disk_is_one_error_and_leaves_nothing(tmp_path):
     """Round-3 df1: --output_dir on a full file system."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a small tmpfs needs root (and mount)")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    probe = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(disk)], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({probe.stderr.strip() or probe.returncode})")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "40k") as disk:
         (disk / "fill").write_bytes(os.urandom(30000))
         p = subprocess.run([PY, str(ROOT / "test.py"), "--model_name_or_path", "tiny-llama", "--seen_file",
                             ROOT / "data/recognition/seen.jsonl", "--unseen_file", ROOT / "data/recognition/unseen.jsonl",
@@ -178,5 +171,3 @@ def test_test_py_onto_a_full_disk_is_one_error_and_leaves_nothing(tmp_path):
                            capture_output=True, text=True, timeout=300)
         assert p.returncode == 2 and "No space left on device" in error_line(p.stderr)
         assert sorted(x.name for x in disk.iterdir()) == ["fill"]
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
