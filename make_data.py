@@ -44,7 +44,7 @@ from pathlib import Path
 from memlab.cli import arg, collect_errors, parse_args, parse_list
 from memlab.datagen import cloze, convert, documents, facts, grammar, leakage, membership, recognition, wordlists
 from memlab.datagen.common import build_manifest, dedupe_by_normalized_text, write_dataset
-from memlab.rundir import check_inputs_outside, lock_dir
+from memlab.rundir import check_inputs_outside, lock_dir, release_locks
 from memlab.datagen.known_facts import KNOWN_FACTS
 from memlab.io import DataError, check_writable_dir, parse_tier_columns, read_texts
 
@@ -181,10 +181,13 @@ def _common_checks(args) -> list[tuple[bool, str]]:
 def _finish(name: str, args, files: dict, train: list[str], held_out: list[str], extra: dict | None = None) -> Path:
     """Run the leakage check (DataError listing the pairs, nothing written) and write the directory."""
     check_inputs_outside(args.output_dir, args)  # never replace a directory holding this command's own input
-    lock_dir(args.output_dir)  # one writer per directory
     report = leakage.assert_no_leakage({n: files[n] for n in train}, {n: files[n] for n in held_out})
     manifest = build_manifest(f"make_data.py {name}", args, getattr(args, "seed", None), files, report, extra)
-    return write_dataset(args.output_dir, files, manifest)
+    lock_dir(args.output_dir)  # one writer per directory, while it is written
+    try:
+        return write_dataset(args.output_dir, files, manifest)
+    finally:
+        release_locks()
 
 
 def _corpus_path(path: str) -> Path:

@@ -306,6 +306,16 @@ def guard_root(expt: str, runs_root, size: str, axes: dict, settings: dict, over
     return path
 
 
+def _settings_match(task: Path, settings: dict) -> bool:
+    """Whether the cell's recorded settings.json equals `settings` (added settings at their old values)."""
+    try:
+        old = json.loads((task / "settings.json").read_text())
+    except (OSError, ValueError):
+        return False
+    old.pop("overrides", None)
+    return not differences(with_added_settings(old, settings), settings)
+
+
 def _check_cell_settings(task: Path, settings: dict, force: bool) -> None:
     """A cell run earlier with other settings is refused, or emptied with `force` (never merged)."""
     recorded = task / "settings.json"
@@ -840,6 +850,9 @@ def run_task(expt: str, index: int, runs_root: str | os.PathLike, size: str, ove
     check_data_files(expt, settings, axes.get("variants"))
     guard_root(expt, runs_root, size, axes, settings, overrides, force)
     task = Path(runs_root) / expt / cell_name(c)
+    if (task / "results.json").exists() and not force and _settings_match(task, settings):
+        print(f"{task}: results.json exists, nothing to do", flush=True)  # a finished cell is never written again
+        return task
     from memlab.rundir import lock_dir
 
     lock_dir(task)  # one writer per cell: a second run_task.py on the same cell is refused, naming the first
