@@ -442,10 +442,15 @@ def atomic_output_dir(path) -> Iterator[Path]:
     """Build a directory in a temporary sibling and swap it into place only if the block succeeds.
 
     An existing directory at `path` is replaced as a whole (never mixed old and new files). On error
-    the temporary directory is removed and `path` is untouched.
+    the temporary directory is removed and `path` is untouched. Temporary siblings left by a killed run
+    (`.NAME.tmp-*`, `.NAME.old-*`) are removed first; the caller holds the directory's lock.
     """
     path = check_writable_dir(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # temporary siblings a killed run left (the caller holds the directory's lock: no live writer owns them)
+    for stale in list(path.parent.glob(f".{path.name}.tmp-*")) + list(path.parent.glob(f".{path.name}.old-*")):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
         yield tmp

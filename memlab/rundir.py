@@ -90,22 +90,32 @@ def lock_path(directory) -> Path:
 
 def lock_dir(directory) -> None:
     """Take the exclusive lock of `directory` for this process (re-entrant within it); DataError naming the
-    holder when another live process has it; a lock left by a dead process is taken over, said in one line."""
+    holder when another live process has it; a lock left by a dead process is taken over, said in one line.
+    The lock file is removed on release, so a finished run leaves none; a writer that locked a file another
+    one removed meanwhile (the inode no longer at the path) tries again."""
     import fcntl
 
     path = lock_path(directory)
     if str(path) in _HELD:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a+", encoding="utf-8")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise DataError(f"{Path(directory)} is being written by {holder} (lock {path}); one writer per directory: "
-                        "wait for it to finish, or choose another directory") from None
+    while True:
+        f = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise DataError(f"{Path(directory)} is being written by {holder} (lock {path}); one writer per "
+                            "directory: wait for it to finish, or choose another directory") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()  # the previous holder removed this file as we opened it: lock the current one
     f.seek(0)
     previous = f.read().strip()
     if previous:
@@ -119,18 +129,14 @@ def lock_dir(directory) -> None:
 
 
 def release_locks() -> None:
-    """Release this process's directory locks (end of a script run in-process; a process exit does it too).
-    The lock file is emptied, so the next writer does not report a take-over."""
+    """Release this process's directory locks (the end of a script; a process exit releases them too, but
+    leaves the file naming the dead holder). The lock file is removed while still locked, so the next writer
+    finds none."""
     import fcntl
 
     for path, f in list(_HELD.items()):
         try:
-            f.seek(0)
-            f.truncate()
-            f.flush()
-            directory = Path(path).parent / Path(path).name[1:-len(".memlab.lock")]
-            if not directory.exists():  # the run directory was discarded (bad input): leave nothing beside it
-                Path(path).unlink(missing_ok=True)
+            Path(path).unlink(missing_ok=True)
             fcntl.flock(f, fcntl.LOCK_UN)
             f.close()
         except OSError:

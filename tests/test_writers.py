@@ -171,3 +171,17 @@ def test_test_py_onto_a_full_disk_is_one_error_and_leaves_nothing(tmp_path):
                            capture_output=True, text=True, timeout=300)
         assert p.returncode == 2 and "No space left on device" in error_line(p.stderr)
         assert sorted(x.name for x in disk.iterdir()) == ["fill"]
+
+
+def test_temporary_directories_of_a_killed_make_data_are_cleaned_on_the_next_run(tmp_path):
+    import make_data
+
+    left = [tmp_path / ".corpus.tmp-abc123", tmp_path / ".corpus.old-def456"]
+    for d in left:
+        d.mkdir()
+        (d / "sentences.jsonl").write_text("{}\n")
+    other = tmp_path / ".another.tmp-xyz"  # another directory's: not touched
+    other.mkdir()
+    make_data.main(["corpus", "--output_dir", str(tmp_path / "corpus"), "--n_sentences", "10"])
+    assert not any(d.exists() for d in left) and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".another.tmp-xyz", "corpus"]
