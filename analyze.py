@@ -1557,7 +1557,7 @@ def main(args: AnalyzeArgs) -> dict:
         raise DataError(f"{root}: not a directory")
     from memlab.rundir import lock_dir
 
-    lock_dir(root)  # one analyze per root at a time
+    lock_dir(root, wait_s=900)  # one analyze per root at a time; array tasks ending together take turns
     clean_leftovers(root)
     stale, stale_lines, unfinished = cell_status(root)
     inputs = Inputs(skip_broken=args.skip_broken, excluded=() if args.include_stale else stale)

@@ -88,17 +88,20 @@ def lock_path(directory) -> Path:
     return d.parent / f".{d.name}.memlab.lock"
 
 
-def lock_dir(directory) -> None:
+def lock_dir(directory, wait_s: float = 0.0) -> None:
     """Take the exclusive lock of `directory` for this process (re-entrant within it); DataError naming the
     holder when another live process has it; a lock left by a dead process is taken over, said in one line.
     The lock file is removed on release, so a finished run leaves none; a writer that locked a file another
-    one removed meanwhile (the inode no longer at the path) tries again."""
+    one removed meanwhile (the inode no longer at the path) tries again. `wait_s` > 0: wait up to that long
+    for the holder to finish (analyze.py, which every array task of a sweep runs at its end), saying so once."""
     import fcntl
+    import time
 
     path = lock_path(directory)
     if str(path) in _HELD:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
+    deadline, said = time.time() + wait_s, False
     while True:
         f = open(path, "a+", encoding="utf-8")
         try:
@@ -107,6 +110,12 @@ def lock_dir(directory) -> None:
             f.seek(0)
             holder = f.read().strip() or "another process"
             f.close()
+            if time.time() < deadline:
+                if not said:
+                    print(f"note: {Path(directory)} is being written by {holder}: waiting for it", file=sys.stderr)
+                    said = True
+                time.sleep(0.5)
+                continue
             raise DataError(f"{Path(directory)} is being written by {holder} (lock {path}); one writer per "
                             "directory: wait for it to finish, or choose another directory") from None
         try:

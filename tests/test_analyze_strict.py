@@ -288,3 +288,18 @@ def test_a_read_only_root_is_one_error(runs, capsys):
         finally:
             runs.chmod(0o755)
     assert code == 2 and "cannot write the analysis" in error_line(err)
+
+
+def test_a_second_analyze_waits_for_the_first(runs, capsys):
+    """Every array task of a sweep ends with analyze.py on the same root: one at a time, the later one waits."""
+    import time
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom memlab import rundir\n"
+                               "rundir.lock_dir(sys.argv[1]); print('held', flush=True); time.sleep(3)", str(runs)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    t0 = time.time()
+    code, out, err = analyze(runs, capsys)
+    holder.wait(timeout=30)
+    assert code == 0, err
+    assert "is being written by pid" in err and "waiting for it" in err and time.time() - t0 >= 1.5
