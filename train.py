@@ -45,7 +45,7 @@ from typing import Optional
 import torch
 
 from memlab import cli, legacy, quiet, runtime, tracking, training
-from memlab.evaluation import InTrainingEval, eval_label, read_eval_inputs
+from memlab.evaluation import LEAKAGE_MODES, InTrainingEval, eval_label, read_eval_inputs
 from memlab.io import DataError, append_jsonl, split_paths, write_text_atomic
 from memlab.models import DEFAULT_MODEL, is_adapter_dir, load_model, load_tokenizer, resolve_model_path
 from memlab.runtime import TrainRuntimeArgs
@@ -185,7 +185,7 @@ def validate(args: TrainArgs) -> None:
         (not (args.from_scratch and args.init_from), "--from_scratch and --init_from exclude each other"),
         legacy.check_prefix(args.save_prefix),
         fsdp_check(),
-        (args.leakage in ("refuse", "warn"), f"--leakage must be refuse or warn, got {args.leakage}"),
+        (args.leakage in LEAKAGE_MODES, f"--leakage must be refuse or warn, got {args.leakage}"),
         *eval_checks(args),
         *tracking.checks(args.report_to),
         *cli.numeric_checks(args, positive=("learning_rate", "block_size", "logging_steps"),

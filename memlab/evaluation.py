@@ -398,7 +398,7 @@ def point_headlines(recall: Sequence[dict], recog: Sequence[dict], prefix: Seque
     return out
 
 
-LEAKAGE_MODES = ("refuse", "warn")
+LEAKAGE_MODES = ("refuse", "warn")  # test.py / train.py --leakage
 LEAKAGE_HINT = ("pass --leakage warn (leakage=warn in an experiment) to go on with the overlap reported in "
                 "leakage.json")
 
@@ -418,17 +418,7 @@ def check_seen_unseen_disjoint(seen, unseen, seen_file, unseen_file, leakage: st
                            {str(unseen_file): [{"id": r["id"], "text": r["text"]} for r in unseen]})
     if report["passed"]:
         return list(seen), list(unseen), n_pairs, report
-    from memlab.datagen.leakage import Overlap  # noqa: F401  (the report names rows by id)
-
-    bad_seen, bad_unseen = set(), set()
-    train = [{"id": r["id"], "text": r["text"]} for r in seen]
-    held = [{"id": r["id"], "text": r["text"]} for r in unseen]
-    from memlab.datagen.leakage import HELD_OUT_FIELDS, TRAIN_FIELDS, extract_texts, find_overlaps
-
-    for o in find_overlaps(extract_texts(train, "seen", TRAIN_FIELDS), extract_texts(held, "unseen", HELD_OUT_FIELDS,
-                                                                                      include_messages=False)):
-        bad_seen.add(o.train.row_id)
-        bad_unseen.add(o.held_out.row_id)
+    bad_seen, bad_unseen = set(report["overlapping_ids"]["train"]), set(report["overlapping_ids"]["held_out"])
     keep = [i for i in range(n_pairs) if str(seen[i]["id"]) not in bad_seen and str(unseen[i]["id"]) not in bad_unseen]
     dropped = [str(seen[i].get("pair_id", i)) for i in range(n_pairs) if i not in set(keep)]
     total = "every pair" if n_pairs and not keep else f"{len(dropped)} of {n_pairs} pair(s)"

@@ -26,6 +26,9 @@ import numpy as np
 from memlab.io import DataError
 
 
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")  # the original's npz keys
+
+
 def check_prefix(prefix: str | None) -> tuple[bool, str]:
     """validate() entry: a file-name prefix, not a path."""
     ok = prefix is None or (prefix != "" and "/" not in prefix and os.sep not in prefix and prefix not in (".", ".."))
@@ -73,9 +76,7 @@ def write_test(output_dir, prefix: str, rows: Sequence[dict], n_pairs: int) -> l
 def write_generate(output_dir, prefix: str, rows: Sequence[dict]) -> list[Path]:
     """generate.py --mode prefix rows (first sample of the first prefix) -> the original's recall arrays."""
     from memlab.metrics import rouge_scores
-    from rouge_score import rouge_scorer
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"])
     labels, paths = _labels(rows), []
     for label in labels:
         mine = [r for r in rows if r["checkpoint"] == label and r["sample"] == 0]
@@ -83,9 +84,8 @@ def write_generate(output_dir, prefix: str, rows: Sequence[dict]) -> list[Path]:
         mine = [r for r in mine if r["prefix"] == first]
         truths = [r["true_continuation"] for r in mine]
         comps = [r["generated"] for r in mine]
-        per = [rouge_scores(c, t) | {"rougeL": scorer.score(t, c)["rougeL"].fmeasure} for c, t in zip(comps, truths)]
-        means = {k: np.float64(np.mean([p[k] for p in per])) if per else np.float64("nan")
-                 for k in ("rouge1", "rouge2", "rougeL", "rougeLsum")}
+        per = [rouge_scores(c, t, ROUGE_KEYS) for c, t in zip(comps, truths)]
+        means = {k: np.float64(np.mean([p[k] for p in per])) if per else np.float64("nan") for k in ROUGE_KEYS}
         path = npz_path(output_dir, prefix, None if len(labels) == 1 else label)
         write_npz(path, ground_truths=np.array(truths, dtype=str), completions=np.array(comps, dtype=str),
                   prompts=np.array([r["prompt"] for r in mine], dtype=str), **means)

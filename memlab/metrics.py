@@ -221,7 +221,7 @@ def closing_identifier(text: str, pattern: str = ID_PATTERN) -> str | None:
 _ROUGE = None
 
 
-def rouge_scores(generated_text: str, true_text: str) -> dict:
+def rouge_scores(generated_text: str, true_text: str, keys=("rouge1", "rouge2", "rougeLsum")) -> dict:
     """ROUGE-1, ROUGE-2 and ROUGE-Lsum F1 of a continuation, computed by the `rouge-score` package with its
     defaults (no stemming; lower-cased alphanumeric tokens; Lsum splits summaries on newlines), as the
     recognition study's generate.py computed them (through `evaluate`'s rouge, which calls this package)."""
@@ -229,9 +229,9 @@ def rouge_scores(generated_text: str, true_text: str) -> dict:
     if _ROUGE is None:
         from rouge_score import rouge_scorer
 
-        _ROUGE = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeLsum"])
+        _ROUGE = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"])
     s = _ROUGE.score(true_text, generated_text)  # (target, prediction)
-    return {k: float(v.fmeasure) for k, v in s.items()}
+    return {k: float(s[k].fmeasure) for k in keys}
 
 
 def recall_metrics(generated_ids: Sequence[int], true_ids: Sequence[int], generated_text: str,

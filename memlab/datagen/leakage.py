@@ -119,6 +119,9 @@ def check_leakage(train_sets: Mapping[str, Sequence[Mapping]],
     }
     if skipped:  # only then, so reports (and manifests) of sets without such rows keep their old form
         report["intentionally_seen_skipped"] = skipped
+    if overlaps:  # which rows, so a caller can drop or mark them (test.py --leakage warn)
+        report["overlapping_ids"] = {"train": sorted({o.train.row_id for o in overlaps}),
+                                     "held_out": sorted({o.held_out.row_id for o in overlaps})}
     return report
 
 
