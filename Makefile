@@ -21,7 +21,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -rs --durations=15 -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -rs --durations=15 -n 2 --dist loadfile --timeout 1200 tests
 
 # The main job: experiment 1 (exposures) on the embedded SmolLM2-135M, small grid (full fine-tuning and
 # LoRA), on this machine's CPU. Results, tidy CSVs and plots go to runs/demo/expt1/.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 def ensure_installed() -> str | None:
     """None when SLURM is usable, else the reason it is not."""
-    if all(shutil.which(b) for b in ("slurmctld", "slurmd", "sbatch", "munged")):
+    if all(shutil.which(b) for b in ("slurmctld", "slurmd", "sbatch", "munged", "munge")):
         return None
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         return "SLURM is not installed and this user cannot apt-get install it"
@@ -58,6 +58,37 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """
 
 
+MUNGE_PID = Path("/run/munge/munged.pid")
+_STARTED_MUNGE = False
+
+
+def munge_works() -> bool:
+    """munged answers: a credential can be made (a pid file alone proves nothing: a munged killed with the
+    session before CI leaves its pid file and socket behind, and every SLURM call then waits on it)."""
+    try:
+        return subprocess.run(["munge", "-n"], capture_output=True, timeout=10).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def start_munge() -> None:
+    """Start munged unless one answers; --force takes over the socket a dead one left."""
+    global _STARTED_MUNGE
+    if munge_works():
+        return
+    Path("/run/munge").mkdir(parents=True, exist_ok=True)
+    shutil.chown("/run/munge", "munge", "munge")
+    MUNGE_PID.unlink(missing_ok=True)
+    p = subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged", "--force"], capture_output=True,
+                       text=True, timeout=30)
+    deadline = time.time() + 20
+    while not munge_works():
+        if time.time() > deadline:
+            raise RuntimeError(f"munged did not start (rc {p.returncode}): {p.stderr[-500:]}")
+        time.sleep(0.2)
+    _STARTED_MUNGE = True
+
+
 class LocalSlurm:
     def __init__(self, workdir: Path):
         self.d = Path(workdir)
@@ -76,19 +107,19 @@ class LocalSlurm:
         (d / "gres.conf").write_text(f"AutoDetect=off\nNodeName=localhost Name=gpu File={d}/gpu/fakegpu[0-1]\n")
         self.env = {"SLURM_CONF": str(d / "slurm.conf")}
         env = {**os.environ, **self.env}
-        Path("/run/munge").mkdir(parents=True, exist_ok=True)
-        shutil.chown("/run/munge", "munge", "munge")
-        if not Path("/run/munge/munged.pid").exists():
-            subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True)
-            self._munge_started = True
-        subprocess.run(["slurmctld", "-i"], check=True, env=env)
-        subprocess.run(["slurmd", "-N", "localhost"], check=True, env=env)
-        for _ in range(100):
-            p = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
+        start_munge()
+        subprocess.run(["slurmctld", "-i"], check=True, env=env, timeout=60)
+        subprocess.run(["slurmd", "-N", "localhost"], check=True, env=env, timeout=60)
+        deadline, p = time.time() + 90, None
+        while time.time() < deadline:  # every call bounded: a daemon that never answers fails the fixture
+            try:
+                p = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True, timeout=15)
+            except subprocess.TimeoutExpired:
+                continue
             if p.stdout.strip() == "idle":
                 return self.env
             time.sleep(0.2)
-        raise RuntimeError(f"local SLURM node never became idle: {p.stdout} {p.stderr}; "
+        raise RuntimeError(f"local SLURM node never became idle: {p and p.stdout} {p and p.stderr}; "
                            f"log: {(d / 'slurmctld.log').read_text()[-1000:] if (d / 'slurmctld.log').exists() else ''}")
 
     def stop(self) -> None:
@@ -99,8 +130,8 @@ class LocalSlurm:
                     os.kill(int(p.read_text().strip()), 15)
                 except (ProcessLookupError, ValueError):
                     pass
-        if getattr(self, "_munge_started", False) and Path("/run/munge/munged.pid").exists():
+        if _STARTED_MUNGE and MUNGE_PID.exists():
             try:
-                os.kill(int(Path("/run/munge/munged.pid").read_text().strip()), 15)
+                os.kill(int(MUNGE_PID.read_text().strip()), 15)
             except (ProcessLookupError, ValueError):
                 pass
