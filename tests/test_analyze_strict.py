@@ -14,6 +14,7 @@ import pytest
 
 from helpers import ROOT, error_line, script
 from memlab import cli
+from memlab.analysis import plots, summary
 
 FACTS = ("object-0000", "object-0001", "object-0002")
 EXPOSURES = (1, 2)
@@ -68,9 +69,8 @@ def make_task(root, name, method):
 
 @pytest.fixture
 def runs(tmp_path, monkeypatch):
-    mod = script("analyze")
-    for name in [n for n in vars(mod) if n.startswith("plot_")]:  # plots are not under test here (slow)
-        monkeypatch.setattr(mod, name, lambda *a, **k: None)
+    monkeypatch.setattr(plots, "PLOTS_FROM_TABLES", [])  # plots are not under test here (slow)
+    monkeypatch.setattr(plots, "PLOTS_FROM_FACTS", [])
     root = tmp_path / "expt1"
     make_task(root, FULL, "full")
     make_task(root, LORA, "lora")
@@ -258,11 +258,10 @@ def test_a_failed_analyze_leaves_the_previous_outputs_whole(runs, capsys, monkey
     code, _, err = analyze(runs, capsys)
     assert code == 0, err
     before = {p.name: p.read_bytes() for p in runs.iterdir() if p.is_file()}
-    mod = script("analyze")
 
     def full_disk(*a, **k):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(mod, "summary_table", full_disk)  # fails after the tidy CSVs were written (to the temp dir)
+    monkeypatch.setattr(summary, "summary_table", full_disk)  # fails after the tidy CSVs were written (to the temp dir)
     code, _, err = analyze(runs, capsys)
     assert code == 2 and "No space left on device" in error_line(err) and "previous outputs are unchanged" in err
     assert {p.name: p.read_bytes() for p in runs.iterdir() if p.is_file()} == before

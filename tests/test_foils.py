@@ -248,14 +248,15 @@ def _items(exposures=(1, 2, 4)):
 
 
 def test_foil_type_table():
-    analyze = script("analyze")
-    t = analyze.foil_type_table(_items(), n_boot=100)
+    from memlab.analysis.tables import foil_type_table
+
+    t = foil_type_table(_items(), n_boot=100)
     assert len(t) == 9 and set(t.n_pairs) == {4}
     got = {(r.foil_type, r.exposure): r.two_afc for r in t.itertuples()}
     assert got[("novel", 1)] == 0.25 and got[("novel", 4)] == 1.0
     assert got[("synonym", 1)] == 0.0 and got[("synonym", 4)] == 0.5 and got[("char_scramble", 2)] == 1.0
     assert (t.two_afc_ci_low <= t.two_afc).all() and (t.two_afc <= t.two_afc_ci_high).all()
-    assert analyze.foil_type_table(_items().drop(columns="foil_type")).empty
+    assert foil_type_table(_items().drop(columns="foil_type")).empty
 
 
 def test_analyze_writes_the_foil_type_table_and_plot(tmp_path):

@@ -6,6 +6,9 @@ import pandas as pd
 import pytest
 
 from helpers import script
+from memlab.analysis.items import collect_facts
+from memlab.analysis.stages import HELDOUT_KIND
+from memlab.analysis.summary import learning_summary
 from memlab.learning import (events_from_sequence, knownness, learned_fraction, learning_events, majority,
                              median_table, median_with_ci, recall_status, recognition_status, slick_category)
 
@@ -286,7 +289,6 @@ def test_analyze_writes_per_item_and_learning(tmp_path):
 
 def test_per_item_other_stages(tmp_path):
     """Step-labelled recognition (expt2), membership inference (expt4/6) and prefix recall (expt5) rows."""
-    analyze = script("analyze")
     task = tmp_path / "other" / "cell0"
     task.mkdir(parents=True)
     (task / "cell.json").write_text(json.dumps({"expt": "x", "seed": 1}))
@@ -306,7 +308,7 @@ def test_per_item_other_stages(tmp_path):
                             "exact_match": 1.0, "token_accuracy": 1.0, "lcp_tokens": 5, "rouge_l": 1.0,
                             "id_recalled": None, "generated": "x", "true_continuation": "x"}])
     write_run(task / "prefix_recall", prefix, {"by_prefix": []})
-    facts = analyze.collect_facts(tmp_path / "other")
+    facts = collect_facts(tmp_path / "other")
     items = facts["per_item"]
     assert facts["learning"].empty and set(items.stage) == {"retention_recognition", "mia", "prefix_recall"}
     r = items[items.stage == "retention_recognition"]
@@ -321,18 +323,15 @@ def test_per_item_other_stages(tmp_path):
 
 def test_heldout_known_facts_stay_out_of_the_learning_summary():
     """expt7's held-out known facts are never trained: kept in learning.csv, left out of the summary."""
-    from helpers import script
-
-    analyze = script("analyze")
     rows = [{"method": "full", "stage": "prior_recall", "tier": "all", "fact_id": f"f{i}", "kind": "novel",
              "knownness": "Unknown", "exposures_to_criterion": 2, "first_recalled_exposure": 2,
              "forgetting_events": 0, "n_evaluated_exposures": 3, "last_exposure": 5} for i in range(4)]
-    rows += [{**r, "fact_id": f"h{i}", "kind": analyze.HELDOUT_KIND, "knownness": "MaybeKnown",
+    rows += [{**r, "fact_id": f"h{i}", "kind": HELDOUT_KIND, "knownness": "MaybeKnown",
               "exposures_to_criterion": None, "first_recalled_exposure": None} for i, r in enumerate(rows)]
     df = pd.DataFrame(rows)
     for c in ("exposures_to_criterion", "first_recalled_exposure"):
         df[c] = df[c].astype("Int64")
-    text = analyze.learning_summary({"learning": df})
+    text = learning_summary({"learning": df})
     line = [x for x in text.splitlines() if x.split()[:2] == ["full", "all"]][0].split()
     assert line[2:4] == ["4", "4"]  # n_facts, n_reached: the 4 trained facts only
     assert "MaybeKnown" not in text  # the held-out facts' category has no trained fact

@@ -1,0 +1,27 @@
+"""The analysis of a sweep (analyze.py is its command line; every output file and column: docs/analysis.md).
+
+- stages.py: where each stage's results are (`stage_dir`, the one stage -> directory map) and the stage-name
+  groups; standard library only.
+- readers.py: the strict reads (`Inputs`, `BrokenInput`), and `cell_status` (stale and unfinished cells).
+- tables.py: the tidy tables (`TABLES`: name -> rows of one task; `collect`), `foil_type_table`.
+- items.py: per_item.csv and learning.csv (`collect_facts`).
+- canaries.py: memorization vs canary copies (`canary_table`, tidy_canaries.csv rows).
+- summary.py: summary.txt's blocks (`SUMMARIES`).
+- plots.py: every plot (`PLOTS_FROM_TABLES`, `PLOTS_FROM_FACTS`); the only module that imports matplotlib.
+- output.py: writing the outputs atomically.
+
+`registries()` gives analyze.py what it builds; an experiment module can add its own tables, plots and
+summary blocks to them.
+"""
+from __future__ import annotations
+
+
+def registries() -> tuple[dict, list, list, dict]:
+    """(tidy tables: name -> rows_fn(task, cell, inputs), plots of the tidy tables, plots of per_item/learning,
+    summary.txt blocks: name -> fn(tables, facts)), fresh copies of the modules' defaults in their order; the
+    tidy tables end with `canaries`."""
+    # imported here, not at the top: importing memlab.analysis.stages must not load pandas and matplotlib
+    from memlab.analysis import canaries, plots, summary, tables
+
+    return ({**tables.TABLES, "canaries": canaries.canary_rows}, list(plots.PLOTS_FROM_TABLES),
+            list(plots.PLOTS_FROM_FACTS), dict(summary.SUMMARIES))
