@@ -37,10 +37,13 @@ import torch
 
 from memlab import cli, dpo, quiet, runtime, tracking, training
 from memlab.io import append_jsonl, write_csv_atomic, write_json_atomic, write_jsonl_atomic
-from memlab.models import is_adapter_dir, load_tokenizer
+from memlab.models import is_adapter_dir, load_tokenizer, trust_remote_code_arg
 from memlab.runtime import TrainRuntimeArgs
 from memlab.rundir import empty_dir, guard_output_dir, prepare_run_dir, read_metrics, write_results
 from memlab.likelihood import distributed_map
+
+# after memlab, whose import sets the Hugging Face offline mode and the noise filters (memlab/__init__.py)
+from accelerate.utils import set_seed
 
 
 @dataclass
@@ -48,10 +51,9 @@ class DPOArgs(TrainRuntimeArgs):
     sft_checkpoint: Optional[str] = cli.arg(None, "SFT checkpoint of train.py to start from (required): a full model "
                                             "directory or a LoRA adapter directory; the SFT model, frozen, is the "
                                             "reference")
-    output_dir: Optional[str] = cli.arg(None, "run directory (required): config.json, pairs.jsonl, metrics.jsonl, "
-                                        "checkpoints/, items.csv and results.json are written there")
-    overwrite_output_dir: bool = cli.arg(False, "empty an --output_dir that holds anything else than this script's "
-                                         "run with the same configuration, then write")
+    output_dir: Optional[str] = cli.output_dir_arg("config.json, pairs.jsonl, metrics.jsonl, checkpoints/, items.csv "
+                                                   "and results.json", kind="run directory")
+    overwrite_output_dir: bool = cli.overwrite_output_dir_arg()
     pairs_file: Optional[str] = cli.arg(None, "DPO pairs JSONL {id, fact_id, prompt, chosen, rejected}, e.g. the "
                                         "dpo_pairs.jsonl of make_data.py facts; give this or --pairs_from_generate")
     pairs_from_generate: Optional[str] = cli.arg(None, "on-policy pairs: the items.csv of a generate.py --mode qa "
@@ -96,8 +98,7 @@ class DPOArgs(TrainRuntimeArgs):
     seed: int = cli.arg(0, "random seed of the pair order and of a new LoRA adapter's initialisation")
     logging_steps: int = cli.arg(1, "write a row (loss, reward margin and accuracy, log-probs, learning rate) to "
                                  "metrics.jsonl and the trackers every this many optimizer steps and at the last")
-    trust_remote_code: bool = cli.arg(False, "allow a model or tokenizer that ships its own Python code (Hugging "
-                                      "Face trust_remote_code); only for sources you trust")
+    trust_remote_code: bool = trust_remote_code_arg()
     report_to: str = cli.arg("none", "also send the training curves to none, tensorboard, wandb or all "
                              "(accelerate's trackers; W&B runs offline unless WANDB_MODE says otherwise); "
                              "metrics.jsonl is written in any case")
@@ -110,7 +111,8 @@ def validate(args: DPOArgs) -> None:
     found = bool(args.sft_checkpoint) and Path(args.sft_checkpoint).is_dir()
     adapter_r = None
     if found and is_adapter_dir(args.sft_checkpoint):
-        from peft import PeftConfig
+        from peft import PeftConfig  # only for an adapter: peft imports bitsandbytes (seconds; -h needs none)
+
         adapter_r = PeftConfig.from_pretrained(args.sft_checkpoint).r
     cli.collect_errors([
         (args.sft_checkpoint is not None, "--sft_checkpoint is required"),
@@ -218,8 +220,6 @@ class Job:
 
 def setup(args: DPOArgs) -> Job:
     """Output directory, accelerator, pairs, policy and frozen reference, optimizer and schedule, run directory."""
-    from accelerate.utils import set_seed
-
     # precision, attention kernel, k-bit loading: resolved for this machine and checked before anything is written
     rt = runtime.resolve_train(args, lora=args.lora_r > 0 or is_adapter_dir(args.sft_checkpoint))
     # the output-directory rule, before any model loads; the same configuration re-runs into the emptied directory

@@ -29,19 +29,25 @@ results.json (per checkpoint × prefix, or × tier × temperature, with bootstra
 """
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from typing import Optional
 
 from memlab import evaluation, legacy, metrics, runtime
-from memlab.cli import arg, collect_errors, parse_list, run
+from memlab.cli import arg, collect_errors, output_dir_arg, overwrite_output_dir_arg, parse_list, run
 from memlab.generation import SentenceEmbedder, prefix_tasks, qa_prompt_ids, read_probes
 from memlab.io import read_texts, write_csv_atomic
-from memlab.models import DEFAULT_MODEL
+from memlab.models import model_name_or_path_arg
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
 from memlab.runtime import EvalRuntimeArgs
 from memlab.likelihood import (ModelPool, checkpoint_position, checkpoints_field, has_chat_template,
                             load_eval_tokenizer, targets_and_labels)
+
+# after memlab, whose import sets the Hugging Face offline mode and the noise filters (memlab/__init__.py)
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
 
 @dataclass
 class GenerateArgs(EvalRuntimeArgs):
@@ -49,13 +55,11 @@ class GenerateArgs(EvalRuntimeArgs):
                               "(answer probe questions)")
     input_file: Optional[str] = arg(None, "input (required); prefix: plain text items; qa: probes (.jsonl, or .csv "
                                     "with --tier_columns)")
-    output_dir: Optional[str] = arg(None, "output directory (required): config.json, items.csv and results.json "
-                                    "are written there")
-    overwrite_output_dir: bool = arg(False, "empty an --output_dir that holds anything else than this script's run "
-                                     "with the same configuration, then write")
-    model_name_or_path: str = arg(DEFAULT_MODEL, "base model: a built-in name or a local model directory; its "
-                                  "tokenizer serves every checkpoint, and it generates itself when no "
-                                  "--checkpoints are given")
+    output_dir: Optional[str] = output_dir_arg("config.json, items.csv and results.json")
+    overwrite_output_dir: bool = overwrite_output_dir_arg()
+    model_name_or_path: str = model_name_or_path_arg("base model: a built-in name or a local model directory; its "
+                                                     "tokenizer serves every checkpoint, and it generates itself when "
+                                                     "no --checkpoints are given")
     checkpoints: Optional[list[str]] = checkpoints_field(
         "checkpoint directories to generate with, e.g. run/checkpoints/exposure_* (globs, comma-separated lists, "
         "several values and repeated flags all work); when not given: the --model_name_or_path model itself")
@@ -126,8 +130,6 @@ def validate(args: GenerateArgs) -> None:
 
 
 def id_pattern_check(pattern: str) -> tuple[bool, str]:
-    import re
-
     try:
         re.compile(pattern)
         return True, ""
@@ -183,8 +185,6 @@ def main(args: GenerateArgs) -> dict:
     validate(args)
     rt = runtime.resolve_eval(args)  # precision, attention, k-bit loading: checked before any model loads
     guard_output_dir(args.output_dir, "generate.py", args, args.overwrite_output_dir)  # before any model loads
-    from accelerate import Accelerator
-    from transformers import set_seed
 
     if args.mode == "prefix":
         items = read_texts(args.input_file, args.text_column)

@@ -42,11 +42,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memlab.cli import arg, collect_errors, parse_args, parse_list
-from memlab.datagen import cloze, convert, documents, facts, grammar, leakage, membership, recognition, wordlists
+from memlab.datagen import (cloze, convert, documents, facts, grammar, leakage, lexicon, membership, recognition,
+                            wordlists)
 from memlab.datagen.common import build_manifest, dedupe_by_normalized_text, write_dataset
 from memlab.rundir import check_inputs_outside, lock_dir, release_locks
 from memlab.datagen.known_facts import KNOWN_FACTS
 from memlab.io import DataError, check_writable_dir, parse_tier_columns, read_texts
+from memlab.models import BUILTIN_MODELS, DEFAULT_MODEL, load_tokenizer, model_name_or_path_arg
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CORPUS = "data/corpus/sentences.jsonl"
@@ -81,7 +83,7 @@ class DocumentsArgs:
     seed: int = arg(0, "random seed; the same seed gives byte-identical files")
     n_docs: int = arg(50, "number of ID documents to write, at most 9*10^(id_digits-1)")
     doc_tokens: int = arg(256, "target length of each document in tokens of --tokenizer (approximate; at least 32)")
-    tokenizer: str = arg("smollm2-135m", "tokenizer used to count tokens (built-in name or local dir)")
+    tokenizer: str = arg(DEFAULT_MODEL, "tokenizer used to count tokens (built-in name or local dir)")
     id_digits: int = arg(5, "digits of the [DOC_n] identifiers, 3..9")
 
 
@@ -161,7 +163,8 @@ class FreqsArgs:
     output_dir: str = arg("", "directory to write freqs.json to (required)")
     corpus: str = arg(DEFAULT_CORPUS, "reference corpus (JSONL/TXT/CSV) whose token frequencies are counted")
     text_column: str = arg("", "text column of --corpus (default: text, else the first string column)")
-    model_name_or_path: str = arg("smollm2-135m", "model (built-in name or local dir) whose tokenizer counts tokens")
+    model_name_or_path: str = model_name_or_path_arg("model (built-in name or local dir) whose tokenizer counts "
+                                                     "tokens")
 
 
 def _writable(output_dir: str) -> tuple[bool, str]:
@@ -229,8 +232,6 @@ def run_documents(args: DocumentsArgs) -> Path:
         (1 <= args.n_docs <= 9 * 10 ** (args.id_digits - 1), "--n_docs must be in 1..9*10^(id_digits-1)"),
         (3 <= args.id_digits <= 9, "--id_digits must be in 3..9"),
         (args.doc_tokens >= 32, "--doc_tokens must be >= 32")])
-    from memlab.models import load_tokenizer
-
     tok = load_tokenizer(args.tokenizer)
 
     def n_tokens(text: str) -> int:
@@ -259,15 +260,11 @@ def run_recognition(args: RecognitionArgs) -> Path:
          + "".join(f" (unknown: {t})" for t in types if t not in recognition.FOIL_TYPES)),
         (args.n_pairs >= 1, "--n_pairs must be >= 1"), (args.min_words >= 2, "--min_words must be >= 2")])
     if args.paraphrase_model:  # checked up front (nothing loads): a typo shows even when no foil needs the model
-        from memlab.models import BUILTIN_MODELS
-
         if not (Path(args.paraphrase_model).is_dir() or args.paraphrase_model in BUILTIN_MODELS):
             raise DataError(f"--paraphrase_model {args.paraphrase_model}: not a local model directory nor a "
                             f"built-in model name {list(BUILTIN_MODELS)}")
     corpus, dropped = _read_corpus(args.corpus, args.text_column)
-    from memlab.datagen import lexicon as lex
-
-    table = lex.read_lexicon(args.lexicon) if args.lexicon else lex.BUILTIN_SYNONYMS
+    table = lexicon.read_lexicon(args.lexicon) if args.lexicon else lexicon.BUILTIN_SYNONYMS
     loaded = []
 
     def paraphraser(texts):  # the model loads only when a paraphrase foil needs it
@@ -350,8 +347,7 @@ def run_check(args: CheckArgs) -> Path | None:
 
 def run_freqs(args: FreqsArgs) -> Path:
     """Token counts of --corpus under the model's tokenizer (memlab/datagen/freqs.py), for dc_pdd."""
-    from memlab.datagen import freqs
-    from memlab.models import load_tokenizer
+    from memlab.datagen import freqs  # numpy: ~0.2 s on every make_data.py command; only freqs needs it
 
     collect_errors([(bool(args.output_dir), "--output_dir is required"), _writable(args.output_dir or "."),
                     (bool(args.corpus), "--corpus is required")])

@@ -53,20 +53,27 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 
 from memlab import attacks, runtime
-from memlab.cli import arg, collect_errors, parse_list, run
+from memlab.cli import arg, collect_errors, output_dir_arg, overwrite_output_dir_arg, parse_list, run
+from memlab.datagen import freqs
 from memlab.io import DataError, read_texts, split_paths, write_csv_atomic
-from memlab.models import DEFAULT_MODEL, resolve_model_path
+from memlab.models import is_adapter_dir, model_name_or_path_arg, resolve_model_path
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
 from memlab.runtime import EvalRuntimeArgs
 from memlab.likelihood import (EncodedItem, ModelPool, check_tokenizer_match, checkpoint_position, checkpoints_field,
                             distributed_map, encode_items, load_eval_tokenizer, score_items, targets_and_labels)
+
+# after memlab, whose import sets the Hugging Face offline mode and the noise filters (memlab/__init__.py)
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_FREQS_CORPUS = "data/corpus/sentences.jsonl"
@@ -81,13 +88,11 @@ class MiaArgs(EvalRuntimeArgs):
                                     "--mia_dir")
     mia_dir: Optional[str] = arg(None, "an output directory of make_data.py mia (members.jsonl + nonmembers.jsonl), "
                                  "instead of --members and --nonmembers")
-    output_dir: Optional[str] = arg(None, "output directory (required): config.json, items.csv, plots/ and "
-                                    "results.json are written there")
-    overwrite_output_dir: bool = arg(False, "empty an --output_dir that holds anything else than this script's run "
-                                     "with the same configuration, then write")
-    model_name_or_path: str = arg(DEFAULT_MODEL, "target model: a built-in name or a local model directory; its "
-                                  "tokenizer encodes every item, and it is attacked itself when no --checkpoints "
-                                  "are given")
+    output_dir: Optional[str] = output_dir_arg("config.json, items.csv, plots/ and results.json")
+    overwrite_output_dir: bool = overwrite_output_dir_arg()
+    model_name_or_path: str = model_name_or_path_arg("target model: a built-in name or a local model directory; "
+                                                     "its tokenizer encodes every item, and it is attacked itself "
+                                                     "when no --checkpoints are given")
     checkpoints: Optional[list[str]] = checkpoints_field(
         "checkpoint directories to attack, e.g. run/checkpoints/exposure_* (globs, comma-separated lists, several "
         "values and repeated flags all work); when not given: the --model_name_or_path model itself")
@@ -247,8 +252,6 @@ def kbit_gradnorm(args: MiaArgs, rt: dict, chosen: list[str], targets: list) -> 
     """gradnorm differentiates the weights; a k-bit quantized full model has integer weights (no gradient):
     asked for by --attacks it is one error before anything is written, chosen by default it is skipped with
     one line. LoRA adapters on a quantized base keep float parameters and are differentiated as usual."""
-    from memlab.models import is_adapter_dir
-
     full = [t for t in targets if not (Path(str(t)).is_dir() and is_adapter_dir(t))]
     if rt["quantization"] == "none" or "gradnorm" not in chosen or not full:
         return chosen
@@ -280,8 +283,6 @@ def recall_prefix(args: MiaArgs, rows: list[dict]) -> tuple[list[str], dict, lis
 
 def load_freqs(args: MiaArgs, tok) -> tuple[np.ndarray, dict]:
     """Laplace-smoothed token frequencies for dc_pdd and the table's record (path, sha256, tokenizer)."""
-    from memlab.datagen import freqs
-
     path = args.freqs
     if not path:
         path = freqs.default_table(ROOT / DEFAULT_FREQS_CORPUS, tok, args.model_name_or_path)
@@ -291,9 +292,7 @@ def load_freqs(args: MiaArgs, tok) -> tuple[np.ndarray, dict]:
 
 def make_neighbours(args: MiaArgs, rows: list[dict]) -> tuple[list[list[str]], dict]:
     """`--neighbours` neighbour texts per row and the neighbourhood record (neighbour_source, rate, ...)."""
-    import zlib as _zlib
-
-    seeds = [[args.seed, _zlib.crc32(f"{r['split']}:{r['id']}".encode())] for r in rows]
+    seeds = [[args.seed, zlib.crc32(f"{r['split']}:{r['id']}".encode())] for r in rows]
     if args.neighbour_model:
         nbs = mlm_neighbours(args.neighbour_model, [r["text"] for r in rows], args.neighbours, args.neighbour_rate,
                              seeds)
@@ -316,7 +315,7 @@ def mlm_neighbours(model_dir: str, texts: list[str], n: int, rate: float, seeds)
     words (attacks.replaced_positions) are replaced one after another, each by a word drawn uniformly from
     the MLM's MLM_TOP_K most likely whole-word, alphabetic predictions for a [MASK] in its place (other
     than the original word). Deterministic in the seeds (eval mode, no dropout)."""
-    import torch
+    # only with --neighbour_model: transformers' model classes add ~0.5 s to every start (-h, a bad input)
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     d = Path(model_dir)
@@ -368,8 +367,6 @@ def mlm_neighbours(model_dir: str, texts: list[str], n: int, rate: float, seeds)
 def trainable_parameters(model, target) -> tuple[list, str]:
     """(parameters, kind) gradnorm differentiates: the active LoRA adapter's parameters for an adapter
     checkpoint, else every parameter of the model but LoRA ones."""
-    from memlab.models import is_adapter_dir
-
     named = list(model.named_parameters())
     p = Path(str(target))
     if p.is_dir() and is_adapter_dir(p):
@@ -385,8 +382,6 @@ def trainable_parameters(model, target) -> tuple[list, str]:
 def gradient_norms(model, target, enc, accelerator=None) -> tuple[list[float], dict]:
     """Per item, ||grad_theta NLL(x)||_2 (NLL = the mean over the item's scored tokens), one backward pass
     per item (attacks.gradnorm_score)."""
-    import torch
-
     params, kind = trainable_parameters(model, target)
     flags = [t.requires_grad for t in params]
     device = next(model.parameters()).device
@@ -425,19 +420,77 @@ def resolve_reference_models(args: MiaArgs, tok) -> list[str]:
     return refs
 
 
+@dataclass
+class Mia:
+    """What the steps after `setup` share: the evaluated items, the attacks, the targets and their references,
+    the model pool."""
+    args: MiaArgs
+    ks: list[float]                  # --min_k, parsed
+    rt: dict                         # dtype, attention, quantization, device as resolved (memlab.runtime)
+    acc: object
+    tok: object
+    rows: list[dict]                 # members then non-members (ReCaLL's held-apart prefix removed)
+    keys: list[str]                  # per row, its split-qualified id: ids may repeat across the two files
+    enc: list[EncodedItem]           # the rows encoded under those keys
+    chosen: list[str]                # the attacks, in the order of valid_attacks
+    targets: list
+    labels: list[str]
+    refs: list[tuple[Optional[str], str]]  # (reference model or None, the rule that chose it) per target
+    records: dict                    # per-attack records for results.json (recall, dc_pdd, neighbourhood, rmia)
+    prefix_texts: Optional[list[str]]  # recall: the non-member prefix P
+    freq_table: Optional[np.ndarray]   # dc_pdd: the token frequencies
+    rmia_refs: list[str]
+    pool: ModelPool
+    ref_scores: dict = field(default_factory=dict)  # reference model -> its scores, kept across checkpoints
+
+    def batch_size(self, model, items) -> int:
+        return runtime.resolve_batch_size(self.args.batch_size, model, "score", max(len(e.input_ids) for e in items))
+
+    def score_on(self, model, items=None, stats=False) -> list:
+        """One scoring pass of `model` over `items` (default: the evaluated items); `stats`: the per-token arrays
+        the per-token attacks need as well."""
+        items = self.enc if items is None else items
+        return score_items(model, items, self.tok.pad_token_id, self.batch_size(model, items), self.args.padding_side,
+                           token_logprobs=stats, distribution_stats=stats, accelerator=self.acc)
+
+
+@dataclass
+class AttackInputs:
+    """What the attacks beyond the per-token ones score besides the evaluated items, built once for every
+    checkpoint."""
+    enc_cond: Optional[list[EncodedItem]] = None  # recall: each item after the prefix P
+    enc_nb: Optional[list[EncodedItem]] = None    # neighbourhood: every item's neighbours
+    nb_index: list[list[int]] = field(default_factory=list)  # per item, its neighbours' positions in enc_nb
+    pop_enc: Optional[list[EncodedItem]] = None   # rmia: the population z
+    same: Optional[list[int]] = None              # rmia: per item, its position in the population (-1: none)
+    non_idx: list[int] = field(default_factory=list)  # rmia without --rmia_population: the non-members' rows
+    rmia_ref_nll: list[list[float]] = field(default_factory=list)  # per reference model, per item
+    rmia_ref_pop: list[list[float]] = field(default_factory=list)  # per reference model, per population sample
+
+
 def main(args: MiaArgs) -> dict:
-    ks = validate(args)
+    """validate -> setup -> attack inputs -> each checkpoint scored and attacked -> items.csv, results.json."""
+    mia = setup(args, validate(args))
+    inputs = attack_inputs(mia)
+    items, per_ckpt = [], []
+    for target, label, (ref, rule) in zip(mia.targets, mia.labels, mia.refs):
+        ckpt_rows, block = attack_checkpoint(mia, inputs, target, label, ref, rule)
+        items += ckpt_rows
+        per_ckpt.append(block)
+    return write_outputs(mia, items, per_ckpt)
+
+
+def setup(args: MiaArgs, ks: list[float]) -> Mia:
+    """Every check before anything is written (runtime, output directory, items, attacks, checkpoints,
+    references, frequency table), then config.json, the encoded items and the model pool."""
     rt = runtime.resolve_eval(args)  # precision, attention, k-bit loading: checked before any model loads
     guard_output_dir(args.output_dir, "membership_inference.py", args, args.overwrite_output_dir)  # before any model loads
-    from accelerate import Accelerator
-    from transformers import set_seed
-
     rows = load_items(args)
     chosen = select_attacks(args, ks, rows)
-    extra = {}
+    records = {}
     prefix_texts = None
     if "recall" in chosen:
-        prefix_texts, extra["recall"], rows = recall_prefix(args, rows)
+        prefix_texts, records["recall"], rows = recall_prefix(args, rows)
     targets, labels = targets_and_labels(args.model_name_or_path, args.checkpoints)
     chosen = kbit_gradnorm(args, rt, chosen, targets)
     acc = Accelerator()
@@ -451,135 +504,166 @@ def main(args: MiaArgs) -> dict:
     freq_table = None
     if "dc_pdd" in chosen:
         freq_table, rec = load_freqs(args, tok)
-        extra["dc_pdd"] = {"a": args.dc_pdd_a, "freqs": rec}
+        records["dc_pdd"] = {"a": args.dc_pdd_a, "freqs": rec}
     rmia_refs = resolve_reference_models(args, tok) if "rmia" in chosen else []
     if acc.is_main_process:
         prepare_run_dir(args.output_dir, args, "membership_inference.py",
                         extra={"num_processes": acc.num_processes, "min_k": ks, "attacks": chosen,
                                "runtime": rt})
-    keys = [f"{r['split']}:{r['id']}" for r in rows]
-    # ids may repeat across the two files: score under a split-qualified key
+    keys = [f"{r['split']}:{r['id']}" for r in rows]  # ids may repeat across the two files: score under these
     enc = encode_items(tok, [{"id": k, "text": r["text"]} for k, r in zip(keys, rows)])
     pool = ModelPool(device=acc.device, fallback_base=args.model_name_or_path, **runtime.pool_kwargs(rt))
-    ref_cache: dict[str, list] = {}
+    return Mia(args, ks, rt, acc, tok, rows, keys, enc, chosen, targets, labels, refs, records, prefix_texts,
+               freq_table, rmia_refs, pool)
 
-    def batch_size(model, items) -> int:
-        return runtime.resolve_batch_size(args.batch_size, model, "score", max(len(e.input_ids) for e in items))
 
-    def score_on(model, items=enc, stats=False):
-        return score_items(model, items, tok.pad_token_id, batch_size(model, items), args.padding_side,
-                           token_logprobs=stats, distribution_stats=stats, accelerator=acc)
+def attack_inputs(mia: Mia) -> AttackInputs:
+    """The prefixed items of recall, the neighbours of neighbourhood, the population of rmia and its
+    reference models' scores; each attack's record goes to `mia.records`."""
+    inputs = AttackInputs()
+    if "recall" in mia.chosen:
+        inputs.enc_cond = recall_items(mia)
+    if "neighbourhood" in mia.chosen:
+        inputs.enc_nb, inputs.nb_index = neighbour_items(mia)
+    if "rmia" in mia.chosen:
+        rmia_inputs(mia, inputs)
+    return inputs
 
-    def score(target, items=enc, keep=False, stats=False):
-        with pool.use(target, keep=keep) as model:  # one pass per model serves every per-token attack
-            return score_on(model, items, stats)
 
-    enc_cond = None
-    if "recall" in chosen:
-        p_ids = tok(" ".join(prefix_texts)).input_ids
-        # all of x's own tokens after the prefix, none of the prefix's (as in the ReCaLL authors' code)
-        enc_cond = [EncodedItem(f"recall|{e.id}", p_ids + e.input_ids, len(p_ids)) for e in enc]
-        extra["recall"].update(n_prefix_tokens=len(p_ids), separator="' ' between prefix texts; x tokenized alone",
-                               sign="LL(x|P) / LL(x) as published: higher = member")
-    enc_nb, nb_index = None, []
-    if "neighbourhood" in chosen:
-        nbs, extra["neighbourhood"] = make_neighbours(args, rows)
-        nb_items = []
-        for k, texts in zip(keys, nbs):
-            nb_index.append(list(range(len(nb_items), len(nb_items) + len(texts))))
-            nb_items += [{"id": f"nb{j}|{k}", "text": t} for j, t in enumerate(texts)]
-        enc_nb = encode_items(tok, nb_items)
-    pop_enc, same = None, None
-    if "rmia" in chosen:
-        if args.rmia_population:
-            pop_rows = read_texts(args.rmia_population, args.text_column)
-            pop_enc = encode_items(tok, [{"id": f"population:{r['id']}", "text": r["text"]} for r in pop_rows])
-            same = [-1] * len(rows)
-            pop_source = args.rmia_population
-        else:
-            non_idx = [i for i, r in enumerate(rows) if r["split"] == "nonmember"]
-            pop_enc = [enc[i] for i in non_idx]
-            where = {i: j for j, i in enumerate(non_idx)}
-            same = [where.get(i, -1) for i in range(len(rows))]
-            pop_source = "the evaluated non-members (each left out of its own comparison)"
-        if not pop_enc:
-            raise DataError("rmia: the population is empty (no non-members and no --rmia_population)")
-        rmia_ref_nll, rmia_ref_pop = [], []
-        for ref in rmia_refs:
-            with pool.use(ref) as model:
-                rmia_ref_nll.append([s.loss for s in score_items(model, enc, tok.pad_token_id, batch_size(model, enc),
-                                                                 args.padding_side, accelerator=acc)])
-                rmia_ref_pop.append([s.loss for s in score_items(model, pop_enc, tok.pad_token_id, batch_size(model, pop_enc),
-                                                                 args.padding_side, accelerator=acc)]
-                                    if args.rmia_population else [rmia_ref_nll[-1][i] for i in non_idx])
-        extra["rmia"] = {"reference_models": rmia_refs, "gamma": args.rmia_gamma, "population": pop_source,
-                         "n_population": len(pop_enc),
-                         "p_x_given_theta": "exp(-mean token NLL) (geometric-mean token probability, as Privacy "
-                                            "Meter's LLM signal); p(x) = mean over the reference models"}
+def recall_items(mia: Mia) -> list[EncodedItem]:
+    """recall: every item tokenized after the prefix P, scored on x's tokens only."""
+    p_ids = mia.tok(" ".join(mia.prefix_texts)).input_ids
+    # all of x's own tokens after the prefix, none of the prefix's (as in the ReCaLL authors' code)
+    enc_cond = [EncodedItem(f"recall|{e.id}", p_ids + e.input_ids, len(p_ids)) for e in mia.enc]
+    mia.records["recall"].update(n_prefix_tokens=len(p_ids), separator="' ' between prefix texts; x tokenized alone",
+                                 sign="LL(x|P) / LL(x) as published: higher = member")
+    return enc_cond
 
-    items, per_ckpt = [], []
-    extra_cols = [c for c in ("fact_id", "source_id", "canary") if any(c in r for r in rows)]
-    for target, label, (ref, rule) in zip(targets, labels, refs):
-        key = str(resolve_model_path(ref).resolve()) if ref is not None else None  # name or path: one pass
-        if key is not None and key not in ref_cache:
-            ref_cache[key] = score(ref, keep=True)  # kept: often the base that later adapters load onto
-        ref_scores = ref_cache.get(key)
-        names = [a for a in chosen if a in attacks.attack_names(ks, with_reference=ref is not None)
-                 or a in attacks.EXTRA_ATTACKS]
-        more: dict[str, list[float]] = {}
-        ckpt_extra = {}
-        with pool.use(target) as model:  # one load per checkpoint serves every attack
-            target_scores = score_on(model, enc, stats=True)
-            cond = score_on(model, enc_cond, stats=True) if enc_cond is not None else None
-            nb_scores = score_on(model, enc_nb) if enc_nb is not None else None
-            pop_scores = score_on(model, pop_enc) if "rmia" in chosen and args.rmia_population else None
-            if "gradnorm" in chosen:
-                norms, ckpt_extra["gradnorm"] = gradient_norms(model, target, enc, acc)
-        if cond is not None:
-            more["recall"] = [attacks.recall_score(c.token_logprobs, s.token_logprobs)
-                              for c, s in zip(cond, target_scores)]
-        if freq_table is not None:
-            more["dc_pdd"] = [attacks.dc_pdd_score(e.input_ids[e.score_start:], s.token_logprobs, freq_table,
-                                                   args.dc_pdd_a) for e, s in zip(enc, target_scores)]
-        if nb_scores is not None:
-            more["neighbourhood"] = [attacks.neighbourhood_score(s.loss, [nb_scores[j].loss for j in idx])
-                                     for s, idx in zip(target_scores, nb_index)]
-        if "gradnorm" in chosen:
-            more["gradnorm"] = [attacks.gradnorm_score(v) for v in norms]
-        if "rmia" in chosen:
-            pop_t = ([target_scores[i].loss for i in non_idx] if not args.rmia_population
-                     else [s.loss for s in pop_scores])
-            more["rmia"] = attacks.rmia_scores([s.loss for s in target_scores], rmia_ref_nll, pop_t, rmia_ref_pop,
-                                               args.rmia_gamma, same).tolist()
-        ckpt_rows = []
-        for j, (r, s) in enumerate(zip(rows, target_scores)):
-            ref_nll = ref_scores[j].loss if ref_scores else None
-            row = {"id": r["id"], **{c: r.get(c) for c in extra_cols}, "split": r["split"],
-                   "canary_copies": r["canary_copies"], "checkpoint": label, "target_nll": s.loss,
-                   "reference_nll": ref_nll, "n_tokens": s.n_tokens, "zlib_bytes": attacks.zlib_bytes(r["text"])}
-            per_token = attacks.attack_scores(s.token_logprobs, r["text"], s.token_mu, s.token_var, ks,
-                                              target_nll=s.loss, reference_nll=ref_nll)
-            row.update({a: v for a, v in per_token.items() if a in names})
-            row.update({a: v[j] for a, v in more.items()})
-            ckpt_rows.append(row)
-        items += ckpt_rows
-        per_ckpt.append(summarize(ckpt_rows, names, target, label, ref, rule, args))
-        per_ckpt[-1].update(ckpt_extra)
-        if acc.is_main_process:
-            ref_note = f"reference {Path(str(ref)).name}" if ref else "no reference"
-            attacks.plot_roc({a: ([r[a] for r in ckpt_rows], [int(r["split"] == "member") for r in ckpt_rows])
-                          for a in names}, Path(args.output_dir) / "plots" / f"roc_{safe_name(label)}.png",
+
+def neighbour_items(mia: Mia) -> tuple[list[EncodedItem], list[list[int]]]:
+    """neighbourhood: every item's --neighbours neighbours encoded in one list, and per item their positions
+    in it."""
+    nbs, mia.records["neighbourhood"] = make_neighbours(mia.args, mia.rows)
+    nb_items, nb_index = [], []
+    for k, texts in zip(mia.keys, nbs):
+        nb_index.append(list(range(len(nb_items), len(nb_items) + len(texts))))
+        nb_items += [{"id": f"nb{j}|{k}", "text": t} for j, t in enumerate(texts)]
+    return encode_items(mia.tok, nb_items), nb_index
+
+
+def rmia_inputs(mia: Mia, inputs: AttackInputs) -> None:
+    """rmia: the population (--rmia_population, else the evaluated non-members, each left out of its own
+    comparison) and every reference model's NLLs of the items and the population."""
+    args, tok, rows, enc = mia.args, mia.tok, mia.rows, mia.enc
+    if args.rmia_population:
+        pop_rows = read_texts(args.rmia_population, args.text_column)
+        inputs.pop_enc = encode_items(tok, [{"id": f"population:{r['id']}", "text": r["text"]} for r in pop_rows])
+        inputs.same = [-1] * len(rows)
+        pop_source = args.rmia_population
+    else:
+        inputs.non_idx = [i for i, r in enumerate(rows) if r["split"] == "nonmember"]
+        inputs.pop_enc = [enc[i] for i in inputs.non_idx]
+        where = {i: j for j, i in enumerate(inputs.non_idx)}
+        inputs.same = [where.get(i, -1) for i in range(len(rows))]
+        pop_source = "the evaluated non-members (each left out of its own comparison)"
+    if not inputs.pop_enc:
+        raise DataError("rmia: the population is empty (no non-members and no --rmia_population)")
+    for ref in mia.rmia_refs:
+        with mia.pool.use(ref) as model:
+            inputs.rmia_ref_nll.append([s.loss for s in mia.score_on(model)])
+            inputs.rmia_ref_pop.append([s.loss for s in mia.score_on(model, inputs.pop_enc)]
+                                       if args.rmia_population else [inputs.rmia_ref_nll[-1][i] for i in inputs.non_idx])
+    mia.records["rmia"] = {"reference_models": mia.rmia_refs, "gamma": args.rmia_gamma, "population": pop_source,
+                           "n_population": len(inputs.pop_enc),
+                           "p_x_given_theta": "exp(-mean token NLL) (geometric-mean token probability, as Privacy "
+                                              "Meter's LLM signal); p(x) = mean over the reference models"}
+
+
+def attack_checkpoint(mia: Mia, inputs: AttackInputs, target, label: str, ref, rule: str) -> tuple[list[dict], dict]:
+    """One checkpoint: its reference's scores (one pass per reference, kept for the next checkpoints), its own
+    passes, every attack per item; returns its items.csv rows and its block of results.json, and draws its
+    ROC curves."""
+    key = str(resolve_model_path(ref).resolve()) if ref is not None else None  # name or path: one pass
+    if key is not None and key not in mia.ref_scores:
+        with mia.pool.use(ref, keep=True) as model:  # kept: often the base that later adapters load onto
+            mia.ref_scores[key] = mia.score_on(model)
+    ref_scores = mia.ref_scores.get(key)
+    names = [a for a in mia.chosen if a in attacks.attack_names(mia.ks, with_reference=ref is not None)
+             or a in attacks.EXTRA_ATTACKS]
+    target_scores, more, ckpt_extra = checkpoint_scores(mia, inputs, target)
+    ckpt_rows = item_rows(mia, label, names, target_scores, ref_scores, more)
+    block = summarize(ckpt_rows, names, target, label, ref, rule, mia.args)
+    block.update(ckpt_extra)
+    if mia.acc.is_main_process:
+        ref_note = f"reference {Path(str(ref)).name}" if ref else "no reference"
+        attacks.plot_roc({a: ([r[a] for r in ckpt_rows], [int(r["split"] == "member") for r in ckpt_rows])
+                          for a in names}, Path(mia.args.output_dir) / "plots" / f"roc_{safe_name(label)}.png",
                          f"MIA ROC: {label} ({ref_note})\n{sum(r['split'] == 'member' for r in ckpt_rows)} "
                          f"members vs {sum(r['split'] == 'nonmember' for r in ckpt_rows)} non-members")
-    results = {"script": "membership_inference.py", "num_processes": acc.num_processes, "runtime": rt,
+    return ckpt_rows, block
+
+
+def checkpoint_scores(mia: Mia, inputs: AttackInputs, target) -> tuple[list, dict[str, list[float]], dict]:
+    """(the target's per-item scores, the scores of the attacks beyond the per-token ones, their per-checkpoint
+    records): one load of the target serves every pass."""
+    args, chosen = mia.args, mia.chosen
+    ckpt_extra = {}
+    with mia.pool.use(target) as model:
+        target_scores = mia.score_on(model, stats=True)
+        cond = mia.score_on(model, inputs.enc_cond, stats=True) if inputs.enc_cond is not None else None
+        nb_scores = mia.score_on(model, inputs.enc_nb) if inputs.enc_nb is not None else None
+        pop_scores = mia.score_on(model, inputs.pop_enc) if "rmia" in chosen and args.rmia_population else None
+        if "gradnorm" in chosen:
+            norms, ckpt_extra["gradnorm"] = gradient_norms(model, target, mia.enc, mia.acc)
+    more: dict[str, list[float]] = {}
+    if cond is not None:
+        more["recall"] = [attacks.recall_score(c.token_logprobs, s.token_logprobs)
+                          for c, s in zip(cond, target_scores)]
+    if mia.freq_table is not None:
+        more["dc_pdd"] = [attacks.dc_pdd_score(e.input_ids[e.score_start:], s.token_logprobs, mia.freq_table,
+                                               args.dc_pdd_a) for e, s in zip(mia.enc, target_scores)]
+    if nb_scores is not None:
+        more["neighbourhood"] = [attacks.neighbourhood_score(s.loss, [nb_scores[j].loss for j in idx])
+                                 for s, idx in zip(target_scores, inputs.nb_index)]
+    if "gradnorm" in chosen:
+        more["gradnorm"] = [attacks.gradnorm_score(v) for v in norms]
+    if "rmia" in chosen:
+        pop_t = ([target_scores[i].loss for i in inputs.non_idx] if not args.rmia_population
+                 else [s.loss for s in pop_scores])
+        more["rmia"] = attacks.rmia_scores([s.loss for s in target_scores], inputs.rmia_ref_nll, pop_t,
+                                           inputs.rmia_ref_pop, args.rmia_gamma, inputs.same).tolist()
+    return target_scores, more, ckpt_extra
+
+
+def item_rows(mia: Mia, label: str, names: list[str], target_scores, ref_scores, more: dict) -> list[dict]:
+    """One checkpoint's items.csv rows: the item, its NLLs and sizes, and one column per attack in `names`."""
+    extra_cols = [c for c in ("fact_id", "source_id", "canary") if any(c in r for r in mia.rows)]
+    out = []
+    for j, (r, s) in enumerate(zip(mia.rows, target_scores)):
+        ref_nll = ref_scores[j].loss if ref_scores else None
+        row = {"id": r["id"], **{c: r.get(c) for c in extra_cols}, "split": r["split"],
+               "canary_copies": r["canary_copies"], "checkpoint": label, "target_nll": s.loss,
+               "reference_nll": ref_nll, "n_tokens": s.n_tokens, "zlib_bytes": attacks.zlib_bytes(r["text"])}
+        per_token = attacks.attack_scores(s.token_logprobs, r["text"], s.token_mu, s.token_var, mia.ks,
+                                          target_nll=s.loss, reference_nll=ref_nll)
+        row.update({a: v for a, v in per_token.items() if a in names})
+        row.update({a: v[j] for a, v in more.items()})
+        out.append(row)
+    return out
+
+
+def write_outputs(mia: Mia, items: list[dict], per_ckpt: list[dict]) -> dict:
+    """items.csv, then results.json (written last: its presence means the run finished); returns the results."""
+    rows = mia.rows
+    results = {"script": "membership_inference.py", "num_processes": mia.acc.num_processes, "runtime": mia.rt,
                "n_members": sum(r["split"] == "member" for r in rows),
-               "n_nonmembers": sum(r["split"] == "nonmember" for r in rows), "min_k": ks,
+               "n_nonmembers": sum(r["split"] == "nonmember" for r in rows), "min_k": mia.ks,
                "sign": "higher score = more member-like; members are the positive class",
-               "attacks": chosen, **extra, "checkpoints": per_ckpt}
-    if acc.is_main_process:
-        write_csv_atomic(Path(args.output_dir) / "items.csv", items)
-        write_results(args.output_dir, results)
-    acc.wait_for_everyone()
+               "attacks": mia.chosen, **mia.records, "checkpoints": per_ckpt}
+    if mia.acc.is_main_process:
+        write_csv_atomic(Path(mia.args.output_dir) / "items.csv", items)
+        write_results(mia.args.output_dir, results)
+    mia.acc.wait_for_everyone()
     return results
 
 

@@ -29,12 +29,16 @@ from dataclasses import dataclass
 from typing import Optional
 
 from memlab import evaluation, legacy, runtime
-from memlab.cli import arg, collect_errors, run
+from memlab.cli import arg, collect_errors, output_dir_arg, overwrite_output_dir_arg, run
 from memlab.io import write_csv_atomic, write_json_atomic
-from memlab.models import DEFAULT_MODEL
+from memlab.models import model_name_or_path_arg
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
 from memlab.runtime import EvalRuntimeArgs
 from memlab.likelihood import ModelPool, checkpoints_field, load_eval_tokenizer, score_items, targets_and_labels
+
+# after memlab, whose import sets the Hugging Face offline mode and the noise filters (memlab/__init__.py)
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 
 
 @dataclass
@@ -43,13 +47,11 @@ class RecognitionArgs(EvalRuntimeArgs):
                                    "text per row")
     unseen_file: Optional[str] = arg(None, "matched texts it was not trained on (required), paired with "
                                      "--seen_file by pair_id when every row has one, else by row order")
-    output_dir: Optional[str] = arg(None, "output directory (required): config.json, items.csv and results.json "
-                                    "are written there")
-    overwrite_output_dir: bool = arg(False, "empty an --output_dir that holds anything else than this script's run "
-                                     "with the same configuration, then write")
-    model_name_or_path: str = arg(DEFAULT_MODEL, "base model: a built-in name or a local model directory; its "
-                                  "tokenizer encodes every item, and it is scored itself when no --checkpoints "
-                                  "are given")
+    output_dir: Optional[str] = output_dir_arg("config.json, items.csv and results.json")
+    overwrite_output_dir: bool = overwrite_output_dir_arg()
+    model_name_or_path: str = model_name_or_path_arg("base model: a built-in name or a local model directory; its "
+                                                     "tokenizer encodes every item, and it is scored itself when no "
+                                                     "--checkpoints are given")
     checkpoints: Optional[list[str]] = checkpoints_field()
     reference_model: Optional[str] = arg(None, "also score every text under this model (e.g. the base) and add "
                                          "loss_delta = loss - the loss under it to items.csv")
@@ -89,8 +91,6 @@ def main(args: RecognitionArgs) -> dict:
     validate(args)
     rt = runtime.resolve_eval(args)  # precision, attention, k-bit loading: checked before any model loads
     guard_output_dir(args.output_dir, "test.py", args, args.overwrite_output_dir)  # before any model loads
-    from accelerate import Accelerator
-    from transformers import set_seed
 
     seen, unseen, n_pairs = evaluation.load_pairs(args.seen_file, args.unseen_file, args.text_column)
     seen, unseen, n_pairs, leak = evaluation.check_seen_unseen_disjoint(  # before any model loads

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -47,10 +48,14 @@ import torch
 from memlab import cli, legacy, quiet, runtime, tracking, training
 from memlab.evaluation import LEAKAGE_MODES, InTrainingEval, eval_label, read_eval_inputs
 from memlab.io import DataError, append_jsonl, split_paths, write_text_atomic
-from memlab.models import DEFAULT_MODEL, is_adapter_dir, load_model, load_tokenizer, resolve_model_path
+from memlab.models import (is_adapter_dir, load_model, load_tokenizer, model_name_or_path_arg, resolve_model_path,
+                           trust_remote_code_arg)
 from memlab.runtime import TrainRuntimeArgs
 from memlab.rundir import (check_data_unchanged, differences, empty_dir, file_digest, guard_output_dir, prepare_run_dir,
                            read_metrics, write_results)
+
+# after memlab, whose import sets the Hugging Face offline mode and the noise filters (memlab/__init__.py)
+from accelerate.utils import set_seed
 
 EXIT_REQUEUE = 75  # checkpointed on a signal; rerun with --resume
 
@@ -60,12 +65,12 @@ class TrainArgs(TrainRuntimeArgs):
     train_file: Optional[str] = cli.arg(None, "training data (required): a JSONL, CSV or TXT file, or several "
                                         "comma-separated; each item is plain text, chat or prompt/completion, and "
                                         "files may differ in kind")
-    output_dir: Optional[str] = cli.arg(None, "run directory (required): config.json, metrics.jsonl, results.json "
-                                        "and checkpoints/ are written there")
-    overwrite_output_dir: bool = cli.arg(False, "empty an --output_dir that holds anything else than this script's "
-                                         "run with the same configuration, then write")
-    model_name_or_path: str = cli.arg(DEFAULT_MODEL, "model to fine-tune: a built-in name (smollm2-135m, tiny-llama, "
-                                      "tiny-gpt2) or a local Hugging Face model directory; not used with --init_from")
+    output_dir: Optional[str] = cli.output_dir_arg("config.json, metrics.jsonl, results.json and checkpoints/",
+                                                   kind="run directory")
+    overwrite_output_dir: bool = cli.overwrite_output_dir_arg()
+    model_name_or_path: str = model_name_or_path_arg("model to fine-tune: a built-in name (smollm2-135m, tiny-llama, "
+                                                     "tiny-gpt2) or a local Hugging Face model directory; not used "
+                                                     "with --init_from")
     text_column: Optional[str] = cli.arg(None, "column holding the text of plain-text items; when not given: "
                                          "`text`, else the first string column")
     loss_on: Optional[str] = cli.arg(None, "tokens that carry the loss: completion (the assistant turns of chat "
@@ -127,8 +132,7 @@ class TrainArgs(TrainRuntimeArgs):
                            "when there is no checkpoint")
     keep_optimizer_state: str = cli.arg("last", "which checkpoints keep their optimizer state: last (only the "
                                         "newest, all that --resume needs; saves disk) or all")
-    trust_remote_code: bool = cli.arg(False, "allow a model or tokenizer that ships its own Python code (Hugging "
-                                      "Face trust_remote_code); only for sources you trust")
+    trust_remote_code: bool = trust_remote_code_arg()
     debug_signal_at_step: int = cli.arg(0, "testing: send this process SIGUSR1 after this optimizer step, as a "
                                         "preemption would; 0 = never")
     # evaluation inside training (no checkpoint needed): the model in memory is scored at each point
@@ -199,8 +203,6 @@ def fsdp_check() -> tuple[bool, str]:
     """FSDP (`accelerate launch` with `distributed_type: FSDP`) needs GPUs: accelerate's FSDP plugin finds no CPU
     device (checked with accelerate 1.15 / torch 2.13 on CPU: it fails at start-up, or under ACCELERATE_USE_CPU=1
     silently runs DDP instead). scripts/gpu_check.sh checks it on a GPU."""
-    import os
-
     requested = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
     return (not requested or torch.cuda.is_available(),
             "FSDP (accelerate_fsdp_config.yaml) needs CUDA GPUs: this machine has none. On CPU use DDP: "
@@ -256,8 +258,6 @@ def build_model(args: TrainArgs, tokenizer, load: dict | None = None, rt: dict |
     load_model settings (attention kernel, k-bit quantization) and a quantized base gets peft's k-bit
     preparation before LoRA wraps it (QLoRA)."""
     load = load or {}
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     if args.init_from:
         if not Path(args.init_from).is_dir():
             raise DataError(f"--init_from {args.init_from}: checkpoint not found")
@@ -265,6 +265,8 @@ def build_model(args: TrainArgs, tokenizer, load: dict | None = None, rt: dict |
         if is_adapter_dir(args.init_from):
             return model  # keep training the same adapter
     elif args.from_scratch:
+        from transformers import AutoConfig, AutoModelForCausalLM  # transformers' model classes: ~0.4 s, not for -h
+
         cfg = AutoConfig.from_pretrained(resolve_model_path(args.model_name_or_path))
         torch.manual_seed(args.seed)
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32,
@@ -274,7 +276,7 @@ def build_model(args: TrainArgs, tokenizer, load: dict | None = None, rt: dict |
     if rt is not None:
         model = runtime.prepare_kbit(model, rt, args.gradient_checkpointing)
     if args.lora_r > 0:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, get_peft_model  # only with LoRA: peft imports bitsandbytes (seconds)
 
         targets = training.resolve_lora_targets(model, args.lora_target_modules)
         model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules=targets,
@@ -377,8 +379,6 @@ class Job:
 
 def setup(args: TrainArgs) -> Job:
     """Output directory, accelerator, data, model, optimizer and schedule, run directory, resume state."""
-    from accelerate.utils import set_seed
-
     # precision, attention kernel, k-bit loading: resolved for this machine and checked before anything is written
     rt = runtime.resolve_train(args, lora=args.lora_r > 0 or bool(args.init_from and is_adapter_dir(args.init_from)))
 

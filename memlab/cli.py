@@ -19,6 +19,23 @@ def arg(default=dataclasses.MISSING, help: str = "", *, default_factory=dataclas
     return dataclasses.field(default=default, default_factory=default_factory, metadata={"help": help, **metadata})
 
 
+# Flags several scripts share are declared once, here and in memlab.models (model_name_or_path_arg,
+# trust_remote_code_arg), and placed in each script's dataclass where its -h lists them: a shared base dataclass
+# would put its fields before the script's own (reordering every -h) and could not carry each script's own
+# account of what it writes. The device flags (dtype or precision, attention, k-bit loading) are a base
+# dataclass, memlab.runtime.ModelLoadArgs, as they come first in every -h.
+def output_dir_arg(writes: str, kind: str = "output directory"):
+    """`--output_dir` of a script that writes a run directory (memlab.rundir): None until given, required by
+    the script's validate; `writes` names what is written there."""
+    return arg(None, f"{kind} (required): {writes} are written there")
+
+
+def overwrite_output_dir_arg():
+    """`--overwrite_output_dir`, beside `output_dir_arg`: memlab.rundir.guard_output_dir's override."""
+    return arg(False, "empty an --output_dir that holds anything else than this script's run with the same "
+                      "configuration, then write")
+
+
 def parse_list(value, typ=int, name: str = "value") -> list:
     """'1,2,3' (or a list from YAML) -> [1, 2, 3]; raises DataError naming the field."""
     if value is None or value == "":

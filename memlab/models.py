@@ -25,11 +25,25 @@ import struct
 import tempfile
 from pathlib import Path
 
+from memlab.cli import arg
 from memlab.io import DataError
 
 DEFAULT_MODEL = "smollm2-135m"
 BUILTIN_MODELS = ("smollm2-135m", "tiny-llama", "tiny-gpt2")
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+# the model flags several scripts share (memlab.cli explains where shared flags are declared)
+def model_name_or_path_arg(help: str):
+    """`--model_name_or_path` of a script's argument dataclass: a built-in name or a local directory, the
+    embedded DEFAULT_MODEL when not given; `help` says what the script does with it."""
+    return arg(DEFAULT_MODEL, help)
+
+
+def trust_remote_code_arg():
+    """`--trust_remote_code` of a script's argument dataclass (Hugging Face's flag of the same name)."""
+    return arg(False, "allow a model or tokenizer that ships its own Python code (Hugging Face trust_remote_code); "
+                      "only for sources you trust")
 
 
 def cache_dir() -> Path:

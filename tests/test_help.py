@@ -3,6 +3,8 @@
 - The argument dataclasses of the entry points (the class each script passes to `cli.run`, found in its
   source; for make_data.py every class in `make_data.COMMANDS`): each field has a non-empty
   metadata["help"], and HfArgumentParser's `-h` text of the class renders and contains it.
+- The flags several scripts share (--output_dir, --overwrite_output_dir, --model_name_or_path,
+  --trust_remote_code) are the one declaration in memlab.cli / memlab.models.
 - `python train.py -h` (one subprocess) prints the help of --learning_rate and --eval_probes_file.
 - The argparse scripts (scripts/run_task.py, sweep.py, submit.py): the parser their `main` builds is
   captured at parse time, and every argument, positional ones included, has help text.
@@ -15,6 +17,7 @@ import dataclasses
 import importlib
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +81,38 @@ def test_every_dataclass_field_has_help():
             elif _squash(text) not in shown:
                 problems.append(f"{where}.{f.name}: its help is not in the -h text")
     assert not problems, "flags without help:\n  " + "\n  ".join(problems)
+
+
+RUN_DIR_SCRIPTS = ("train", "finetune_dpo", "test", "generate", "membership_inference")
+
+
+def test_shared_flags_are_declared_once():
+    """The flags several scripts share come from one declaration each (memlab.cli output_dir_arg and
+    overwrite_output_dir_arg, memlab.models model_name_or_path_arg and trust_remote_code_arg): every script that
+    writes a run directory has --output_dir (None until given, its help naming what it writes) and
+    --overwrite_output_dir (one help text); every --model_name_or_path defaults to the embedded model; every
+    --trust_remote_code says the same."""
+    from memlab import cli, models
+
+    overwrite, trust = cli.overwrite_output_dir_arg(), models.trust_remote_code_arg()
+    for name in RUN_DIR_SCRIPTS:
+        fields = {f.name: f for f in dataclasses.fields(_run_dataclass(_import_script(name)))}
+        assert "output_dir" in fields and "overwrite_output_dir" in fields, f"{name}.py: no run-directory flags"
+        out, over = fields["output_dir"], fields["overwrite_output_dir"]
+        assert out.default is None, f"{name}.py --output_dir: default {out.default!r}"
+        assert re.fullmatch(r"(run|output) directory \(required\): .+ are written there", out.metadata["help"]), \
+            f"{name}.py --output_dir: not cli.output_dir_arg's help: {out.metadata['help']!r}"
+        assert (over.default, dict(over.metadata)) == (overwrite.default, dict(overwrite.metadata)), \
+            f"{name}.py --overwrite_output_dir: not cli.overwrite_output_dir_arg"
+    for where, cls in argument_dataclasses():
+        if where.startswith("analyze."):
+            continue
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if "model_name_or_path" in fields:
+            assert fields["model_name_or_path"].default == models.DEFAULT_MODEL, where
+        if "trust_remote_code" in fields:
+            f = fields["trust_remote_code"]
+            assert (f.default, dict(f.metadata)) == (trust.default, dict(trust.metadata)), where
 
 
 def test_train_h_prints_the_help_of_flags():
