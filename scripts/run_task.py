@@ -16,10 +16,11 @@ Exit status: 0 done (or already done), 75 preempted with state saved (requeue an
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 # memlab is an installed package (pyproject.toml; `make venv` installs it editable): no sys.path patch
-from memlab.experiments import (EXIT_REQUEUE, Preempted, cell_name, coverage, grid_cells,
+from memlab.experiments import (EXIT_REQUEUE, Preempted, cell_name, choose_size, coverage, grid_cells,
                                 parse_args_with_overrides, run_task)
 from memlab.io import DataError
 
@@ -31,13 +32,15 @@ def main(argv=None) -> int:
                                              "required unless --count, --show or --coverage is given")
     p.add_argument("--runs_root", default="runs", help="root of the sweeps: the task runs in "
                                                        "RUNS_ROOT/<expt>/<cell> (default: %(default)s)")
-    p.add_argument("--size", default="small", help="grid size: full | small | tiny (default: %(default)s)")
+    p.add_argument("--size", default=None, help="grid size: full | small | tiny (default: MEMLAB_GRID, else full "
+                                                "in a SLURM job, else small)")
     p.add_argument("--count", action="store_true", help="print the number of cells and exit")
     p.add_argument("--show", action="store_true", help="print index -> cell and exit")
     p.add_argument("--coverage", default="", help="MIN-MAX:STEP of a SLURM array: log the cells it leaves out")
     p.add_argument("--force", action="store_true", help="record a changed config and re-run differing cells "
                                                         "(same as force=true)")
     args = parse_args_with_overrides(p, argv)
+    args.size = choose_size(args.size, cluster="SLURM_JOB_ID" in os.environ)
     try:
         cells = grid_cells(args.expt, args.size, args.overrides)
         if args.coverage:

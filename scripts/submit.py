@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from memlab.experiments import (absolute_data_overrides, check_data_files, grid_cells, guard_root,
+from memlab.experiments import (absolute_data_overrides, check_data_files, choose_size, grid_cells, guard_root,
                                 parse_args_with_overrides, resolve, split_force)
 from memlab.io import DataError
 
@@ -40,7 +40,7 @@ def template(expt: str) -> Path:
 def sbatch_command(expt: str, overrides, sbatch_args: str = "", runs_root: str = "") -> tuple[list[str], dict]:
     """(the sbatch command line, the environment it needs) for the whole grid of `expt` after overrides."""
     rest, _ = split_force(overrides)
-    size = os.environ.get("MEMLAB_GRID", "full")
+    size = choose_size(cluster=True)
     n = len(grid_cells(expt, size, rest))
     try:
         extra = shlex.split(sbatch_args)
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         rest, force = split_force(overrides)
         cmd, env = sbatch_command(args.expt, overrides, args.sbatch, args.runs_root)
         runs_root = env.get("MEMLAB_RUNS_ROOT") or os.environ.get("MEMLAB_RUNS_ROOT") or str(ROOT / "runs")
-        size, axes, settings = resolve(args.expt, os.environ.get("MEMLAB_GRID", "full"), rest)
+        size, axes, settings = resolve(args.expt, choose_size(cluster=True), rest)
         check_data_files(args.expt, settings, axes.get("variants"))
         guard_root(args.expt, runs_root, size, axes, settings, rest, force, write=False)  # refuse before submitting
     except DataError as e:

@@ -1,5 +1,5 @@
 """Submit an experiment grid from Python with submitit: the same cells and pipeline as the sbatch
-templates (memlab/experiments.py), one array job via `map_array`.
+templates (memlab/experiments/), one array job via `map_array`.
 
     python scripts/sweep.py expt1 --size full --runs_root /shared/runs        # SLURM when srun is on PATH
     python scripts/sweep.py expt1 --size small --cluster local               # subprocesses on this machine
@@ -15,11 +15,13 @@ one refused, unless --force) at RUNS_ROOT/<expt>/config.yaml before anything is 
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 from memlab.experiments import (SubmititTask, absolute_data_overrides, cell_name, check_data_files, check_runs_root,
-                                grid_cells, guard_root, parse_args_with_overrides, resolve, split_force)
+                                choose_size, grid_cells, guard_root, parse_args_with_overrides, resolve, split_force)
 from memlab.io import DataError
 
 # the checkout (default runs root, analyze.py); memlab itself is an installed package (pyproject.toml)
@@ -31,7 +33,8 @@ def main(argv=None) -> list[str]:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("expt", help="experiment name (configs/<expt>.yaml), e.g. expt1")
-    p.add_argument("--size", default="small", help="grid size: full | small | tiny (default: %(default)s)")
+    p.add_argument("--size", default=None, help="grid size: full | small | tiny (default: MEMLAB_GRID, else full "
+                                                "onto SLURM, else small)")
     p.add_argument("--runs_root", default=str(ROOT / "runs"), help="root of the sweeps: tasks run in "
                    "RUNS_ROOT/<expt>/<cell>, submitit logs go to RUNS_ROOT/<expt>/submitit/ (default: <repo>/runs)")
     p.add_argument("--indices", default="", help="comma-separated cell indices to submit (default: all cells)")
@@ -49,6 +52,7 @@ def main(argv=None) -> list[str]:
     p.add_argument("--dry_run", action="store_true", help="print index -> cell of the tasks and submit nothing")
     args = parse_args_with_overrides(p, argv)
 
+    args.size = choose_size(args.size, cluster=(args.cluster or ("slurm" if shutil.which("srun") else "local")) == "slurm")
     rest, forced = split_force(absolute_data_overrides(args.overrides))
     size, axes, settings = resolve(args.expt, args.size, rest)
     check_data_files(args.expt, settings, axes.get("variants"))
@@ -85,8 +89,6 @@ def main(argv=None) -> list[str]:
     if args.no_wait:
         return [j.job_id for j in jobs]
     results = [j.result() for j in jobs]
-    import subprocess
-
     subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(Path(args.runs_root) / args.expt)], check=False)
     return results
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from memlab import experiments as E
+from memlab.experiments import guard as guard_module, membership
 from memlab.io import DataError
 from tests.test_experiments import ROOT, run_template, task_dirs
 from helpers import error_line
@@ -25,6 +26,9 @@ ADDED_SETTINGS = {"expt1": {"load_in_4bit": False, "gradient_checkpointing": Fal
 ADDED_BY_SIZE = {("expt7", "full"): {"n_heldout_known": 30}, ("expt7", "small"): {"n_heldout_known": 20},
                  ("expt7", "tiny"): {"n_heldout_known": 2}}
 CHANGED = {("expt7", "small"): {"knownness_samples": (8, 4)}}  # key: (before, now)
+# one name per idea (issue 23): the learning rate is named by the fine-tuning it drives; new name -> old name
+RENAMED = {"expt2": {"lr_full": "lr"}, "expt3": {"lr_full": "lr"}, "expt4": {"lr_lora": "lr"},
+           "expt5": {"lr_full": "lr"}, "expt6": {"dpo_lr_full": "dpo_lr"}, "expt7": {"lr_full": "lr"}}
 
 
 def test_each_config_loads_and_equals_the_grids_before_the_move():
@@ -32,6 +36,7 @@ def test_each_config_loads_and_equals_the_grids_before_the_move():
     for expt, old in BEFORE.items():
         for size in E.SIZES:
             got_size, axes, settings = E.resolve(expt, size)
+            settings = {RENAMED.get(expt, {}).get(k, k): v for k, v in settings.items()}
             data = E.load_config(expt).data  # the data-file keys came with the move (empty: generated sets)
             assert set(data) <= set(E.DATA_FILE_KEYS) | {"answer_column", "tier_columns", "fact_id_column", "leakage"}
             assert settings.pop("leakage") == "refuse"  # issue 22: refuse overlaps unless leakage=warn
@@ -140,10 +145,10 @@ def test_recorded_config_guards_the_sweep_root(tmp_path):
     (task / "results.json").write_text("{}")
     _, _, new = E.resolve("expt1", "tiny", ["lr_full=1e-5"])
     with pytest.raises(DataError, match=r"was run with other settings \(lr_full: 0\.003 -> 1e-05\)"):
-        E._check_cell_settings(task, new, force=False)
-    E._check_cell_settings(task, E.resolve("expt1", "tiny")[2], force=False)  # the same settings: kept
+        guard_module._check_cell_settings(task, new, force=False)
+    guard_module._check_cell_settings(task, E.resolve("expt1", "tiny")[2], force=False)  # the same settings: kept
     assert (task / "results.json").exists()
-    E._check_cell_settings(task, new, force=True)
+    guard_module._check_cell_settings(task, new, force=True)
     assert not task.exists()
 
 
@@ -222,9 +227,9 @@ def test_attacks_setting_reaches_membership_inference():
     """expt4/expt6 `attacks`: empty runs every attack the inputs allow; a comma list is passed as --attacks."""
     for expt in ("expt4", "expt6"):
         _, _, s = E.resolve(expt, "tiny")
-        assert E._attack_flags(s) == []
+        assert membership._attack_flags(s) == []
         _, _, s = E.resolve(expt, "tiny", ["attacks=loss,zlib,min_k_20"])
-        assert E._attack_flags(s) == ["--attacks", "loss,zlib,min_k_20"]
+        assert membership._attack_flags(s) == ["--attacks", "loss,zlib,min_k_20"]
 
 
 def test_a_sweep_recorded_before_settings_were_added_still_resumes(tmp_path):
@@ -242,7 +247,7 @@ def test_a_sweep_recorded_before_settings_were_added_still_resumes(tmp_path):
     task = root / "expt4" / "cell"
     task.mkdir()
     (task / "settings.json").write_text(json.dumps({"overrides": [], **old}))
-    E._check_cell_settings(task, settings, force=False)
+    guard_module._check_cell_settings(task, settings, force=False)
     _, _, changed = E.resolve("expt4", "tiny", ["lora_dropout=0.1"])
     with pytest.raises(DataError, match=r"lora_dropout: 0.0 -> 0.1"):
         E.guard_root("expt4", root, size, axes, changed, write=False)

@@ -208,7 +208,7 @@ def test_guard_rules_directly(tmp_path):
     with pytest.raises(DataError, match="is the current, home or root directory"):
         rundir.guard_output_dir(Path.cwd(), "train.py", a)
     # the stage check of the pipelines: finished only with the same recorded command line
-    from memlab.experiments import _recorded_argv_matches
+    from memlab.experiments.stages import _recorded_argv_matches
 
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert _recorded_argv_matches(tmp_path / "r", cfg["argv"][:2])
