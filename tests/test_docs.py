@@ -35,6 +35,15 @@ HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 NUMBERED = re.compile(r"^(\d+(?:\.\d+)*)\.?(?:\s|$)")
 
 
+# The files the worked example of docs/adding_an_experiment.md creates (a toy experiment 8): the page cites
+# them as files to write, so they are not looked for; they must not exist (a real expt8 would make the example
+# shadow it: rename the toy). Built from pieces so that this file itself cites nothing missing.
+EXAMPLE_PAGE = "docs/adding_an_experiment.md"
+_TOY = "expt8"
+EXAMPLE_FILES = {f"memlab/experiments/{_TOY}_toy.py", f"configs/{_TOY}.yaml", f"scripts/{_TOY}_toy.sh",
+                 f"docs/experiments/{_TOY}_toy.md"}
+
+
 def scanned_files() -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(ROOT):
@@ -95,6 +104,8 @@ def problems_in(path: Path, text: str | None = None) -> list[str]:
     for i, line in enumerate(text.split("\n"), start=1):
         where = f"{rel}:{i}"
         for m in REPO_PATH.finditer(line):
+            if str(rel) == EXAMPLE_PAGE and m.group(1) in EXAMPLE_FILES:
+                continue
             if resolve(m.group(1), path) is None:
                 out.append(f"{where}: cites {m.group(1)}, which is not in the repository")
         for m in BARE_DOC.finditer(line):
@@ -151,3 +162,44 @@ def test_the_scan_catches_what_it_should():
                      "§99"):
         assert expected in text, (expected, found)
     assert len(found) == 5, found
+
+
+def test_worked_example_files_do_not_exist():
+    """The toy experiment of docs/adding_an_experiment.md is an example: none of its files is in the
+    repository (an experiment of that name would be shadowed by the example)."""
+    present = sorted(f for f in EXAMPLE_FILES if (ROOT / f).exists())
+    assert not present, f"{present} exist: rename the toy experiment of {EXAMPLE_PAGE} and EXAMPLE_FILES"
+
+
+def test_docs_index_lists_every_page():
+    """docs/README.md (the index) links every Markdown page under docs/, and the README links the index."""
+    index = (ROOT / "docs" / "README.md").read_text(encoding="utf-8")
+    linked = {(ROOT / "docs" / target.partition("#")[0]).resolve() for target in MD_LINK.findall(index)}
+    pages = {p.resolve() for p in (ROOT / "docs").rglob("*.md") if p.name != "README.md"}
+    missing = sorted(str(p.relative_to(ROOT)) for p in pages - linked)
+    assert not missing, f"pages not listed in docs/README.md: {missing}"
+    assert "](docs/README.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_experiment_pages_document_every_config_key():
+    """Each configs/expt<N>.yaml has its page docs/experiments/expt<N>_<name>.md (named like its sbatch template),
+    and every key of the config (grid axes, settings and data files, at every size) is on that page in
+    backticks."""
+    from omegaconf import OmegaConf
+
+    problems = []
+    for cfg_path in sorted((ROOT / "configs").glob("expt*.yaml")):
+        expt = cfg_path.stem
+        templates = sorted((ROOT / "scripts").glob(f"{expt}_*.sh"))
+        pages = [ROOT / "docs" / "experiments" / f"{t.stem}.md" for t in templates]
+        if len(templates) != 1 or not pages[0].is_file():
+            problems.append(f"{expt}: expected one template scripts/{expt}_<name>.sh and its page "
+                            f"docs/experiments/{expt}_<name>.md, found {[str(p.relative_to(ROOT)) for p in pages]}")
+            continue
+        cfg = OmegaConf.to_container(OmegaConf.load(cfg_path))
+        keys = {k for section in ("grid", "settings") for size in (cfg.get(section) or {}).values() for k in size}
+        keys |= set(cfg.get("data") or {})
+        text = pages[0].read_text(encoding="utf-8")
+        problems += [f"{pages[0].relative_to(ROOT)}: `{k}` ({cfg_path.relative_to(ROOT)}) is not documented"
+                     for k in sorted(keys) if f"`{k}`" not in text]
+    assert not problems, "\n  ".join(["experiment pages out of date:"] + problems)
