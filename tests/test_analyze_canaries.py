@@ -185,3 +185,15 @@ def test_broken_extraction_is_strict_or_skipped(tmp_path, quiet_plots, capsys):
     t = pd.read_csv(root / "tidy_canaries.csv")
     assert len(t) == 9 and t.extraction_exact_match.isna().all()  # MIA rows stay, the extraction is left out
     assert "extraction/items.csv" in (root / "summary.txt").read_text().splitlines()[0]
+
+
+def test_roc_lowest_fpr_is_one_over_the_non_members():
+    """plots/mia_roc.png's rule: a curve's FPR-0 points are drawn at 1/n_nonmembers, the axis starts at the
+    smallest such 1/n of the curves."""
+    fig, ax = plots.plt.subplots()
+    plots._roc_lines(ax, [("four", [0.9, 0.8, 0.1, 0.2, 0.3, 0.4], [1, 1, 0, 0, 0, 0]),
+                          ("eight", [0.9] + [k / 10 for k in range(8)], [1] + [0] * 8)])
+    four, eight = ax.get_lines()[:2]
+    assert min(four.get_xdata()) == pytest.approx(1 / 4) and min(eight.get_xdata()) == pytest.approx(1 / 8)
+    assert ax.get_xlim()[0] == pytest.approx(1 / 8) and ax.get_xscale() == "log"
+    plots.plt.close(fig)

@@ -302,3 +302,19 @@ def test_a_second_analyze_waits_for_the_first(runs, capsys):
     holder.wait(timeout=30)
     assert code == 0, err
     assert "is being written by pid" in err and "waiting for it" in err and time.time() - t0 >= 1.5
+
+
+def test_registries_keep_the_output_order():
+    """tidy_*.csv, the plots and summary.txt's blocks come from memlab.analysis's registries, in this order
+    (the order of the CSVs in `wrote ...` and of summary.txt's blocks); stages.py loads neither pandas nor
+    matplotlib."""
+    from memlab.analysis import registries
+
+    tables, table_plots, fact_plots, summaries = registries()
+    assert list(tables) == ["mia", "mia_items", "dpo", "recall", "recognition", "train", "sentence_recall",
+                            "recognition_by_foil", "retention", "error_rates", "prefix", "prior", "canaries"]
+    assert table_plots[-1] is plots.plot_canaries and len(table_plots) == 11 and len(fact_plots) == 2
+    assert list(summaries) == ["conditions", "learning", "canaries", "foil_types"]
+    code = ("import sys; import memlab.analysis.stages; "
+            "sys.exit(bool({'pandas', 'matplotlib'} & set(sys.modules)))")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
