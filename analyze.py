@@ -11,7 +11,8 @@ Reading is strict: an input that is present but truncated, malformed or of the w
 line naming the file, exit 2, nothing written; `--skip_broken` leaves its task or stage out instead, with a
 warning on stderr and a `skipped ...` line at the top of summary.txt.
 
-The work is done in memlab/analysis/; the tables, plots and summary blocks come from its registries.
+The work is done in memlab/analysis/; the tables, plots and summary blocks come from its registries, plus
+what each experiment module adds (memlab/experiments/exptN_*.py: TABLES, PLOTS, SUMMARIES).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from memlab.analysis.output import clean_leftovers, write_outputs_atomically, wr
 from memlab.analysis.readers import BrokenInput, Inputs, cell_status
 from memlab.analysis.summary import summary_text
 from memlab.analysis.tables import collect
+from memlab.experiments.registry import modules as experiment_modules
 from memlab.io import DataError, write_text_atomic
 from memlab.rundir import lock_dir
 
@@ -44,6 +46,20 @@ class AnalyzeArgs:
     skip_broken: bool = cli.arg(False, "leave out the cells and stages whose cell.json, results.json, items.csv or "
                                 "facts.jsonl is present but unreadable (truncated, malformed, wrong layout) instead "
                                 "of failing; each is listed on stderr and in summary.txt")
+
+
+def all_registries() -> tuple[dict, list, list, dict]:
+    """(tidy tables, plots of the tidy tables, plots of per_item/learning, summary blocks): memlab/analysis's,
+    then what each experiment module adds, in experiment order (docs/adding_an_experiment.md). A name already
+    taken keeps its first definition."""
+    tables, table_plots, fact_plots, summaries = registries()
+    for module in experiment_modules().values():
+        for name, rows in getattr(module, "TABLES", {}).items():
+            tables.setdefault(name, rows)
+        table_plots += [plot for plot in getattr(module, "PLOTS", ()) if plot not in table_plots]
+        for name, block in getattr(module, "SUMMARIES", {}).items():
+            summaries.setdefault(name, block)
+    return tables, table_plots, fact_plots, summaries
 
 
 def lock_and_clean(args: AnalyzeArgs) -> Path:
@@ -111,7 +127,7 @@ def build_outputs(root: Path, tidy: dict, facts: dict, header: list[str], table_
 
 def main(args: AnalyzeArgs) -> dict:
     root = lock_and_clean(args)
-    tables, table_plots, fact_plots, summaries = registries()
+    tables, table_plots, fact_plots, summaries = all_registries()
     stale, stale_lines, unfinished = cell_status(root)
     tidy, facts, skipped = read(root, args, tables, stale)
     notes = report_notes(args, stale_lines, unfinished)

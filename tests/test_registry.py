@@ -1,10 +1,13 @@
 """The experiment registry (memlab/experiments/): one module per experiment, found by file name, agreeing with
 configs/ and the sbatch templates; one name per setting (old names still read); one grid-size rule."""
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from memlab import experiments as E
@@ -73,3 +76,39 @@ def test_one_grid_size_rule_for_run_task(env, args, expected):
              for size in ("tiny", "small", "full")}
     assert len(set(shown.values())) == 3  # the sizes' tables differ, so the one shown names its size
     assert p.stdout == shown[expected], (env, args)
+
+
+def _blocks(doc: str, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", doc, re.S)
+
+
+def test_the_documented_toy_experiment_runs_and_analyze_picks_it_up(tmp_path):
+    """docs/adding_an_experiment.md's route, as written there: its module, config and template (the code blocks
+    of the page) added to a copy of the repository, nothing else changed; the tiny grid runs end to end and
+    analyze.py writes the module's own table and summary block."""
+    doc = (ROOT / "docs" / "adding_an_experiment.md").read_text()
+    (module,), (config,), (template,) = _blocks(doc, "python"), _blocks(doc, "yaml"), _blocks(doc, "bash")[:1]
+    repo = tmp_path / "repo"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    for f in filter(None, files):
+        if (ROOT / f).is_file():
+            (repo / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, repo / f)
+    (repo / "memlab/experiments/expt8_toy.py").write_text(module)
+    (repo / "configs/expt8.yaml").write_text(config)
+    (repo / "scripts/expt8_toy.sh").write_text(template)
+    env = {**os.environ, "PYTHONPATH": str(repo), "MEMLAB_GRID": "tiny", "MEMLAB_PYTHON": sys.executable,
+           "MEMLAB_RUNS_ROOT": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(["bash", "scripts/expt8_toy.sh"], cwd=repo, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    out = tmp_path / "runs" / "expt8"
+    toy = pd.read_csv(out / "tidy_toy.csv")
+    assert len(toy) > 0 and {"model", "seed", "tier", "accuracy"} <= set(toy.columns)
+    assert toy.accuracy.between(0, 1).all()
+    assert "Recall after one exposure (tidy_toy.csv)" in (out / "summary.txt").read_text()
+    assert (out / "tidy_train.csv").exists()  # the shared tables still come for the new experiment
+    p = subprocess.run([sys.executable, "scripts/run_task.py", "expt8", "--show", "--size", "full"], cwd=repo,
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 3, p.stderr

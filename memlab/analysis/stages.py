@@ -13,6 +13,13 @@ IN_TRAINING = {"recall": ("train", "recall"), "recognition": ("train", "recognit
                "retention_sentence_recall": ("interference", "prefix_recall")}
 
 
+def in_training_dir(task: Path, name: str) -> Path:
+    """Where an experiment evaluating stage `name` inside its training run writes it (TASK/train/eval/recall,
+    ...): the experiment modules name their stages' directories through this, so writer and reader share it."""
+    run, kind = IN_TRAINING[name]
+    return task / run / "eval" / kind
+
+
 def stage_dir(task: Path, name: str) -> Path | None:
     """A finished stage's run directory: TASK/name, else the evaluation inside training that replaces it
     (TASK/train/eval/recall, TASK/interference/eval/recognition, ...), whichever has results.json; None

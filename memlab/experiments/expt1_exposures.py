@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from memlab.analysis.stages import in_training_dir
 from memlab.experiments.datasets import (SENTENCE_PREFIX_FRACTION, check_leakage_once, facts_sets, knownness_stage,
                                          model_flags, sentence_sets)
 from memlab.experiments.stages import run_stage, summarize_stages
@@ -38,5 +39,5 @@ def run(cell: dict, settings: dict, task: Path) -> dict:
                                    "--eval_exposures", ",".join(str(k) for k in range(settings["num_exposures"] + 1)),
                                    "--eval_temperatures", settings["temperatures"], "--eval_repeats", settings["repeats"],
                                    "--eval_max_new_tokens", 10, *model_flags(settings, training=True)], task / "train")
-    return summarize_stages({"recall": train / "eval" / "recall", "recognition": train / "eval" / "recognition",
-                             "sentence_recall": train / "eval" / "prefix_recall", "knownness": known, "train": train})
+    return summarize_stages({**{name: in_training_dir(task, name) for name in ("recall", "recognition", "sentence_recall")},
+                             "knownness": known, "train": train})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from memlab.analysis.stages import in_training_dir
 from memlab.experiments.datasets import SENTENCE_PREFIX_FRACTION, check_leakage_once, facts_sets, sentence_sets
 from memlab.experiments.stages import run_stage, summarize_stages
 
@@ -43,7 +44,6 @@ def run(cell: dict, settings: dict, task: Path) -> dict:
                                     "--eval_exposures", 0, "--eval_steps", "log",
                                     "--eval_temperatures", settings["temperatures"], "--eval_repeats", settings["repeats"],
                                     "--eval_max_new_tokens", 16], task / "interference")
-    return summarize_stages({"retention_recall": interf / "eval" / "recall",
-                             "retention_recognition": interf / "eval" / "recognition",
-                             "retention_sentence_recall": interf / "eval" / "prefix_recall", "study": study,
+    evaluated = ("retention_recall", "retention_recognition", "retention_sentence_recall")  # inside interference
+    return summarize_stages({**{name: in_training_dir(task, name) for name in evaluated}, "study": study,
                              "interference": interf})

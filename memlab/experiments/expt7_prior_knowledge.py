@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from memlab.analysis.stages import HELDOUT_KNOWN_FILE
 from memlab.experiments.datasets import _filtered_jsonl, _jsonl_rows, check_leakage_once, facts_sets, knownness_stage
 from memlab.experiments.stages import checkpoint_glob, run_stage, summarize_stages
 from memlab.io import write_json_atomic
@@ -17,9 +18,6 @@ from memlab.io import write_json_atomic
 NAME = "expt7"
 # its stages, as keys of the task's results.json (each stage's own results.json), in order
 STAGES = ("prior_recall_base", "prior_recall", "knownness", "train")
-
-
-HELDOUT_KNOWN_FILE = "heldout_known.json"  # expt7: the known facts left out of training (TASK/data/)
 
 
 def run(cell: dict, settings: dict, task: Path) -> dict:
