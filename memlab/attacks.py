@@ -1,5 +1,8 @@
 """Membership-inference attacks as pure functions of per-token log-probs, and their evaluation.
 
+Its length (~490 lines): ten published attacks, each a short pure function with its formula and citation in
+its docstring, plus their evaluation; one module keeps the sign convention below in one place.
+
 Sign convention: every attack returns a score where HIGHER = MORE MEMBER-LIKE, so ROC AUC, TPR at low
 FPR and the plots treat all attacks alike (members are the positive class).
 
@@ -394,7 +397,7 @@ def check_disjoint(members: Sequence[Mapping], nonmembers: Sequence[Mapping], me
 def plot_roc(curves: Mapping[str, tuple[Sequence[float], Sequence[int]]], path, title: str) -> None:
     """ROC curves (one per attack: scores, labels with 1 = member) on a log-scaled FPR axis, as in the MIA
     literature (Carlini et al. 2022): the low-FPR corner is where an attack is useful. FPR 0 points are
-    drawn at the axis' left edge, 1 / (2 * n_nonmembers)."""
+    drawn at 1 / n_nonmembers, the axis' left edge (metrics.roc_curve_for_log_axis: one rule for every ROC plot)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -403,12 +406,10 @@ def plot_roc(curves: Mapping[str, tuple[Sequence[float], Sequence[int]]], path, 
     fig, ax = plt.subplots(figsize=(6.4, 5.2))
     lo = 1.0
     for name, (scores, labels) in curves.items():
-        fpr, tpr, _ = metrics.roc_curve(scores, labels)
-        n_neg = int((np.asarray(labels) == 0).sum())
-        edge = 0.5 / n_neg
-        lo = min(lo, edge)
+        fpr, tpr, floor = metrics.roc_curve_for_log_axis(scores, labels)
+        lo = min(lo, floor)
         auc = metrics.roc_auc(scores, labels)
-        ax.plot(np.maximum(fpr, edge), tpr, lw=1.6, label=f"{name} (AUC {auc:.3f})")
+        ax.plot(fpr, tpr, lw=1.6, label=f"{name} (AUC {auc:.3f})")
     grid = np.logspace(np.log10(lo), 0, 100)
     ax.plot(grid, grid, ls="--", color="grey", lw=1, label="chance (AUC 0.5)")
     ax.set_xscale("log")

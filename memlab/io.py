@@ -1,5 +1,8 @@
 """Reading user data and writing results without ever leaving a half-written file behind.
 
+Its length (~470 lines): every reader of user data and every atomic writer, so that the DataError wording
+and the write-then-rename rule live in one module.
+
 Every user-facing problem raises `DataError` whose message names the file and line (or field) at fault.
 Writers go to a temporary sibling and `os.replace` it into place, so a killed job leaves either the old
 file or the new one, never a torn one.

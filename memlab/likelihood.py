@@ -1,5 +1,8 @@
 """Exact, batched, per-item scoring of texts under causal LMs, for many checkpoints in one call.
 
+Its length (~620 lines): one module because the batching, masking and per-checkpoint loading are one
+exactness argument (equal to batch size 1 within 1e-4); split, the invariant would have no single owner.
+
 Per item: mean token NLL over the scored tokens (nats/token), their count, and on request each scored
 token's log-prob and the mean/variance of log p under the model's predictive distribution at that position
 (for min-k%++). Equal to scoring the item alone (batch size 1) within 1e-4: batches are length-sorted,

@@ -72,6 +72,17 @@ def roc_curve(scores: Sequence[float], labels: Sequence[int]) -> tuple[np.ndarra
     return (np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos], np.r_[np.inf, s[last_of_run]])
 
 
+def roc_curve_for_log_axis(scores: Sequence[float], labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray, float]:
+    """(fpr, tpr, floor): `roc_curve` ready for a log-scaled FPR axis, the one rule of every ROC plot (the
+    membership-inference script's and analyze.py's). With n non-members the smallest FPR above 0 a threshold
+    can give is 1/n: FPR-0 points are drawn at floor = 1/n (read "FPR <= 1/n"), and a plot's axis starts at
+    the smallest floor of its curves. A fixed floor (1e-3) leaves empty decades for a small set and clips real
+    points of a large one; 1/(2n) would draw a point at an FPR no threshold on these data can give."""
+    fpr, tpr = roc_curve(scores, labels)[:2]
+    floor = 1.0 / max(int((np.asarray(labels) == 0).sum()), 1)
+    return np.maximum(fpr, floor), tpr, floor
+
+
 def tpr_at_fpr(scores: Sequence[float], labels: Sequence[int], fpr: float = 0.01) -> float:
     """Highest true-positive rate among ROC points whose false-positive rate is <= `fpr`
     (the low-FPR operating point of Carlini et al. 2022; no interpolation between points)."""

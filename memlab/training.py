@@ -2,6 +2,9 @@
 items with loss masks, length-grouped batches, checkpoint schedules, LoRA target resolution and
 checkpoint save/restore.
 
+Its length (~570 lines): one module because every piece shares the item/mask format and the checkpoint
+layout; splitting data, schedule and checkpoint code would put one format in three places.
+
 Decisions worth knowing:
 - One item per sequence, never concatenated across items (a fact must stay one training example).
 - Plain text and prompt/completion items get the tokenizer's eos appended, so the model learns to stop.

@@ -1,7 +1,10 @@
 """Every plot (plots/*.png): `PLOTS_FROM_TABLES` (functions of the tidy tables) and `PLOTS_FROM_FACTS` (of
 per_item/learning), each plot(tables, out) -> the PNG written under `out`, or None when it has no data.
 Shared pieces: `save` (atomic PNG), `_mean_lines` (mean over seeds with a CI band, for every plot of
-means), `_roc_lines` (ROC curves on a log FPR axis) and `_fraction_axis`."""
+means), `_roc_lines` (ROC curves on a log FPR axis) and `_fraction_axis`.
+
+Its length (~520 lines): thirteen plots sharing the helpers below; kept as one module so that matplotlib
+is imported in one place only."""
 from __future__ import annotations
 
 import io
@@ -23,7 +26,7 @@ from memlab.analysis.items import tier_order, trained_facts  # noqa: E402
 from memlab.analysis.stages import HELDOUT_KIND, SENTENCE_TIER  # noqa: E402
 from memlab.analysis.tables import varying  # noqa: E402
 from memlab.learning import CATEGORIES, HUMAN_EXPOSURES, learned_fraction  # noqa: E402
-from memlab.metrics import roc_auc, roc_curve  # noqa: E402
+from memlab.metrics import roc_auc, roc_curve_for_log_axis  # noqa: E402
 
 
 def save(fig, path: Path) -> Path:
@@ -69,17 +72,11 @@ def _roc_lines(ax, curves) -> None:
     """ROC curves, one per (label, scores, labels with 1 = member) in `curves`, labelled with their AUC, and the
     chance diagonal, on a log-scaled FPR axis (the low-FPR corner is where a membership attack is useful;
     Carlini et al. 2022)."""
-    # The lowest FPR drawn: with n non-members the smallest FPR above 0 that a threshold can give is 1/n, so a
-    # curve's FPR-0 points (no non-member flagged) are drawn at 1/n (read: "FPR <= 1/n"), and the axis starts
-    # at the smallest 1/n of the curves. A fixed floor (1e-3) leaves empty decades for a small set and clips
-    # real points of a large one; 1/(2n) would draw a point at an FPR no threshold on these data can give.
-    lo = 1.0
+    lo = 1.0  # the lowest FPR drawn: memlab.metrics.roc_curve_for_log_axis says why it is 1/n_nonmembers
     for label, scores, labels in curves:
-        labels = np.asarray(labels)
-        fpr, tpr = roc_curve(scores, labels)[:2]
-        edge = 1.0 / max(int((labels == 0).sum()), 1)
-        lo = min(lo, edge)
-        ax.plot(np.maximum(fpr, edge), tpr, label=f"{label} (AUC {roc_auc(scores, labels):.2f})")
+        fpr, tpr, floor = roc_curve_for_log_axis(scores, labels)
+        lo = min(lo, floor)
+        ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc(scores, labels):.2f})")
     grid = np.logspace(np.log10(lo), 0, 50)
     ax.plot(grid, grid, color="grey", ls="--", lw=1, label="chance")
     ax.set_xscale("log")
