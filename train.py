@@ -51,13 +51,12 @@ from memlab.io import DataError, append_jsonl, split_paths, write_text_atomic
 from memlab.models import (is_adapter_dir, load_model, load_tokenizer, model_name_or_path_arg, resolve_model_path,
                            trust_remote_code_arg)
 from memlab.runtime import TrainRuntimeArgs
-from memlab.rundir import (check_data_unchanged, differences, empty_dir, file_digest, guard_output_dir, prepare_run_dir,
-                           read_metrics, write_results)
+from memlab.rundir import (EXIT_REQUEUE, check_data_unchanged, differences, empty_dir, file_digest, guard_output_dir,
+                           prepare_run_dir, read_metrics, write_results)
 
 # after memlab, whose import sets the Hugging Face offline mode and the noise filters (memlab/__init__.py)
 from accelerate.utils import set_seed
 
-EXIT_REQUEUE = 75  # checkpointed on a signal; rerun with --resume
 
 
 @dataclass

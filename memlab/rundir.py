@@ -16,6 +16,11 @@ from typing import Any
 
 from memlab.io import DataError, check_writable_dir, write_json_atomic
 
+# The exit status of a run that checkpointed on a signal (SIGTERM/SIGUSR1: a pre-emption, a time limit) and
+# saved its resume state: "rerun me" (EX_TEMPFAIL). train.py exits with it; the stage runner
+# (memlab/experiments/stages.py) turns it into a requeue; scripts/common.sh, in bash, tests for its value, 75.
+EXIT_REQUEUE = 75
+
 TRACKED_PACKAGES = ("torch", "transformers", "accelerate", "peft", "datasets", "numpy", "pandas", "trl",
                     "deepspeed")
 

@@ -52,7 +52,7 @@ memlab_main() {
         --coverage "${SLURM_ARRAY_TASK_MIN}-${SLURM_ARRAY_TASK_MAX:-$SLURM_ARRAY_TASK_MIN}:${SLURM_ARRAY_TASK_STEP:-1}#${SLURM_ARRAY_TASK_COUNT:-}"
     fi
     memlab_run_one "$SLURM_ARRAY_TASK_ID" "$@"; rc=$?
-    if [ "$rc" -eq 75 ]; then
+    if [ "$rc" -eq 75 ]; then  # EXIT_REQUEUE (memlab/rundir.py): checkpointed on a signal
       echo "memlab $EXPT: preempted, state saved; requeueing ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
       scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
       exit 0

@@ -2,8 +2,8 @@
 
 A stage whose results.json exists (same command line) is skipped, so a requeued or re-run task continues where
 it stopped; an unfinished training run resumes; a stage run earlier with other arguments is re-run from
-scratch. EXIT_REQUEUE (75) is the one exit status meaning "checkpointed on a signal, rerun me" (train.py,
-finetune_dpo.py, run_task.py and scripts/common.sh use this constant's value).
+scratch. EXIT_REQUEUE (75, defined once in memlab/rundir.py) means "checkpointed on a signal, rerun me":
+train.py exits with it, run_stage raises Preempted on it, run_task.py exits with it again.
 """
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 
 from memlab.experiments.config import ROOT
-
-EXIT_REQUEUE = 75  # a stage checkpointed on a signal (SIGTERM/SIGUSR1); rerun the task to resume
+from memlab.rundir import EXIT_REQUEUE  # a stage checkpointed on a signal; rerun the task to resume
 
 
 # ------------------------------------------------------------------------------------------- stages
