@@ -278,7 +278,7 @@ def run_recognition(args: RecognitionArgs) -> Path:
     files = {"seen.jsonl": seen, "unseen.jsonl": unseen}
     extra = {"corpus_duplicates_dropped": dropped}
     if "synonym" in types:
-        extra["synonym_lexicon"] = f"--lexicon {args.lexicon}" if args.lexicon else lex.SOURCE_BUILTIN
+        extra["synonym_lexicon"] = f"--lexicon {args.lexicon}" if args.lexicon else lexicon.SOURCE_BUILTIN
     if loaded:
         extra["paraphrase_prompt"] = recognition.PARAPHRASE_PROMPT
     return _finish("recognition", args, files, ["seen.jsonl"], ["unseen.jsonl"], extra)

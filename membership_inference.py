@@ -444,6 +444,7 @@ class Mia:
     ref_scores: dict = field(default_factory=dict)  # reference model -> its scores, kept across checkpoints
 
     def batch_size(self, model, items) -> int:
+        """--batch_size for scoring `items` with `model` (`auto`: the largest that fits, memlab.runtime)."""
         return runtime.resolve_batch_size(self.args.batch_size, model, "score", max(len(e.input_ids) for e in items))
 
     def score_on(self, model, items=None, stats=False) -> list:
@@ -456,8 +457,8 @@ class Mia:
 
 @dataclass
 class AttackInputs:
-    """What the attacks beyond the per-token ones score besides the evaluated items, built once for every
-    checkpoint."""
+    """What the attacks beyond the per-token ones score besides the evaluated items: built once, scored under
+    every checkpoint."""
     enc_cond: Optional[list[EncodedItem]] = None  # recall: each item after the prefix P
     enc_nb: Optional[list[EncodedItem]] = None    # neighbourhood: every item's neighbours
     nb_index: list[list[int]] = field(default_factory=list)  # per item, its neighbours' positions in enc_nb
