@@ -37,7 +37,8 @@ from memlab import answers, metrics
 from memlab.generation import (GenRequest, PrefixTask, generate_requests, prefix_tasks, qa_prompt_ids, read_probes,
                                stop_token_ids)
 from memlab.io import DataError, read_texts, write_csv_atomic, write_json_atomic, write_jsonl_atomic
-from memlab.likelihood import checkpoint_position, encode_items, has_chat_template, score_items
+from memlab.likelihood import (EncodedItem, checkpoint_position, completion_tokens, encode_items, has_chat_template,
+                               render_chat, score_items)
 
 VERBATIM_TIER = "verbatim"  # probes repeating a training prompt: reported separately, never in `all`
 RECALL_METRICS = ("exact_match", "token_accuracy", "lcp_tokens", "rouge_l", "rouge1", "rouge2", "rougeLsum",
@@ -45,11 +46,30 @@ RECALL_METRICS = ("exact_match", "token_accuracy", "lcp_tokens", "rouge_l", "rou
 
 
 # ------------------------------------------------------------------------------------------- QA recall
+def answer_items(tok, probes: Sequence[dict], use_template: bool = True) -> list[EncodedItem]:
+    """Each probe's QA prompt (as generation sees it: `qa_prompt_ids`) followed by its true answer, the answer's
+    tokens scored: prompt and answer are tokenized as one text (`completion_tokens`, as scoring does
+    everywhere), so a token that merges across the boundary counts as an answer token."""
+    items = []
+    for p in probes:
+        prompt = render_chat(tok, [{"role": "user", "content": p["question"]}], add_generation_prompt=True,
+                             use_template=use_template)
+        ids, start = completion_tokens(tok, prompt, str(p["answer"]), add_special_tokens=False)
+        items.append(EncodedItem(str(p["id"]), ids, max(start, 1)))
+    return items
+
+
 def qa_rows(tok, model, probes: Sequence[dict], label: str, temperatures: Sequence[float], repeats: int,
             max_new_tokens: int, batch_size: int, seed: int, accelerator=None, use_template: bool = True
             ) -> list[dict]:
-    """Answer every probe at every temperature (greedy once; sampled `repeats` times) under one model."""
+    """Answer every probe at every temperature (greedy once; sampled `repeats` times) under one model. Every
+    row also carries the probe's teacher-forced answer likelihood under the same model (one scored pass,
+    memlab.likelihood.score_items, the machinery of every other score): `answer_nll` = mean NLL of the true
+    answer's tokens after the prompt (nats/token), `answer_nll_sum` = their total, `answer_tokens` = how many;
+    how close the fact is to being recalled, also when it is not (Chang et al. 2024 log it at every step)."""
     prompts = {p["id"]: qa_prompt_ids(tok, p["question"], use_template) for p in probes}
+    nll = {s.id: s for s in score_items(model, answer_items(tok, probes, use_template), tok.pad_token_id,
+                                        batch_size, accelerator=accelerator)}
     rows = []
     for temp in temperatures:
         n_rep = 1 if temp == 0 else repeats
@@ -64,7 +84,10 @@ def qa_rows(tok, model, probes: Sequence[dict], label: str, temperatures: Sequen
                 rows.append({"id": p["id"], "fact_id": p["fact_id"], "question": p["question"],
                              "response": response, "extracted_answer": extracted, "answer": p["answer"],
                              "correct": int(correct), "error": 1 - int(correct), "tier": p["tier"],
-                             "temperature": temp, "repeat": r, "checkpoint": label})
+                             "temperature": temp, "repeat": r, "checkpoint": label,
+                             "answer_nll": round(nll[str(p["id"])].loss, 6),
+                             "answer_nll_sum": round(nll[str(p["id"])].loss * nll[str(p["id"])].n_tokens, 6),
+                             "answer_tokens": nll[str(p["id"])].n_tokens})
     return rows
 
 

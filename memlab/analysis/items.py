@@ -60,7 +60,7 @@ def _per_item_rows(task: Path, cell: dict, known: dict, kinds: dict, inputs: Inp
         df = _items(task, stage, inputs)
         if df is None:
             continue
-        cols = [c for c in ("tier", "temperature", "repeat", "correct") if c in df]
+        cols = [c for c in ("tier", "temperature", "repeat", "correct", "answer_nll") if c in df]
         df = df.assign(stage=stage, item_id=df["id"])
         frames.append(df[[c for c in base + cols if c in df]])
     for stage in RECOGNITION_STAGES:
