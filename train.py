@@ -58,7 +58,6 @@ from memlab.rundir import (EXIT_REQUEUE, check_data_unchanged, differences, empt
 from accelerate.utils import set_seed
 
 
-
 @dataclass
 class TrainArgs(TrainRuntimeArgs):
     train_file: Optional[str] = cli.arg(None, "training data (required): a JSONL, CSV or TXT file, or several "
