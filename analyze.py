@@ -24,7 +24,7 @@ from typing import Optional
 import pandas as pd
 
 from memlab import cli
-from memlab.analysis import registries
+from memlab.analysis import derived_tables, registries
 from memlab.analysis.items import collect_facts
 from memlab.analysis.output import clean_leftovers, write_outputs_atomically, write_tables
 from memlab.analysis.readers import BrokenInput, Inputs, cell_status
@@ -82,6 +82,7 @@ def read(root: Path, args: AnalyzeArgs, tables: dict, stale: list[Path]
     try:
         tidy = collect(root, inputs, tables)
         facts = collect_facts(root, inputs)
+        facts.update(derived_tables(facts))
     except BrokenInput as e:
         raise DataError(f"{e} (pass --skip_broken to leave it out)") from None
     skipped = inputs.report(root)
@@ -113,8 +114,9 @@ def build_outputs(root: Path, tidy: dict, facts: dict, header: list[str], table_
     """Write the CSVs, the plots and summary.txt (`header` lines first) atomically into root."""
     def build(out: Path) -> dict:
         written = write_tables(out, tidy, facts)
-        plots = [p for p in [plot(tidy, out / "plots") for plot in table_plots] if p]
-        plots += [p for p in [plot(facts, out / "plots") for plot in fact_plots] if p]
+        drawn = [plot(tidy, out / "plots") for plot in table_plots]
+        drawn += [plot(facts, out / "plots") for plot in fact_plots]
+        plots = [p for d in drawn for p in (d if isinstance(d, list) else [d]) if p]  # one plot may draw several
         table = summary_text(tidy, facts, summaries)
         # first, so nobody reads the tables without knowing what is missing from them or what they merge
         if header:

@@ -8,12 +8,21 @@
 - canaries.py: memorization vs canary copies (`canary_table`, tidy_canaries.csv rows).
 - summary.py: summary.txt's blocks (`SUMMARIES`).
 - plots.py: every plot (`PLOTS_FROM_TABLES`, `PLOTS_FROM_FACTS`); the only module that imports matplotlib.
+- survival.py: which facts take longer (Kaplan–Meier, log-rank, discrete-time hazard model: difficulty.csv).
 - output.py: writing the outputs atomically.
 
 `registries()` gives analyze.py what it builds; an experiment module can add its own tables, plots and
 summary blocks to them.
 """
 from __future__ import annotations
+
+
+def derived_tables(facts: dict) -> dict:
+    """Tables computed from per_item/learning, written beside them (<name>.csv when not empty): difficulty.csv,
+    the hazard ratios of learning (memlab.analysis.survival)."""
+    from memlab.analysis import survival  # statsmodels: only when there is something to analyze
+
+    return {"difficulty": survival.difficulty(facts)[0]}
 
 
 def registries() -> tuple[dict, list, list, dict]:

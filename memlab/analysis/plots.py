@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator, ScalarFormatter  # noqa: E402
 
+from memlab.analysis import survival  # noqa: E402
 from memlab.analysis.canaries import final_checkpoints  # noqa: E402
 from memlab.analysis.items import tier_order, trained_facts  # noqa: E402
 from memlab.analysis.stages import HELDOUT_KIND, SENTENCE_TIER  # noqa: E402
@@ -439,6 +440,60 @@ def plot_learning_by_knownness(facts: dict[str, pd.DataFrame], out: Path) -> Pat
     return save(fig, out / "learning_by_knownness.png")
 
 
+def plot_survival(facts: dict[str, pd.DataFrame], out: Path) -> list[Path] | None:
+    """plots/survival_<grouping>.png: Kaplan–Meier curves of learning (fraction of facts not yet at criterion
+    vs exposures, pointwise 95% CI band), one panel per stage x tier compared, one line per level, the
+    log-rank p in the panel title (memlab.analysis.survival)."""
+    times, _ = survival.survival_times(facts.get("learning", pd.DataFrame()))
+    if times.empty:
+        return None
+    panels: dict[str, list] = {}
+    for (stage, tier, grouping), g in survival.km_groups(times):
+        panels.setdefault(grouping, []).append((stage, tier, g))
+    paths = []
+    for grouping, items in panels.items():
+        ncol = min(3, len(items))
+        nrow = -(-len(items) // ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(5.5 * ncol, 4.3 * nrow), squeeze=False)
+        for ax, (stage, tier, g) in zip(axes.flat, items):
+            curves, p = survival.kaplan_meier(g, grouping)
+            for level, c in curves.items():
+                mine = g[g[grouping].astype(str) == level]
+                n, ev = len(mine), int(mine.event.sum())
+                t = np.r_[0, c.time.to_numpy()]
+                line = ax.step(t, np.r_[1, c.surv.to_numpy()], where="post", label=f"{level} ({ev}/{n} learned)")
+                ax.fill_between(t, np.r_[1, c.ci_low.to_numpy()], np.r_[1, c.ci_high.to_numpy()], step="post",
+                                alpha=0.15, color=line[0].get_color())
+            _fraction_axis(ax, "exposures", "fraction of facts not yet at criterion",
+                           f"{stage} / {tier}" + (f" (log-rank p={p:.3g})" if p is not None else ""),
+                           legend_title=grouping)
+        for ax in list(axes.flat)[len(items):]:
+            ax.set_visible(False)
+        fig.suptitle(f"Kaplan–Meier: time to criterion by {grouping} (censored: never reached by the last exposure)")
+        paths.append(save(fig, out / f"survival_{grouping}.png"))
+    return paths or None
+
+
+def plot_hazard_ratios(facts: dict[str, pd.DataFrame], out: Path) -> Path | None:
+    """plots/hazard_ratios.png: difficulty.csv as a forest plot, hazard ratio with its 95% CI per stage x tier x
+    covariate level on a log axis (> 1 = learned sooner)."""
+    table = facts["difficulty"] if "difficulty" in facts else survival.difficulty(facts)[0]
+    if table.empty:
+        return None
+    labels = [f"{r.stage}/{r.tier}: {r.covariate} {r.level}" for r in table.itertuples(index=False)]
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.35 * len(table)))
+    y = np.arange(len(table))[::-1]
+    ax.errorbar(table.hazard_ratio, y, xerr=[table.hazard_ratio - table.ci_low, table.ci_high - table.hazard_ratio],
+                fmt="o", color="tab:blue", capsize=3)
+    ax.axvline(1, color="grey", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlabel("hazard ratio of reaching criterion per exposure (log scale; > 1 = learned sooner)")
+    ax.set_title("Which facts take longer (discrete-time proportional hazards, 95% CI clustered by fact)")
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    return save(fig, out / "hazard_ratios.png")
+
+
 def _canary_attacks(present: set) -> list[str]:
     """The attacks drawn against copies: loss (highlighted), zlib, min-k% / min-k%++, the reference difference."""
     mink = sorted(a for a in present if re.fullmatch(r"min_k_(pp_)?\d+(\.\d+)?", str(a)))
@@ -516,4 +571,5 @@ PlotFn = Callable[[dict, Path], "Path | None"]  # (tables, plots dir) -> the PNG
 PLOTS_FROM_TABLES: list[PlotFn] = [plot_exposures, plot_recognition_by_foil, plot_retention, plot_error_rates,
                                    plot_prefix, plot_prior, plot_mia_rank_module, plot_mia_roc,
                                    plot_mia_vs_perplexity, plot_dpo, plot_canaries]
-PLOTS_FROM_FACTS: list[PlotFn] = [plot_learning_ecdf, plot_learning_by_knownness]
+PLOTS_FROM_FACTS: list[PlotFn] = [plot_learning_ecdf, plot_learning_by_knownness, plot_survival,
+                                  plot_hazard_ratios]
