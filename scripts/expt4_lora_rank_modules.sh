@@ -7,7 +7,8 @@
 # Grid (full, 15 cells): model [smollm2-135m] x seed [0] x rank [4,16,64]
 #   x modules [q_proj, k_proj, v_proj, o_proj, q_proj+k_proj].
 # Per cell: 200 members + 200 non-members (everyday sentences), canaries repeated 1,2,4,8,16,32 times;
-#   LoRA fine-tuning; membership inference (loss, zlib, min-k%, min-k%++, reference = the base) and
+#   LoRA fine-tuning; membership inference (every attack the inputs allow, attacks=... to choose; reference =
+#   the base; RMIA with reference_models=K) and
 #   prefix extraction of the canaries (first half as prompt).
 # Plots: runs/expt4/plots/mia_auc_by_rank_module.png, mia_roc.png, mia_score_vs_perplexity.png
 # Resources below are defaults; SBATCH_* environment variables override them.

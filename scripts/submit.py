@@ -10,7 +10,7 @@ size defaults to MEMLAB_GRID, else `full`, as under SLURM); the template gets th
 array index -> cell mapping is the one `python scripts/run_task.py EXPT --show key=value ...` prints. The
 sweep root's recorded config (RUNS_ROOT/<expt>/config.yaml) is checked before anything is submitted: a
 changed setting is refused, naming the keys, unless --force (passed on as force=true). `--dry_run` prints
-the sbatch command and submits nothing. Data-file overrides (facts_file=..., README "Your own data") are
+the sbatch command and submits nothing. Data-file overrides (facts_file=..., docs/running_experiments.md) are
 checked to exist and passed on as absolute paths. Exit status: 0 submitted (sbatch's own output follows), 2 bad input.
 """
 from __future__ import annotations

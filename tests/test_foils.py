@@ -279,7 +279,7 @@ def test_analyze_writes_the_foil_type_table_and_plot(tmp_path):
     png = root / "plots" / "recognition_by_foil_type.png"
     assert str(png) in res["plots"] and png.stat().st_size > 10_000
     # summary.txt: 2AFC per exposure x foil type (both seeds alike: the mean is each seed's value)
-    block = res["summary"].split("Recognition 2AFC by foil type")[1].splitlines()
+    block = res["summary"].split("Recognition 2AFC by foil type")[1].split("\n\n")[0].splitlines()  # up to the next block
     rows = {int(line.split()[0]): line.split()[1:] for line in block[2:] if line.split()[:1] != ["exposure"]}
     header = block[1].split()
     assert header == ["char_scramble", "novel", "synonym"]
