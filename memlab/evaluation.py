@@ -1,5 +1,8 @@
 """Recall and recognition evaluation, one implementation for the scripts and for training.
 
+Its length (~470 lines): kept as one module because its point is that the scripts and the in-training
+evaluation run the same functions; split, the two paths could drift apart again.
+
 `generate.py --mode qa` and `test.py` score saved checkpoints with these functions; `train.py --eval_*`
 calls the same functions on the model in memory at chosen exposures or steps (`InTrainingEval`), and
 writes the same `items.csv` columns and `results.json` records, so a curve evaluated inside training and
