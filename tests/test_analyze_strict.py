@@ -320,3 +320,12 @@ def test_registries_keep_the_output_order():
     code = ("import sys; import memlab.analysis.stages; "
             "sys.exit(bool({'pandas', 'matplotlib'} & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_mean_lines_without_cis_draw_without_a_band(tmp_path):
+    """MIA results scored with --bootstrap 0 (expt4 bootstrap=0) have no auc_ci_* columns: the rank plot is
+    drawn (lines without bands), not a KeyError."""
+    rows = [{"rank": r, "modules": m, "seed": s, "attack": "loss", "group": "all", "auc": 0.5 + r / 100}
+            for r in (4, 16) for m in ("q_proj", "v_proj") for s in (0, 1)]
+    path = plots.plot_mia_rank_module({"mia": pd.DataFrame(rows)}, tmp_path)
+    assert path is not None and path.stat().st_size > 5_000

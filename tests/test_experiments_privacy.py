@@ -25,6 +25,7 @@ def test_expt4_lora_rank_modules(tmp_path):
     assert res["extraction"]["by_prefix"]
     mia = pd.read_csv(tmp_path / "expt4" / "tidy_mia.csv")
     assert {"rank", "modules", "attack", "group", "auc", "auc_ci_low", "tpr_at_1pct_fpr"} <= set(mia.columns)
+    assert set(mia.stage) == {"fine-tuned"}  # no DPO in expt4: not "SFT (before DPO)"
     for name in ("mia_auc_by_rank_module", "mia_roc", "mia_score_vs_perplexity"):
         assert (tmp_path / "expt4" / "plots" / f"{name}.png").stat().st_size > 10_000
 

@@ -60,13 +60,16 @@ def _series_label(row: pd.Series, keys: list[str]) -> str:
 def _mean_lines(ax, df: pd.DataFrame, x: str, y: str, lo: str, hi: str, keys: list[str], label_prefix: str = "",
                 x_offset: float = 0.0, **plot_kw) -> None:
     """One line per `keys` group: mean of `y` over seeds at each `x`, a band from the lowest CI low to the
-    highest CI high among the seeds."""
+    highest CI high among the seeds (no band when the results have no CIs, e.g. `--bootstrap 0`)."""
+    has_ci = lo in df and hi in df and df[lo].notna().any()
+    aggs = {"y": (y, "mean"), **({"lo": (lo, "min"), "hi": (hi, "max")} if has_ci else {})}
     groups = df.groupby(keys, sort=True) if keys else [((), df)]
     for _, g in groups:
-        m = g.groupby(x).agg(y=(y, "mean"), lo=(lo, "min"), hi=(hi, "max")).reset_index()
+        m = g.groupby(x).agg(**aggs).reset_index()
         label = label_prefix + (_series_label(g.iloc[0], keys) if keys else "")
         line, = ax.plot(m[x] + x_offset, m.y, label=label.strip(", ") or "all", **{"marker": "o", **plot_kw})
-        ax.fill_between(m[x] + x_offset, m.lo, m.hi, alpha=0.15, color=line.get_color())
+        if has_ci:
+            ax.fill_between(m[x] + x_offset, m.lo, m.hi, alpha=0.15, color=line.get_color())
 
 
 def _roc_lines(ax, curves) -> None:

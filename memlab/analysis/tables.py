@@ -11,7 +11,7 @@ from typing import Callable
 import pandas as pd
 
 from memlab.analysis.readers import SENTENCE_FIELDS, Inputs, heldout_known
-from memlab.analysis.stages import HELDOUT_KIND
+from memlab.analysis.stages import HELDOUT_KIND, stage_dir
 from memlab.learning import pair_recognition
 from memlab.metrics import bootstrap_ci
 
@@ -140,19 +140,27 @@ def _prior_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
     return rows
 
 
-def _stage_of(label: str) -> str:
-    """expt6: SFT checkpoints are exposure_*, DPO checkpoints epoch_*."""
+def _stage_of(label: str, dpo: bool) -> str:
+    """The training stage a checkpoint comes from: in a task with a DPO stage (expt6) SFT checkpoints are
+    exposure_*, DPO checkpoints epoch_*; in any other task (expt4) every checkpoint is plainly `fine-tuned`
+    (labelling it "before DPO" put expt4's rows into expt6's before/after plot when one root held both)."""
+    if not dpo:
+        return "fine-tuned"
     return "after DPO" if str(label).startswith("epoch_") else "SFT (before DPO)"
+
+
+def _has_dpo(task: Path) -> bool:
+    return stage_dir(task, "dpo") is not None
 
 
 def _mia_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
     """One row per checkpoint x attack x group ('all' or members with c canary copies vs non-members)."""
-    rows = []
+    rows, dpo = [], _has_dpo(task)
     for ck in (inputs.stage(task, "mia") or {}).get("checkpoints", []):
         for attack, res in ck.get("attacks", {}).items():
             groups = [("all", res["all"])] + [(str(c), g) for c, g in res.get("by_canary_copies", {}).items()]
             for group, g in groups:
-                rows.append({**cell, "checkpoint": ck["checkpoint"], "stage": _stage_of(ck["checkpoint"]),
+                rows.append({**cell, "checkpoint": ck["checkpoint"], "stage": _stage_of(ck["checkpoint"], dpo),
                              "attack": attack, "group": group,
                              **{k: v for k, v in g.items() if k.startswith(("auc", "tpr", "n_"))}})
     return rows
@@ -165,7 +173,8 @@ def _mia_item_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
         return []
     for k, v in cell.items():
         df[k] = v
-    df["stage"] = df["checkpoint"].map(_stage_of)
+    dpo = _has_dpo(task)
+    df["stage"] = [_stage_of(c, dpo) for c in df["checkpoint"]]
     return df.to_dict("records")
 
 
@@ -174,7 +183,7 @@ def _dpo_rows(task: Path, cell: dict, inputs: Inputs) -> list[dict]:
     rows = []
     for row in (inputs.stage(task, "dpo_recall") or {}).get("error_rates", []):
         if row.get("temperature", 0) == 0:
-            rows.append({**cell, "checkpoint": row["checkpoint"], "stage": _stage_of(row["checkpoint"]),
+            rows.append({**cell, "checkpoint": row["checkpoint"], "stage": _stage_of(row["checkpoint"], True),
                          "tier": row["tier"], "accuracy": 1 - row["error_rate"],
                          "accuracy_ci_low": 1 - row["error_rate_ci_high"], "accuracy_ci_high": 1 - row["error_rate_ci_low"]})
     return rows
