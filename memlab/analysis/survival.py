@@ -199,7 +199,9 @@ def difficulty(facts: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]
         r, n = fit_hazard_model(g.reset_index(drop=True), grid, stage, tier)
         rows += r
         notes += n
-    return pd.DataFrame(rows, columns=DIFFICULTY_COLUMNS), notes
+    table = pd.DataFrame(rows, columns=DIFFICULTY_COLUMNS)
+    table.attrs["notes"] = notes  # so that the summary and the plot reuse one fit (facts["difficulty"])
+    return table, notes
 
 
 def kaplan_meier(times: pd.DataFrame, grouping: str) -> tuple[dict[str, pd.DataFrame], float | None]:
@@ -236,7 +238,10 @@ def survival_summary(facts: dict[str, pd.DataFrame]) -> str:
     times, _ = survival_times(facts.get("learning", pd.DataFrame()))
     if times.empty:
         return ""
-    table, notes = difficulty(facts)
+    if "difficulty" in facts and "notes" in facts["difficulty"].attrs:  # fitted once by analyze.py
+        table, notes = facts["difficulty"], facts["difficulty"].attrs["notes"]
+    else:
+        table, notes = difficulty(facts)
     lines = ["Which facts take longer: hazard ratio of reaching criterion per exposure [95% CI, cluster-robust by "
              "fact], p (discrete-time proportional hazards, cloglog; > 1 = learned sooner; difficulty.csv)"]
     for r in table.itertuples(index=False):
