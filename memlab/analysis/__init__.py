@@ -18,11 +18,18 @@ from __future__ import annotations
 
 
 def derived_tables(facts: dict) -> dict:
-    """Tables computed from per_item/learning, written beside them (<name>.csv when not empty): difficulty.csv,
-    the hazard ratios of learning (memlab.analysis.survival)."""
-    from memlab.analysis import survival  # statsmodels: only when there is something to analyze
+    """Tables computed from per_item/learning, written beside them (<name>.csv when not empty), in order (each
+    sees the ones before it): difficulty.csv, the hazard ratios of learning (memlab.analysis.survival)."""
+    # imported here: statsmodels and scipy only when there is something to analyze
+    from memlab.analysis import survival
 
-    return {"difficulty": survival.difficulty(facts)[0]}
+    derived = [
+        ("difficulty", lambda f: survival.difficulty(f)[0]),
+    ]
+    out = dict(facts)
+    for name, table in derived:
+        out[name] = table(out)
+    return {name: out[name] for name, _ in derived}
 
 
 def registries() -> tuple[dict, list, list, dict]:
