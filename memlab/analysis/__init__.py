@@ -22,9 +22,11 @@ def derived_tables(facts: dict) -> dict:
     sees the ones before it): difficulty.csv, the hazard ratios of learning (memlab.analysis.survival)."""
     # imported here: statsmodels and scipy only when there is something to analyze
     from memlab.analysis import survival
+    from memlab.analysis import exposure_response
 
     derived = [
         ("difficulty", lambda f: survival.difficulty(f)[0]),
+        ("mia_exposure", lambda f: exposure_response.mia_exposure(f)),
     ]
     out = dict(facts)
     for name, table in derived:

@@ -22,6 +22,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator, ScalarFormatter  # noqa: E402
 
 from memlab.analysis import survival  # noqa: E402
+from memlab.analysis import exposure_response  # noqa: E402
 from memlab.analysis.canaries import final_checkpoints  # noqa: E402
 from memlab.analysis.items import tier_order, trained_facts  # noqa: E402
 from memlab.analysis.stages import HELDOUT_KIND, SENTENCE_TIER  # noqa: E402
@@ -569,10 +570,60 @@ def plot_canaries(tables: dict[str, pd.DataFrame], out: Path) -> Path | None:
     return save(fig, out / "canaries_by_copies.png")
 
 
+def plot_detect_vs_recall(facts: dict[str, pd.DataFrame], out: Path) -> Path | None:
+    """plots/detect_vs_recall.png: membership inference against exposures beside the members' recall
+    (mia_exposure.csv, memlab.analysis.exposure_response). One panel per condition (the grid axes that vary but
+    seed) x curve (source; facts: probe group): AUC of every attack (loss thick with its 95% CI band), the loss
+    attack's TPR at 1% FPR (dashed) and the members' recall (black, CI band), seeds pooled as their mean with a
+    band over their CIs; chance AUC 0.5 dotted. mia: log2 exposure axis (epochs x canary copies)."""
+    df = facts.get("mia_exposure", pd.DataFrame())
+    if df.empty:
+        return None
+    keys = varying(df, [a for a in exposure_response.cell_axes(df) if a not in ("seed", "task")])
+    df = df.assign(_curve=exposure_response.curve(df), exposure=df.exposure.astype(float))
+    panels = list(df.groupby(keys + ["_curve"], sort=True))
+    ncol = min(3, len(panels))
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(6 * ncol, 4.6 * nrow), squeeze=False)
+    for ax, (key, g) in zip(axes.flat, panels):
+        key = key if isinstance(key, tuple) else (key,)
+        attacks = sorted(set(g.attack), key=lambda a: (a != exposure_response.DETECT_ATTACK, a))
+        for i, attack in enumerate(attacks):
+            d = g[g.attack == attack]
+            if attack == exposure_response.DETECT_ATTACK:
+                _mean_lines(ax, d, "exposure", "auc", "auc_ci_low", "auc_ci_high", [], label_prefix=f"AUC: {attack}",
+                            color="tab:blue", lw=2.4)
+                _mean_lines(ax, d, "exposure", "tpr_at_1pct_fpr", "", "", [], label_prefix=f"TPR at 1% FPR: {attack}",
+                            color="tab:blue", ls="--", marker="s")
+            else:
+                _mean_lines(ax, d, "exposure", "auc", "", "", [], label_prefix=f"AUC: {attack}", lw=1, alpha=0.75,
+                            marker=".", color=plt.cm.tab20((i + 1) % 20))
+        rec = g.drop_duplicates(["task", "checkpoint", "group"]).dropna(subset=["recall"])
+        if not rec.empty:
+            stages = ", ".join(sorted(set(rec.recall_stage.dropna().astype(str))))
+            _mean_lines(ax, rec, "exposure", "recall", "recall_ci_low", "recall_ci_high", [],
+                        label_prefix=f"members' recall ({stages})", color="black", lw=2)
+        ax.axhline(0.5, color="grey", ls=":", lw=1)
+        if (g.source == "mia").all():
+            ax.set_xscale("log", base=2)
+            ticks = sorted(set(g.exposure))
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        title = ", ".join([f"{k}={v}" for k, v in zip(keys, key[:-1])] + [key[-1]])
+        _fraction_axis(ax, "exposures of each member (epochs x copies)" if (g.source == "mia").all() else
+                       "exposures (epochs; 0 = before training)", "AUC, TPR at 1% FPR, recall (fraction)", title)
+        ax.legend(fontsize=7, ncol=2 if len(attacks) > 4 else 1)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle("Detectable before recallable? Membership inference vs the members' recall, by exposures")
+    return save(fig, out / "detect_vs_recall.png")
+
+
 PlotFn = Callable[[dict, Path], "Path | None"]  # (tables, plots dir) -> the PNG written, or None (no data)
 # plots of the tidy tables and of the per-item/per-fact tables, in the order they are drawn
 PLOTS_FROM_TABLES: list[PlotFn] = [plot_exposures, plot_recognition_by_foil, plot_retention, plot_error_rates,
                                    plot_prefix, plot_prior, plot_mia_rank_module, plot_mia_roc,
                                    plot_mia_vs_perplexity, plot_dpo, plot_canaries]
 PLOTS_FROM_FACTS: list[PlotFn] = [plot_learning_ecdf, plot_learning_by_knownness, plot_survival,
-                                  plot_hazard_ratios]
+                                  plot_hazard_ratios, plot_detect_vs_recall]

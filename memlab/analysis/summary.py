@@ -9,6 +9,7 @@ from typing import Callable
 import pandas as pd
 
 from memlab.analysis import survival
+from memlab.analysis import exposure_response
 from memlab.analysis.canaries import final_checkpoints
 from memlab.analysis.items import tier_order, trained_facts
 from memlab.analysis.tables import varying
@@ -111,7 +112,8 @@ SUMMARIES: dict[str, SummaryFn] = {
     "learning": lambda tables, facts: learning_summary(facts),
     "canaries": lambda tables, facts: canary_summary(tables),
     "foil_types": lambda tables, facts: foil_summary(tables),
-    "difficulty": lambda tables, facts: survival.survival_summary(facts)}
+    "difficulty": lambda tables, facts: survival.survival_summary(facts),
+    "detect_vs_recall": lambda tables, facts: exposure_response.detect_recall_summary(facts)}
 
 
 def summary_text(tables: dict[str, pd.DataFrame], facts: dict[str, pd.DataFrame],
