@@ -29,6 +29,7 @@ results.json (per checkpoint × prefix, or × tier × temperature, with bootstra
 """
 from __future__ import annotations
 
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from memlab.io import read_texts, write_csv_atomic
 from memlab.models import model_name_or_path_arg
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
 from memlab.runtime import EvalRuntimeArgs
-from memlab.likelihood import (ModelPool, checkpoint_position, checkpoints_field, has_chat_template,
+from memlab.likelihood import (ModelPool, adapter_bases, checkpoint_position, checkpoints_field, has_chat_template,
                             load_eval_tokenizer, targets_and_labels)
 
 # after memlab, whose import sets the Hugging Face offline mode and the noise filters (memlab/__init__.py)
@@ -106,6 +107,9 @@ class GenerateArgs(EvalRuntimeArgs):
 def validate(args: GenerateArgs) -> None:
     temps = parse_list(args.temperatures, float, "temperatures")
     prefixes = parse_list(args.prefix_tokens, int, "prefix_tokens") if args.prefix_fraction is None else []
+    bad_temps = [f"--{name} {value}" for name, value, ts in (("temperature", args.temperature, [args.temperature]),
+                                                              ("temperatures", args.temperatures, temps))
+                 if not all(math.isfinite(t) and t >= 0 for t in ts)]
     collect_errors([
         (args.mode in ("prefix", "qa"), f"--mode must be prefix or qa, got {args.mode}"),
         (bool(args.input_file), "--input_file is required"),
@@ -117,7 +121,7 @@ def validate(args: GenerateArgs) -> None:
          f"--prefix_fraction must be in (0, 1), got {args.prefix_fraction}"),
         (args.prefix_fraction is not None or (prefixes and min(prefixes) >= 1),
          "--prefix_tokens must be positive integers"),
-        (args.temperature >= 0 and all(t >= 0 for t in temps), "temperatures must be >= 0"),
+        (not bad_temps, f"temperatures must be >= 0 and finite (0 = greedy), got {', '.join(bad_temps)}"),
         (args.num_samples >= 1 and args.repeats >= 1, "--num_samples and --repeats must be >= 1"),
         (args.num_samples == 1 or args.temperature > 0,
          "--num_samples > 1 needs --temperature > 0 (greedy gives the same continuation every time)"),
@@ -192,6 +196,7 @@ def main(args: GenerateArgs) -> dict:
         probes = read_probes(args.input_file, args.answer_column, args.tier_columns, args.question_column)
     embedder = SentenceEmbedder() if args.similarity == "embed" else None  # fails early when not installed
     targets, labels = targets_and_labels(args.model_name_or_path, args.checkpoints)
+    bases = adapter_bases(args.model_name_or_path, targets, labels)
     acc = Accelerator()
     set_seed(args.seed)
     tok = load_eval_tokenizer(args.model_name_or_path, targets)
@@ -202,7 +207,8 @@ def main(args: GenerateArgs) -> dict:
                                                args.block_size)
         note_id_documents(items, args.id_pattern)
     if acc.is_main_process:
-        prepare_run_dir(args.output_dir, args, "generate.py", extra={"num_processes": acc.num_processes, "runtime": rt})
+        prepare_run_dir(args.output_dir, args, "generate.py", extra={"num_processes": acc.num_processes, "runtime": rt,
+                                                                     **({"adapter_bases": bases} if bases else {})})
     pool = ModelPool(device=acc.device, fallback_base=args.model_name_or_path, **runtime.pool_kwargs(rt))
     rows = []
     for target, label in zip(targets, labels):

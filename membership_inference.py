@@ -64,12 +64,13 @@ import torch
 from memlab import attacks, runtime
 from memlab.cli import arg, collect_errors, output_dir_arg, overwrite_output_dir_arg, parse_list, run
 from memlab.datagen import freqs
-from memlab.io import DataError, read_texts, split_paths, write_csv_atomic
+from memlab.io import DataError, read_texts, split_paths, whole_number, write_csv_atomic
 from memlab.models import is_adapter_dir, model_name_or_path_arg, resolve_model_path
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
 from memlab.runtime import EvalRuntimeArgs
-from memlab.likelihood import (EncodedItem, ModelPool, check_tokenizer_match, checkpoint_position, checkpoints_field,
-                            distributed_map, encode_items, load_eval_tokenizer, score_items, targets_and_labels)
+from memlab.likelihood import (EncodedItem, ModelPool, adapter_bases, check_tokenizer_match, checkpoint_position,
+                            checkpoints_field, distributed_map, encode_items, load_eval_tokenizer, score_items,
+                            targets_and_labels)
 
 # after memlab, whose import sets the Hugging Face offline mode and the noise filters (memlab/__init__.py)
 from accelerate import Accelerator
@@ -188,12 +189,8 @@ def load_items(args: MiaArgs) -> list[dict]:
     rows = []
     for split, items in sets.items():
         for r in items:
-            c = r.get("canary_copies", 1 if split == "member" else 0)
-            try:
-                c = int(c)
-            except (TypeError, ValueError):
-                raise DataError(f"{paths[split]}:{r['_line']}: canary_copies must be an integer, "
-                                f"got {c!r}") from None
+            c = whole_number(r.get("canary_copies", 1 if split == "member" else 0), "canary_copies", paths[split],
+                             r["_line"])
             if split == "nonmember" and c != 0:
                 raise DataError(f"{paths[split]}:{r['_line']}: a non-member has canary_copies {c}; expected 0")
             rows.append(dict(r, split=split, canary_copies=c))
@@ -263,22 +260,64 @@ def kbit_gradnorm(args: MiaArgs, rt: dict, chosen: list[str], targets: list) -> 
     return [a for a in chosen if a != "gradnorm"]
 
 
+def reference_attacks(args: MiaArgs, chosen: list[str], refs: list) -> list[str]:
+    """`chosen` without ref_ratio/ref_diff when no checkpoint has a reference model: asked for by --attacks
+    that is an error; chosen by default they are dropped (so config.json and results.json list only the
+    attacks run) with one note, unless --reference_model none said so."""
+    ref_attacks = [a for a in chosen if a in ("ref_ratio", "ref_diff")]
+    if not ref_attacks or any(ref is not None for ref, _ in refs):
+        return chosen
+    if args.attacks is not None:
+        raise DataError("--attacks ref_ratio/ref_diff need a reference model (--reference_model); none was given "
+                        "or found for any checkpoint")
+    if not (args.reference_model and args.reference_model.lower() == "none"):
+        print(f"note: {', '.join(ref_attacks)} skipped: no reference model was given (--reference_model) or found "
+              f"for any checkpoint (the rules: membership_inference.py -h)", file=sys.stderr)
+    return [a for a in chosen if a not in ref_attacks]
+
+
 def recall_prefix(args: MiaArgs, rows: list[dict]) -> tuple[list[str], dict, list[dict]]:
     """(prefix texts, their record for results.json, the rows left to evaluate). Without
     --recall_prefix_file the first --recall_prefix_n non-members (in file order) are held apart."""
     if args.recall_prefix_file:
-        texts = [r["text"] for r in read_texts(args.recall_prefix_file, args.text_column)]
-        evaluated = {r["text"] for r in rows}
-        clash = [t for t in texts if t in evaluated]
-        if clash:
-            raise DataError(f"--recall_prefix_file {args.recall_prefix_file}: holds an evaluated item's text "
-                            f"({clash[0]!r}); the prefix must be known non-members outside the evaluated set")
+        prefix_rows = read_texts(args.recall_prefix_file, args.text_column)
+        refuse_evaluated_texts("--recall_prefix_file", args.recall_prefix_file, prefix_rows, rows,
+                               "the prefix must be known non-members outside the evaluated set")
+        texts = [r["text"] for r in prefix_rows]
         return texts, {"source": "--recall_prefix_file", "path": args.recall_prefix_file, "n": len(texts)}, rows
     held = [r for r in rows if r["split"] == "nonmember"][:args.recall_prefix_n]
     ids = {id(r) for r in held}
     return ([r["text"] for r in held],
             {"source": "non-members held apart (removed from the evaluated set)", "n": len(held),
              "ids": [r["id"] for r in held]}, [r for r in rows if id(r) not in ids])
+
+
+def refuse_evaluated_texts(flag: str, path, file_rows: list[dict], evaluated: list[dict], why: str) -> None:
+    """One DataError when a row of `path` (given by `flag`) holds the text of an item in `evaluated`
+    (exact text, as read): names the line, the evaluated item and `why` that cannot be. The one rule of the
+    attacks that read known texts besides the evaluated ones (recall's prefix, rmia's population)."""
+    by_text = {r["text"]: r for r in evaluated}
+    for r in file_rows:
+        hit = by_text.get(r["text"])
+        if hit is not None:
+            shown = r["text"] if len(r["text"]) <= 60 else r["text"][:57] + "..."
+            raise DataError(f"{flag} {path}:{r['_line']}: holds the text of the evaluated {hit['split']} "
+                            f"'{hit['id']}' ({shown!r}); {why}")
+
+
+def rmia_population(args: MiaArgs, rows: list[dict]) -> Optional[list[dict]]:
+    """rmia's --rmia_population rows (None without it), read before anything is written. A member's text
+    there is an error: z is meant to be drawn from texts the target did not train on, and a member in Z
+    lowers every member's score (it would count against itself). An evaluated non-member may be in Z; it is
+    left out of its own comparison, as in the default population."""
+    if not args.rmia_population:
+        return None
+    pop_rows = read_texts(args.rmia_population, args.text_column)
+    refuse_evaluated_texts("--rmia_population", args.rmia_population, pop_rows,
+                           [r for r in rows if r["split"] == "member"],
+                           "the population must be texts the target was not trained on; leave the members out "
+                           "(or omit --rmia_population: the non-members are the population)")
+    return pop_rows
 
 
 def load_freqs(args: MiaArgs, tok) -> tuple[np.ndarray, dict]:
@@ -441,6 +480,7 @@ class Mia:
     freq_table: Optional[np.ndarray]   # dc_pdd: the token frequencies
     rmia_refs: list[str]
     pool: ModelPool
+    pop_rows: Optional[list[dict]] = None  # rmia: the --rmia_population rows (None: the non-members)
     ref_scores: dict = field(default_factory=dict)  # reference model -> its scores, kept across checkpoints
 
     def batch_size(self, model, items) -> int:
@@ -492,16 +532,15 @@ def setup(args: MiaArgs, ks: list[float]) -> Mia:
     prefix_texts = None
     if "recall" in chosen:
         prefix_texts, records["recall"], rows = recall_prefix(args, rows)
+    pop_rows = rmia_population(args, rows) if "rmia" in chosen else None
     targets, labels = targets_and_labels(args.model_name_or_path, args.checkpoints)
+    bases = adapter_bases(args.model_name_or_path, targets, labels)
     chosen = kbit_gradnorm(args, rt, chosen, targets)
     acc = Accelerator()
     set_seed(args.seed)
     tok = load_eval_tokenizer(args.model_name_or_path, targets)
     refs = resolve_references(args, targets, tok)
-    if any(a in chosen for a in ("ref_ratio", "ref_diff")) and args.attacks is not None \
-            and all(ref is None for ref, _ in refs):
-        raise DataError("--attacks ref_ratio/ref_diff need a reference model (--reference_model); none was given "
-                        "or found for any checkpoint")
+    chosen = reference_attacks(args, chosen, refs)
     freq_table = None
     if "dc_pdd" in chosen:
         freq_table, rec = load_freqs(args, tok)
@@ -510,12 +549,12 @@ def setup(args: MiaArgs, ks: list[float]) -> Mia:
     if acc.is_main_process:
         prepare_run_dir(args.output_dir, args, "membership_inference.py",
                         extra={"num_processes": acc.num_processes, "min_k": ks, "attacks": chosen,
-                               "runtime": rt})
+                               "runtime": rt, **({"adapter_bases": bases} if bases else {})})
     keys = [f"{r['split']}:{r['id']}" for r in rows]  # ids may repeat across the two files: score under these
     enc = encode_items(tok, [{"id": k, "text": r["text"]} for k, r in zip(keys, rows)])
     pool = ModelPool(device=acc.device, fallback_base=args.model_name_or_path, **runtime.pool_kwargs(rt))
     return Mia(args, ks, rt, acc, tok, rows, keys, enc, chosen, targets, labels, refs, records, prefix_texts,
-               freq_table, rmia_refs, pool)
+               freq_table, rmia_refs, pool, pop_rows)
 
 
 def attack_inputs(mia: Mia) -> AttackInputs:
@@ -557,10 +596,15 @@ def rmia_inputs(mia: Mia, inputs: AttackInputs) -> None:
     comparison) and every reference model's NLLs of the items and the population."""
     args, tok, rows, enc = mia.args, mia.tok, mia.rows, mia.enc
     if args.rmia_population:
-        pop_rows = read_texts(args.rmia_population, args.text_column)
+        pop_rows = mia.pop_rows
         inputs.pop_enc = encode_items(tok, [{"id": f"population:{r['id']}", "text": r["text"]} for r in pop_rows])
-        inputs.same = [-1] * len(rows)
-        pop_source = args.rmia_population
+        at = {}
+        for j, r in enumerate(pop_rows):
+            at.setdefault(r["text"], j)
+        inputs.same = [at.get(r["text"], -1) for r in rows]  # members are never there (rmia_population)
+        n_in = sum(j >= 0 for j in inputs.same)
+        pop_source = args.rmia_population + (f" ({n_in} evaluated non-member(s) in it, each left out of its own "
+                                             "comparison)" if n_in else "")
     else:
         inputs.non_idx = [i for i, r in enumerate(rows) if r["split"] == "nonmember"]
         inputs.pop_enc = [enc[i] for i in inputs.non_idx]

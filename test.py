@@ -34,7 +34,8 @@ from memlab.io import write_csv_atomic, write_json_atomic
 from memlab.models import model_name_or_path_arg
 from memlab.rundir import guard_output_dir, prepare_run_dir, write_results
 from memlab.runtime import EvalRuntimeArgs
-from memlab.likelihood import ModelPool, checkpoints_field, load_eval_tokenizer, score_items, targets_and_labels
+from memlab.likelihood import (ModelPool, adapter_bases, checkpoints_field, load_eval_tokenizer, score_items,
+                               targets_and_labels)
 
 # after memlab, whose import sets the Hugging Face offline mode and the noise filters (memlab/__init__.py)
 from accelerate import Accelerator
@@ -96,10 +97,12 @@ def main(args: RecognitionArgs) -> dict:
     seen, unseen, n_pairs, leak = evaluation.check_seen_unseen_disjoint(  # before any model loads
         seen, unseen, args.seen_file, args.unseen_file, args.leakage, n_pairs)
     targets, labels = targets_and_labels(args.model_name_or_path, args.checkpoints)
+    bases = adapter_bases(args.model_name_or_path, targets, labels)
     acc = Accelerator()
     set_seed(args.seed)
     if acc.is_main_process:
-        prepare_run_dir(args.output_dir, args, "test.py", extra={"num_processes": acc.num_processes, "runtime": rt})
+        prepare_run_dir(args.output_dir, args, "test.py", extra={"num_processes": acc.num_processes, "runtime": rt,
+                                                                 **({"adapter_bases": bases} if bases else {})})
     tok = load_eval_tokenizer(args.model_name_or_path, targets)
     rows, enc = evaluation.recognition_items(tok, seen, unseen, args.block_size)
     pool = ModelPool(device=acc.device, fallback_base=args.model_name_or_path, **runtime.pool_kwargs(rt))

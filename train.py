@@ -231,7 +231,8 @@ def eval_checks(args: TrainArgs) -> list[tuple[bool, str]]:
         (all(0 <= k <= args.num_exposures for k in exps),
          f"--eval_exposures {exps} goes beyond --num_exposures {args.num_exposures} (0 = before training)"),
         training.steps_spec_check(args.eval_steps, "eval_steps"),
-        (all(t >= 0 for t in temps), "--eval_temperatures must be >= 0"),
+        (all(math.isfinite(t) and t >= 0 for t in temps),
+         f"--eval_temperatures must be >= 0 and finite (0 = greedy), got {args.eval_temperatures}"),
         (args.eval_repeats >= 1 and args.eval_max_new_tokens >= 1 and args.eval_batch_size >= 1 and args.eval_bootstrap >= 0,
          "--eval_repeats, --eval_max_new_tokens and --eval_batch_size must be >= 1, --eval_bootstrap >= 0"),
     ]
@@ -287,10 +288,10 @@ def build_model(args: TrainArgs, tokenizer, load: dict | None = None, rt: dict |
 def load_data(args: TrainArgs, tok) -> tuple[list[dict], list[str], list[str]]:
     """The items of every --train_file, tokenized one per sequence with labels masked per --loss_on:
     (examples, each file's `kind:loss_on`, the file paths). Several files may mix kinds."""
-    examples, kinds = [], []
+    examples, kinds, ids = [], [], {}
     train_paths = split_paths(args.train_file, "train_file")  # a comma inside an existing file name stays
     for path in train_paths:
-        items, kind = training.load_items(path, args.text_column)
+        items, kind = training.load_items(path, args.text_column, across=ids)  # an id twice: an error, as in one file
         if kind == "chat":
             training.ensure_chat_template(tok, args.chat_template, path)
         loss_on = args.loss_on or ("all" if kind == "plain" else "completion")

@@ -131,6 +131,11 @@ def prefix_tasks(items: Sequence[dict], tokenizer, prefix_tokens: Sequence[int] 
     """Cells for every item and prefix, and how many items each prefix skipped (no suffix left).
     Fraction f gives p = max(1, round(f * n_tokens)); max_new_tokens <= 0 means no cap.
     `block_size`: each text is first cut to its first block_size tokens (as training truncated it).
+    Cuts fall between characters (`whole_character_cut`): where token p ends inside a character (an emoji or
+    a non-Latin letter split into byte tokens), the prompt takes the tokens up to the end of that character
+    (PrefixTask.prefix_tokens records how many); where the target ends inside one (the --max_new_tokens cap,
+    or block_size), it stops before that character (unless that leaves it empty). So the prompt, the true continuation and a generated continuation of the
+    target's length decode without U+FFFD halves of a character.
     With `source` (the input file, as generate.py passes it), a prefix that leaves no suffix for any item is
     a DataError naming it, the shortest and the longest item (id, tokens): it would give no result at all."""
     tasks, skipped = [], {}
@@ -139,17 +144,23 @@ def prefix_tasks(items: Sequence[dict], tokenizer, prefix_tokens: Sequence[int] 
         skipped[label] = 0
     lengths = []
     for item in items:
-        ids = tokenizer(item["text"]).input_ids
-        ids = ids[:block_size] if block_size else ids
+        whole = tokenizer(item["text"]).input_ids
+        ids = whole[:block_size] if block_size else whole
         lengths.append((len(ids), str(item["id"])))
         for label, p in specs:
             p = p if p is not None else max(1, round(prefix_fraction * len(ids)))
+            while p < len(ids) and not whole_character_cut(tokenizer, whole, p):
+                p += 1
             suffix = ids[p:]
             if not suffix:
                 skipped[label] += 1
                 continue
-            target = suffix[:max_new_tokens] if max_new_tokens > 0 else suffix
-            tasks.append(PrefixTask(str(item["id"]), label, p, ids[:p], target, len(suffix)))
+            end = p + max_new_tokens if 0 < max_new_tokens < len(suffix) else len(ids)
+            cut = end
+            while cut > p + 1 and not whole_character_cut(tokenizer, whole, cut):
+                cut -= 1
+            end = cut if whole_character_cut(tokenizer, whole, cut) else end
+            tasks.append(PrefixTask(str(item["id"]), label, p, ids[:p], ids[p:end], len(suffix)))
     empty = [label for label, _ in specs if items and skipped[label] == len(items)]
     if source is not None and empty:
         (n_short, short), (n_long, long) = min(lengths), max(lengths)
@@ -162,6 +173,21 @@ def prefix_tasks(items: Sequence[dict], tokenizer, prefix_tokens: Sequence[int] 
         raise DataError(f"{source}: {what} leaves no tokens to generate for any of the {len(items)} text(s): "
                         f"{which}; {fix}")
     return tasks, skipped
+
+
+def whole_character_cut(tokenizer, ids: Sequence[int], cut: int, window: int = 8) -> bool:
+    """Whether cutting the token ids of a text at `cut` splits no character: the `window` tokens on each side,
+    decoded apart, show no more U+FFFD replacement characters than decoded together. Byte-level tokenizers
+    (SentencePiece byte fallback, GPT-2's BPE) spell an emoji or a rare letter in 2-4 byte tokens; a cut
+    between them leaves half a character on each side. (UTF-8 resynchronizes within a character, so a
+    window edge inside one counts the same on both sides of the comparison.)"""
+    if cut <= 0 or cut >= len(ids):
+        return True
+    a, b = max(0, cut - window), min(len(ids), cut + window)
+
+    def broken(part):
+        return tokenizer.decode(part, skip_special_tokens=True).count("\ufffd")
+    return broken(ids[a:cut]) + broken(ids[cut:b]) <= broken(ids[a:b])
 
 
 # --------------------------------------------------------------------------------------------- QA mode

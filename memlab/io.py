@@ -14,9 +14,11 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -236,14 +238,30 @@ def parse_tier_columns(spec: str | None) -> dict[str, str]:
     return out
 
 
+def invisible_only(text: str) -> bool:
+    """Whether `text` has no visible character: only whitespace, control characters (Cc) and format
+    characters (Cf: U+200B ZERO WIDTH SPACE, U+200D ZERO WIDTH JOINER, U+2060 WORD JOINER, U+FEFF, U+00AD
+    SOFT HYPHEN, ...). True for '' as well."""
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
+
+
 def text_field_error(row: dict, field: str, path) -> DataError | None:
     """The one rule for a field holding text (the text column, prompt, completion, question): a JSON string
-    with something besides whitespace in it. None when `row[field]` is such a string; otherwise the error,
-    naming file:line and field: 'missing field' for an absent, null or blank value, 'must be a string' for
-    a number, bool, list or object (CSV values are always strings)."""
+    with a visible character in it. None when `row[field]` is such a string; otherwise the error, naming
+    file:line and field: 'missing field' for an absent, null or blank value, 'no visible character' for a
+    string of zero-width or other invisible characters only (`invisible_only`: it would be scored or trained
+    as a text nobody can read), 'must be a string' for a number, bool, list or object (CSV values are
+    always strings)."""
     v = row.get(field)
     if isinstance(v, str):
-        return None if v.strip() else DataError(f"{path}:{row.get('_line', '?')}: missing field '{field}'")
+        if not v.strip():
+            return DataError(f"{path}:{row.get('_line', '?')}: missing field '{field}'")
+        if invisible_only(v):
+            shown = ", ".join(dict.fromkeys(f"U+{ord(ch):04X} {unicodedata.name(ch, '')}".strip()
+                                            for ch in v if not ch.isspace()))
+            return DataError(f"{path}:{row.get('_line', '?')}: field '{field}' has no visible character (only "
+                             f"{shown}); give the text, or leave the row out")
+        return None
     if v is None:
         return DataError(f"{path}:{row.get('_line', '?')}: missing field '{field}'")
     shown = json.dumps(v, ensure_ascii=False, default=str)
@@ -292,15 +310,23 @@ def validate_messages(messages, where: str) -> list[dict]:
     return clean
 
 
-def ensure_ids(rows: list[dict], path, prefix: str | None = None) -> list[dict]:
+def ensure_ids(rows: list[dict], path, prefix: str | None = None, across: dict | None = None) -> list[dict]:
     """Give rows without an `id` a stable one (`<stem>-<line>`); fail on duplicate ids, except rows repeated on
     purpose and declared so: rows sharing an id that all carry a `copies` column equal to how many rows share
     it (the LoRA study's canaries) become `<id>`, `<id>#2`, ... with `copy_of` = the shared id and `copy`
-    = 1, 2, ...; a `copies` value that disagrees with the rows present is an error."""
+    = 1, 2, ...; a `copies` value that disagrees with the rows present is an error.
+
+    `across`: for files read together as one data set (train.py's --train_file a,b): {id: (path, line)} of
+    the files read before, updated with this file's ids; an id given in an earlier file is an error naming
+    both places. Only ids written in the files count: the `<stem>-<line>` ids made here (two files with one
+    name in different folders) are not the user's and never clash."""
     stem = prefix or Path(path).stem
+    given = set()
     for row in rows:
         if row.get("id") in (None, ""):
             row["id"] = f"{stem}-{row['_line']}"
+        else:
+            given.add(id(row))
         row["id"] = str(row["id"])
     if any("copies" in r for r in rows):
         _number_copies(rows, path)
@@ -311,6 +337,17 @@ def ensure_ids(rows: list[dict], path, prefix: str | None = None) -> list[dict]:
                 f"{path}:{row['_line']}: duplicate id '{row['id']}' (first seen at line {seen[row['id']]}); rows "
                 "repeated on purpose (canary copies) declare it with a `copies` column equal to their count")
         seen[row["id"]] = row["_line"]
+    if across is not None:
+        for row in rows:
+            if id(row) not in given:
+                continue
+            if row["id"] in across:
+                where, line = across[row["id"]]
+                raise DataError(
+                    f"{path}:{row['_line']}: duplicate id '{row['id']}' (also at {where}:{line}); ids must be unique "
+                    "across the files read together, as within one (rows repeated on purpose are declared with a "
+                    "`copies` column in one file)")
+        across.update((row["id"], (str(path), row["_line"])) for row in rows if id(row) in given)
     return rows
 
 
@@ -325,8 +362,9 @@ def _number_copies(rows: list[dict], path) -> None:
             continue
         if declared != {str(n)}:
             try:
-                ok = len(declared) == 1 and int(float(next(iter(declared)))) == n
-            except (TypeError, ValueError):
+                ok = len(declared) == 1 and whole_number(members[0].get("copies"), "copies", path,
+                                                         members[0]["_line"]) == n
+            except DataError:
                 ok = False
             if not ok:
                 raise DataError(f"{path}:{members[0]['_line']}: id '{rid}' has {n} row(s) but copies = "
@@ -335,6 +373,25 @@ def _number_copies(rows: list[dict], path) -> None:
             m["copy_of"], m["copy"] = rid, k
             if k > 1:
                 m["id"] = f"{rid}#{k}"
+
+
+def whole_number(value, field: str, path, line) -> int:
+    """`value` of a row's count field (canary_copies, copies) as an int: a JSON integer, a float with no
+    fraction (2.0) or a string of one ("2", "2.0", as a CSV holds it); DataError naming file:line and field
+    for anything else (2.7 is not silently 2; NaN, a bool, text)."""
+    if isinstance(value, bool):
+        ok = None
+    elif isinstance(value, int):
+        ok = value
+    else:
+        try:
+            f = float(str(value).strip()) if isinstance(value, str) else float(value)
+            ok = int(f) if math.isfinite(f) and f.is_integer() else None
+        except (TypeError, ValueError):
+            ok = None
+    if ok is None:
+        raise DataError(f"{path}:{line}: {field} must be an integer, got {value!r}")
+    return ok
 
 
 def read_texts(path, text_column: str | None = None) -> list[dict]:

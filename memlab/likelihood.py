@@ -41,7 +41,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from memlab.io import DataError
-from memlab.models import (is_adapter_dir, is_quantized, load_model, load_tokenizer, model_in_run,
+from memlab.models import (adapter_base_dir, is_adapter_dir, is_quantized, load_model, load_tokenizer, model_in_run,
                            resolve_model_path)
 from memlab.text import render_plain_chat
 
@@ -464,18 +464,47 @@ def check_tokenizer_match(checkpoint: Path, reference_tokenizer, reference_dir: 
 
 
 def adapter_base_path(adapter_dir: Path, fallback: str | None = None) -> Path:
-    """The base model directory an adapter was trained on (`base_model_name_or_path`); `fallback` when
-    that path does not exist here (run dir moved between machines)."""
-    from peft import PeftConfig
-
-    name = PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path
+    """The base model directory an adapter was trained on (`base_model_name_or_path`, models.adapter_base_dir);
+    `fallback` when that is not available here (run dir moved between machines)."""
     try:
-        return resolve_model_path(name)
+        return adapter_base_dir(adapter_dir)
     except DataError:
         if fallback is None:
-            raise DataError(f"adapter {adapter_dir}: its base model '{name}' is not available here; pass "
-                            "--model_name_or_path with the base model") from None
+            raise
         return resolve_model_path(fallback)
+
+
+def adapter_bases(model_name_or_path: str, targets: Sequence[Path | str], labels: Sequence[str]) -> dict[str, str]:
+    """{label: the base model directory} of every adapter among `targets` (what `ModelPool` loads it onto:
+    adapter_base_path with --model_name_or_path as the fallback), for config.json; empty when none is an
+    adapter. One note line when some adapter is evaluated on a model other than --model_name_or_path: an
+    adapter applies to the model it was trained on, so its own base is used and --model_name_or_path only
+    supplies the tokenizer (load_eval_tokenizer checks the adapters' tokenizers match it); or when an
+    adapter's base is not here and --model_name_or_path stands in for it."""
+    given = resolve_model_path(model_name_or_path).resolve()
+    out, other, missing = {}, [], []
+    for t, label in zip(targets, labels):
+        p = Path(str(t))
+        if not (p.is_dir() and is_adapter_dir(p)):
+            continue
+        try:
+            base = adapter_base_dir(p)
+        except DataError:
+            base = None
+            missing.append(label)
+        used = base if base is not None else given
+        out[label] = str(used.resolve())
+        if base is not None and base.resolve() != given:
+            other.append(label)
+    if other:
+        bases = sorted({out[label] for label in other})
+        print(f"note: {', '.join(other)}: LoRA adapter(s) of {', '.join(bases)} (adapter_config.json "
+              f"base_model_name_or_path), not of --model_name_or_path {model_name_or_path}: evaluated on that base "
+              "(config.json adapter_bases); --model_name_or_path supplies the tokenizer only", file=sys.stderr)
+    if missing:
+        print(f"note: {', '.join(missing)}: the adapter's base (adapter_config.json base_model_name_or_path) is not "
+              f"here; evaluated on --model_name_or_path {model_name_or_path} instead", file=sys.stderr)
+    return out
 
 
 @dataclass

@@ -356,6 +356,22 @@ def is_adapter_dir(path) -> bool:
     return (Path(path) / "adapter_config.json").exists()
 
 
+def adapter_base_dir(adapter_dir, weights_required: bool = False) -> Path:
+    """The model a LoRA adapter was trained on: its adapter_config.json `base_model_name_or_path` (a local
+    directory or a built-in name), resolved here. DataError naming that file and the base when the base is
+    not available (a run directory copied to another machine, the base moved)."""
+    from peft import PeftConfig
+
+    name = PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path
+    try:
+        return resolve_model_path(name, weights_required=weights_required)
+    except DataError as e:
+        why = "no such directory, and not a built-in name" if not Path(str(name)).expanduser().exists() else str(e)
+        raise DataError(f"{Path(adapter_dir) / 'adapter_config.json'}: base_model_name_or_path '{name}' is not "
+                        f"available here ({why}); the adapter needs the model it was trained on: put that model "
+                        "there, or set base_model_name_or_path to where it is now") from None
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -537,10 +553,9 @@ def load_model(name_or_path: str, dtype: str = "float32", trust_remote_code: boo
         else:
             kwargs["device_map"] = {"": str(dev)}
     if is_adapter_dir(path):
-        from peft import PeftConfig, PeftModel
+        from peft import PeftModel
 
-        base_name = PeftConfig.from_pretrained(path).base_model_name_or_path
-        base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_name, weights_required=True), **kwargs)
+        base = AutoModelForCausalLM.from_pretrained(adapter_base_dir(path, weights_required=True), **kwargs)
         return PeftModel.from_pretrained(base, path, is_trainable=is_trainable), path
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     return model, path

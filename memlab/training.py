@@ -38,14 +38,15 @@ from memlab.text import PLAIN_CHAT_TEMPLATE
 
 
 # ----------------------------------------------------------------------------------------------- items
-def load_items(path, text_column: str | None = None) -> tuple[list[dict], str]:
+def load_items(path, text_column: str | None = None, across: dict | None = None) -> tuple[list[dict], str]:
     """Rows of a training file and its kind: 'chat' (messages), 'prompt_completion' or 'plain'.
 
     The rules are memlab.io's, shared with make_data.py convert: chat rows by `validate_messages` (an
     assistant turn, every content a non-empty string); prompt, completion and text fields by
-    `text_field_error` (a string, not a number; an empty prompt is allowed, an empty completion is not)."""
+    `text_field_error` (a string, not a number; an empty prompt is allowed, an empty completion is not).
+    `across`: the ids of the files read before this one (`ensure_ids`), for several --train_file files."""
     rows = read_records(path)
-    ensure_ids(rows, path)
+    ensure_ids(rows, path, across=across)
     first = rows[0]
     if "messages" in first:
         kind = "chat"
