@@ -315,8 +315,9 @@ def test_registries_keep_the_output_order():
                             "recognition_by_foil", "retention", "error_rates", "prefix", "prior", "canaries"]
     assert table_plots[-1] is plots.plot_canaries and len(table_plots) == 11
     assert fact_plots == [plots.plot_learning_ecdf, plots.plot_learning_by_knownness, plots.plot_survival,
-                          plots.plot_hazard_ratios]  # survival: issue 24
-    assert list(summaries) == ["conditions", "learning", "canaries", "foil_types", "difficulty"]
+                          plots.plot_hazard_ratios, plots.plot_detect_vs_recall, plots.plot_decay]  # issue 24
+    assert list(summaries) == ["conditions", "learning", "canaries", "foil_types", "difficulty", "forgetting",
+                               "detect_vs_recall"]
     code = ("import sys; import memlab.analysis.stages; "
             "sys.exit(bool({'pandas', 'matplotlib'} & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

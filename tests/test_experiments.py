@@ -95,6 +95,15 @@ def test_template_runs_without_slurm(local_run):
     per_item = pd.read_csv(local_run / "expt1" / "per_item.csv", low_memory=False)
     assert {"recall", "recognition", "knownness", "sentence_recall"} <= set(per_item.stage)
     assert (local_run / "expt1" / "plots" / "learning_ecdf.png").stat().st_size > 10_000
+    # which facts take longer (issue 24): the covariates of every fact, and the forgetting and difficulty tables
+    # (headers at least: 6 facts are too few for a model, which summary.txt says)
+    facts = pd.read_csv(local_run / "expt1" / "facts.csv")
+    assert len(facts) == 6 and set(facts.answer_kind) == {"number"} and (facts.n_variants == 2).all()
+    assert facts.answer_tokens.ge(1).all() and facts.prior_answer_nll.gt(0).all() and (facts.n_probes == 4).all()
+    for name in ("forgetting.csv", "difficulty.csv"):
+        assert (local_run / "expt1" / name).exists()
+    summary = (local_run / "expt1" / "summary.txt").read_text()
+    assert "not fitted" in summary
 
 
 def test_rerunning_a_finished_sweep_starts_no_work(local_run):

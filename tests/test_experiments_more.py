@@ -23,18 +23,24 @@ CASES = {  # template: (expt, tidy table, plot, required columns, rows expected 
 }
 
 
-def run_cell0(template, root):
+def run_cell0(template, root, seeds=1):
+    """Cell 0 of the template's tiny grid (with `seeds` > 1: seed=0..seeds-1, one cell per seed); returns the
+    first task, its results.json and the tidy table."""
     expt, table, plot, columns, n_rows = CASES[template]
-    p = run_template(template, root, {"MEMLAB_TASKS": "0"})
+    if seeds == 1:
+        p = run_template(template, root, {"MEMLAB_TASKS": "0"})
+    else:
+        p = run_template(template, root, args=[f"seed={','.join(map(str, range(seeds)))}"])
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
-    (task,) = task_dirs(root / expt)
+    task, *others = task_dirs(root / expt)
+    assert len(others) == seeds - 1
     res = json.loads((task / "results.json").read_text())
     assert res["expt"] == expt and res["size"] == "tiny" and res["index"] == 0
     assert (root / expt / "plots" / plot).stat().st_size > 10_000
     df = pd.read_csv(root / expt / table)
     assert set(columns) <= set(df.columns), sorted(set(columns) - set(df.columns))
     if n_rows is not None:
-        assert len(df) == n_rows, df
+        assert len(df) == n_rows * seeds, df
     return task, res, df
 
 
@@ -69,7 +75,9 @@ def test_expt5_context_length(tmp_path):
 
 
 def test_expt7_prior_knowledge(tmp_path):
-    task, _, df = run_cell0("expt7_prior_knowledge.sh", tmp_path)
+    """Two seeds (two cells): the tables of which facts take longer pool them."""
+    task, _, df = run_cell0("expt7_prior_knowledge.sh", tmp_path, seeds=2)
+    df = df[df.task == task.name]
     assert set(df.kind) == {"known", "known (held out)", "novel", "contradicting"}
     assert sorted(df.exposure.unique()) == [0, 1]
     assert (df.n_facts == 2).all()  # 2 facts of each kind in the tiny grid
@@ -82,6 +90,16 @@ def test_expt7_prior_knowledge(tmp_path):
     assert heldout <= probed and not heldout & trained and {"known-0000", "known-0001"} <= trained
     assert df.accuracy.between(0, 1).all()
     assert df[df.kind != "contradicting"].original_rate.isna().all()
+    facts = pd.read_csv(tmp_path / "expt7" / "facts.csv")
+    assert len(facts) == 2 * 8 and sorted(facts.seed.unique()) == [0, 1]  # 8 facts per cell
+    assert facts.set_index(["seed", "fact_id"]).loc[0].n_variants.isna().sum() == 2  # the held-out known facts
+    assert facts.prior_answer_nll.gt(0).all() and set(facts.answer_kind) <= {"number", "date", "name", "word", "other"}
+    for name in ("forgetting.csv", "difficulty.csv", "learning.csv", "mia_exposure.csv"):
+        assert (tmp_path / "expt7" / name).exists(), name
+    for plot in ("survival_kind.png", "detect_vs_recall.png"):
+        assert (tmp_path / "expt7" / "plots" / plot).exists(), plot
+    summary = (tmp_path / "expt7" / "summary.txt").read_text()
+    assert "Which facts take longer" in summary
     # the split by kind agrees with generate.py's overall accuracy at each checkpoint (same items, same weights)
     overall = {r["checkpoint"]: 1 - r["error_rate"] for r in
                json.loads((task / "prior_recall" / "results.json").read_text())["error_rates"]

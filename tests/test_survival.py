@@ -86,3 +86,17 @@ def test_facts_known_before_training_are_not_at_risk():
     learning.loc[learning.index[:4], "exposures_to_criterion"] = 0
     t, at_zero = survival.survival_times(learning)
     assert at_zero == 4 and len(t) == len(learning) - 4
+
+
+def test_fact_covariates_join_from_facts_csv_and_a_collinear_one_is_left_out_by_name():
+    learning = simulated_learning(hr=0.5, seeds=(0, 1))
+    facts = learning[["task", "fact_id", "method"]].drop_duplicates().assign(
+        answer_kind=lambda d: np.where(d.method == "b", "name", "number"),  # = method: cannot be told apart
+        answer_tokens=lambda d: np.random.default_rng(0).integers(1, 6, len(d)))  # no effect on learning
+    table, notes = survival.difficulty({"learning": learning, "facts": facts.drop(columns="method")})
+    assert set(table.covariate) == {"method", "answer_tokens"}, notes
+    tokens = table[table.covariate == "answer_tokens"].iloc[0]
+    assert tokens.level == "per answer token" and tokens.ci_low < 1 < tokens.ci_high
+    assert any("answer_kind left out of the model: determined by the covariates before it" in n for n in notes)
+    method = table[table.covariate == "method"].iloc[0]
+    assert method.ci_low < 0.5 < method.ci_high < 1

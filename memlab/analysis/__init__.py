@@ -18,19 +18,29 @@ from __future__ import annotations
 
 
 def derived_tables(facts: dict) -> dict:
-    """Tables computed from per_item/learning, written beside them (<name>.csv when not empty), in order (each
-    sees the ones before it): difficulty.csv, the hazard ratios of learning (memlab.analysis.survival)."""
+    """Tables computed from per_item/learning/facts, written beside them (<name>.csv when not empty), in order
+    (each sees the ones before it): difficulty.csv (hazard ratios of learning: survival.py), forgetting.csv and
+    decay.csv (forgetting.py), mia_exposure.csv (membership inference against exposures: exposure_response.py)."""
     # imported here: statsmodels and scipy only when there is something to analyze
-    from memlab.analysis import survival
+    import pandas as pd
+
+    from memlab.analysis import forgetting, survival
     from memlab.analysis import exposure_response
 
     derived = [
         ("difficulty", lambda f: survival.difficulty(f)[0]),
+        ("forgetting", forgetting.forgetting_table),
+        ("decay", forgetting.decay_table),
         ("mia_exposure", lambda f: exposure_response.mia_exposure(f)),
     ]
     out = dict(facts)
     for name, table in derived:
         out[name] = table(out)
+    # where there was something to analyze, an empty difficulty/forgetting table is written as a header alone, so
+    # "no fact was forgotten" is not read as "not analysed" (summary.txt says why a model was not fitted)
+    if not facts.get("learning", pd.DataFrame()).empty:
+        for name in ("difficulty", "forgetting"):
+            out[name].attrs["write_empty"] = True
     return {name: out[name] for name, _ in derived}
 
 

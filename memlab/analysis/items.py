@@ -60,7 +60,7 @@ def _per_item_rows(task: Path, cell: dict, known: dict, kinds: dict, inputs: Inp
         df = _items(task, stage, inputs)
         if df is None:
             continue
-        cols = [c for c in ("tier", "temperature", "repeat", "correct", "answer_nll") if c in df]
+        cols = [c for c in ("tier", "temperature", "repeat", "correct", "answer_nll", "answer_tokens") if c in df]
         df = df.assign(stage=stage, item_id=df["id"])
         frames.append(df[[c for c in base + cols if c in df]])
     for stage in RECOGNITION_STAGES:
@@ -138,27 +138,36 @@ def _learning_rows(task: Path, cell: dict, known: dict, kinds: dict, inputs: Inp
 
 
 def collect_facts(root: Path, inputs: Inputs | None = None) -> dict[str, pd.DataFrame]:
-    """{'per_item': ..., 'learning': ...} from every task below `root` (every column: docs/analysis.md)."""
+    """{'per_item': ..., 'learning': ..., 'facts': ...} from every task below `root` (every column:
+    docs/analysis.md; facts.csv: memlab/analysis/fact_covariates.py)."""
+    from memlab.analysis.fact_covariates import fact_rows
+
     inputs = inputs or Inputs()
-    per_item, learning = [], []
+    per_item, learning, facts = [], [], []
     for cell_file in sorted(root.rglob("cell.json")):
         task = cell_file.parent
         cell = inputs.cell(cell_file)
         if cell is None:
             continue
         known, kinds = _task_knownness(task, inputs), _task_kinds(task, inputs)
-        per_item += _per_item_rows(task, cell, known, kinds, inputs)
+        rows = _per_item_rows(task, cell, known, kinds, inputs)
+        per_item += rows
         learning += _learning_rows(task, cell, known, kinds, inputs)
+        task_items = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["stage"])
+        f = fact_rows(task, cell, known, kinds, task_items, inputs)
+        if f is not None:
+            facts.append(f)
     if per_item:
         per_item = [pd.concat(per_item, ignore_index=True)]
-        for c in ("exposure", "step", "repeat", "correct", "canary_copies", "prefix_tokens"):
+        for c in ("exposure", "step", "repeat", "correct", "canary_copies", "prefix_tokens", "answer_tokens"):
             if c in per_item[0]:
                 try:  # integers stay integers after stacking stages without the column (else 0.0)
                     per_item[0][c] = per_item[0][c].astype("Int64")
                 except (TypeError, ValueError):
                     pass
     return {"per_item": per_item[0] if per_item else pd.DataFrame(),
-            "learning": pd.concat(learning, ignore_index=True) if learning else pd.DataFrame()}
+            "learning": pd.concat(learning, ignore_index=True) if learning else pd.DataFrame(),
+            "facts": pd.concat(facts, ignore_index=True) if facts else pd.DataFrame()}
 
 
 TIER_ORDER = ("easy", "mid", "hard", "all", "verbatim", "recognition")

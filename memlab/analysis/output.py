@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -35,26 +36,37 @@ def write_outputs_atomically(root: Path, build) -> list:
         raise DataError(f"{root}: cannot write the analysis there ({e.strerror or e})") from None
     try:
         result = build(tmp)
-        for f in sorted(tmp.iterdir()):
-            if f.is_file():
-                old = root / f.name
-                if old.exists() and f.read_bytes() == old.read_bytes():
-                    continue  # unchanged: left untouched (a finished sweep's re-run changes nothing)
-                os.replace(f, old)
-        if (tmp / "plots").is_dir():
-            if (root / "plots").exists():
-                old_plots = root / f".plots-old-{os.getpid()}"
-                os.replace(root / "plots", old_plots)
-                os.replace(tmp / "plots", root / "plots")
-                shutil.rmtree(old_plots, ignore_errors=True)
-            else:
-                os.replace(tmp / "plots", root / "plots")
+        # the moves (milliseconds) run with SIGTERM/SIGINT/SIGHUP held back: one arriving meanwhile acts after the
+        # last move, so a signalled analyze leaves the old set or the new one, never a mix (SIGKILL cannot be)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+        try:
+            _move_into(tmp, root)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         return result
     except OSError as e:
         raise DataError(f"{root}: cannot write the analysis ({e.strerror or e}); the previous outputs are "
                         "unchanged") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_into(tmp: Path, root: Path) -> None:
+    """The built outputs from `tmp` into `root`: each file that changed, and plots/ as a whole."""
+    for f in sorted(tmp.iterdir()):
+        if f.is_file():
+            old = root / f.name
+            if old.exists() and f.read_bytes() == old.read_bytes():
+                continue  # unchanged: left untouched (a finished sweep's re-run changes nothing)
+            os.replace(f, old)
+    if (tmp / "plots").is_dir():
+        if (root / "plots").exists():
+            old_plots = root / f".plots-old-{os.getpid()}"
+            os.replace(root / "plots", old_plots)
+            os.replace(tmp / "plots", root / "plots")
+            shutil.rmtree(old_plots, ignore_errors=True)
+        else:
+            os.replace(tmp / "plots", root / "plots")
 
 
 def clean_leftovers(root: Path) -> None:
@@ -74,7 +86,7 @@ def write_tables(out: Path, tables: dict[str, pd.DataFrame], facts: dict[str, pd
             write_csv_atomic(out / f"tidy_{name}.csv", df)
             written.append(f"tidy_{name}.csv")
     for name, df in facts.items():
-        if not df.empty:
+        if not df.empty or df.attrs.get("write_empty"):  # a header alone: analysed, nothing found
             _write_csv_if_changed(out / f"{name}.csv", df)
             written.append(f"{name}.csv")
     return written

@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator, ScalarFormatter  # noqa: E402
 
-from memlab.analysis import survival  # noqa: E402
+from memlab.analysis import forgetting, survival  # noqa: E402
 from memlab.analysis import exposure_response  # noqa: E402
 from memlab.analysis.canaries import final_checkpoints  # noqa: E402
 from memlab.analysis.items import tier_order, trained_facts  # noqa: E402
@@ -620,10 +620,47 @@ def plot_detect_vs_recall(facts: dict[str, pd.DataFrame], out: Path) -> Path | N
     return save(fig, out / "detect_vs_recall.png")
 
 
+def plot_decay(facts: dict[str, pd.DataFrame], out: Path) -> Path | None:
+    """plots/decay.png: expt2's measures against interference steps (decay.csv): the mean over facts at each step
+    (points; seeds pooled) and both fitted forms, the better one solid, the other dashed; one panel per stage x
+    measure, one colour per group (the grid axes that vary but seed)."""
+    table = facts["decay"] if "decay" in facts else forgetting.decay_table(facts)
+    values = forgetting.decay_values(facts)
+    if table.empty or values.empty:
+        return None
+    panels = list(table.groupby(["stage", "measure"], sort=True))
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4 * rows), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    axes_keys = forgetting.group_axes(values)
+    for ax, ((stage, measure), fits) in zip(axes.flat, panels):
+        v = values[(values.stage == stage) & (values.measure == measure)]
+        groups = v.groupby(axes_keys, sort=True) if axes_keys else [((), v)]
+        for i, (key, g) in enumerate(groups):
+            key = key if isinstance(key, tuple) else (key,)
+            group = ", ".join(f"{a}={k}" for a, k in zip(axes_keys, key)) or "all"
+            color = colors[i % len(colors)]
+            means = g.groupby("t").y.mean()
+            ax.plot(means.index, means.to_numpy(), "o", color=color, label=f"{group}: mean over facts")
+            t = np.linspace(0, float(means.index.max()), 200)
+            for r in fits[fits.group == group].itertuples(index=False):
+                if not np.isfinite(r.a):
+                    continue
+                ax.plot(t, forgetting.FORMS[r.form](t, r.a, r.b), color=color, ls="-" if r.better else "--",
+                        lw=1.8 if r.better else 1, label=f"{group}: {r.form}{' (better)' if r.better else ''}")
+        _fraction_axis(ax, "interference steps", "answer probability exp(-answer NLL)" if measure ==
+                       "answer_probability" else f"fraction of items ({measure})", f"{stage}: {measure}")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle("Decay during interference: power law a(1+t)^-b vs exponential a·exp(-bt)")
+    return save(fig, out / "decay.png")
+
+
 PlotFn = Callable[[dict, Path], "Path | None"]  # (tables, plots dir) -> the PNG written, or None (no data)
 # plots of the tidy tables and of the per-item/per-fact tables, in the order they are drawn
 PLOTS_FROM_TABLES: list[PlotFn] = [plot_exposures, plot_recognition_by_foil, plot_retention, plot_error_rates,
                                    plot_prefix, plot_prior, plot_mia_rank_module, plot_mia_roc,
                                    plot_mia_vs_perplexity, plot_dpo, plot_canaries]
 PLOTS_FROM_FACTS: list[PlotFn] = [plot_learning_ecdf, plot_learning_by_knownness, plot_survival,
-                                  plot_hazard_ratios, plot_detect_vs_recall]
+                                  plot_hazard_ratios, plot_detect_vs_recall, plot_decay]

@@ -8,7 +8,7 @@ from typing import Callable
 
 import pandas as pd
 
-from memlab.analysis import survival
+from memlab.analysis import forgetting, survival
 from memlab.analysis import exposure_response
 from memlab.analysis.canaries import final_checkpoints
 from memlab.analysis.items import tier_order, trained_facts
@@ -113,6 +113,7 @@ SUMMARIES: dict[str, SummaryFn] = {
     "canaries": lambda tables, facts: canary_summary(tables),
     "foil_types": lambda tables, facts: foil_summary(tables),
     "difficulty": lambda tables, facts: survival.survival_summary(facts),
+    "forgetting": lambda tables, facts: forgetting.forgetting_summary(facts),
     "detect_vs_recall": lambda tables, facts: exposure_response.detect_recall_summary(facts)}
 
 

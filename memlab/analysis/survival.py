@@ -17,8 +17,10 @@ training) is not at risk of being learned and is left out, counted in the summar
   fact_id (a fact's rows across exposures, seeds and cells are not independent). Hazard ratio > 1: learned
   sooner (per exposure, the chance of reaching criterion is higher); < 1: takes longer.
 - Covariates, jointly: knownness (SliCK), fact kind, the grid axes that vary except seed (method, mode, model,
-  variants, ...), and the prior answer NLL (answer_nll at exposure 0, mean over the fact's probes; per nat)
-  where per_item.csv has it. Reference level of a categorical covariate: its most common level.
+  variants, ...), then facts.csv's answer kind, answer length (tokens, per token), number of training variants,
+  and prior answer NLL (answer_nll at exposure 0, mean over the fact's probes; per nat) where facts.csv has them.
+  Reference level of a categorical covariate: the level with the most facts. A covariate determined by the ones before it
+  (collinear: in expt7 every novel fact's answer is a number) is left out with a note, not split arbitrarily.
 - Not fitted, with one line saying why, never a traceback or an absurd ratio: fewer than MIN_FACTS facts at
   risk, fewer than MIN_EVENTS events, a covariate with one level (left out of the model), a level whose facts
   all or never reach criterion (perfect separation: the covariate is left out), or a fit that fails or gives a
@@ -74,15 +76,6 @@ def _grid(per_item: pd.DataFrame) -> dict[tuple[str, str], list[int]]:
     return out
 
 
-def prior_answer_nll(per_item: pd.DataFrame) -> pd.Series:
-    """(task, fact_id) -> mean answer_nll of the fact's probes at exposure 0 (the base model's prior), where
-    per_item.csv has the column."""
-    if per_item.empty or "answer_nll" not in per_item:
-        return pd.Series(dtype=float)
-    base = per_item[(per_item.exposure == 0) & per_item.answer_nll.notna()]
-    return base.groupby(["task", "fact_id"]).answer_nll.mean()
-
-
 def person_periods(times: pd.DataFrame, grid: dict) -> pd.DataFrame:
     """One row per fact x evaluated exposure while at risk (up to its event or censoring), y = 1 at the event."""
     rows = []
@@ -96,13 +89,18 @@ def person_periods(times: pd.DataFrame, grid: dict) -> pd.DataFrame:
     return pp.join(times.reset_index(drop=True), on="row")
 
 
+# facts.csv columns that enter the model (memlab/analysis/fact_covariates.py): name -> (kind, unit of a continuous one)
+FACT_COVARIATES = {"answer_kind": ("categorical", None), "answer_tokens": ("continuous", "per answer token"),
+                   "n_variants": ("categorical", None), "prior_answer_nll": ("continuous", "per nat")}
+
+
 def covariates(times: pd.DataFrame) -> dict[str, str]:
-    """The candidate covariates of `times`: name -> 'categorical' | 'continuous'."""
+    """The candidate covariates of `times`, in the order they enter the model: name -> 'categorical' |
+    'continuous'. Fact kind and knownness first, then the varying grid axes, then facts.csv's covariates."""
     out = {c: "categorical" for c in ("knownness", "kind") if c in times}
     out.update({c: "categorical" for c in times.columns if c not in NOT_COVARIATES and c not in out
-                and c not in ("time", "event", "prior_answer_nll")})
-    if "prior_answer_nll" in times:
-        out["prior_answer_nll"] = "continuous"
+                and c not in ("time", "event") and c not in FACT_COVARIATES})
+    out.update({c: kind for c, (kind, _) in FACT_COVARIATES.items() if c in times})
     return out
 
 
@@ -132,7 +130,8 @@ def fit_hazard_model(times: pd.DataFrame, grid: dict, stage: str, tier: str) -> 
     if n_events < MIN_EVENTS:
         return [], [f"{where}: not fitted: {n_events} fact(s) reached criterion (< {MIN_EVENTS})"]
     pp = person_periods(times, grid)
-    notes, terms, names = [], [], []
+    periods = pd.get_dummies(pp.period.astype(int), prefix="exposure", dtype=float)  # one baseline per exposure
+    notes, terms, names = [], [periods], []
     for name, kind in covariates(times).items():
         why = _usable(pp, name, kind)
         if why:
@@ -140,18 +139,25 @@ def fit_hazard_model(times: pd.DataFrame, grid: dict, stage: str, tier: str) -> 
                 notes.append(f"{where}: {name} left out of the model: {why}")
             continue
         if kind == "continuous":
-            terms.append(pp[[name]].astype(float))
-            names.append((name, "per nat", None))
+            term = pp[[name]].astype(float)
+            levels_named = [(name, FACT_COVARIATES.get(name, (None, "per unit"))[1], None)]
         else:
             levels = pp[name].astype(str)
-            ref = levels.value_counts().index[0]
-            dummies = pd.get_dummies(levels, prefix=name, prefix_sep="=", dtype=float).drop(columns=f"{name}={ref}")
-            terms.append(dummies)
-            names += [(name, f"{c.split('=', 1)[1]} vs {ref}", c) for c in dummies.columns]
-    if not terms:
+            ref = times[name].astype(str).value_counts().index[0]  # the level with most facts (not fact-exposures)
+            term = pd.get_dummies(levels, prefix=name, prefix_sep="=", dtype=float).drop(columns=f"{name}={ref}")
+            levels_named = [(name, f"{c.split('=', 1)[1]} vs {ref}", c) for c in term.columns]
+        # a covariate that the ones before it already determine (expt7's answer kind is its fact kind) cannot
+        # be estimated: it is left out, named, rather than given an arbitrary split of one effect
+        before = np.linalg.matrix_rank(pd.concat(terms, axis=1).to_numpy())
+        if np.linalg.matrix_rank(pd.concat(terms + [term], axis=1).to_numpy()) < before + term.shape[1]:
+            notes.append(f"{where}: {name} left out of the model: determined by the covariates before it "
+                         f"({', '.join(n for n, _, _ in names[-3:]) or 'the exposures'})")
+            continue
+        terms.append(term)
+        names += levels_named
+    if not names:
         return [], notes + [f"{where}: not fitted: no covariate varies (one level each, or left out above)"]
-    periods = pd.get_dummies(pp.period.astype(int), prefix="exposure", dtype=float)  # one baseline per exposure
-    X = pd.concat([periods] + terms, axis=1)
+    X = pd.concat(terms, axis=1)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence chatter: judged by the coefficients below
@@ -174,13 +180,21 @@ def fit_hazard_model(times: pd.DataFrame, grid: dict, stage: str, tier: str) -> 
     return rows, notes
 
 
-def _with_prior(times: pd.DataFrame, per_item: pd.DataFrame) -> pd.DataFrame:
-    prior = prior_answer_nll(per_item)
-    if prior.empty:
+def with_fact_covariates(times: pd.DataFrame, facts_table: pd.DataFrame) -> pd.DataFrame:
+    """`times` with facts.csv's FACT_COVARIATES joined by task x fact_id (a column missing for every fact is
+    not added)."""
+    cols = [c for c in FACT_COVARIATES if c in facts_table]
+    if facts_table.empty or not cols:
         return times
-    keys = list(zip(times.task, times.fact_id.astype(str)))
-    values = [prior.get(k, np.nan) for k in keys]
-    return times.assign(prior_answer_nll=values) if not all(pd.isna(values)) else times
+    f = facts_table[["task", "fact_id"] + cols].assign(fact_id=facts_table.fact_id.astype(str))
+    f = f.drop_duplicates(["task", "fact_id"]).set_index(["task", "fact_id"])
+    keys = pd.MultiIndex.from_arrays([times.task, times.fact_id.astype(str)])
+    out = times.copy()
+    for c in cols:
+        values = f[c].reindex(keys).to_numpy()
+        if not pd.isna(values).all():
+            out[c] = values
+    return out
 
 
 def difficulty(facts: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
@@ -190,8 +204,7 @@ def difficulty(facts: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]
     times, at_zero = survival_times(learning)
     if times.empty:
         return pd.DataFrame(columns=DIFFICULTY_COLUMNS), []
-    times = _with_prior(times, per_item.assign(fact_id=per_item.fact_id.astype(str)) if not per_item.empty
-                        else per_item)
+    times = with_fact_covariates(times, facts.get("facts", pd.DataFrame()))
     grid = _grid(per_item)
     rows, notes = [], ([f"{at_zero} fact x tier row(s) already at criterion at exposure 0 (known before "
                         "training): not at risk, left out"] if at_zero else [])
