@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from memlab import compat
-from memlab.io import DataError
+from memlab.io import DataError, yaml_problem
 
 
 def arg(default=dataclasses.MISSING, help: str = "", *, default_factory=dataclasses.MISSING, **metadata):
@@ -48,6 +48,25 @@ def parse_list(value, typ=int, name: str = "value") -> list:
         return [typ(str(v).strip()) if not isinstance(v, typ) else v for v in items]
     except ValueError:
         raise DataError(f"--{name}: expected a comma-separated list of {typ.__name__}, got '{value}'") from None
+
+
+def _yaml_loader():
+    """PyYAML's SafeLoader, refusing a key given twice in one mapping (safe_load keeps the last silently; OmegaConf,
+    which reads the experiment configs, refuses it too)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            first = {}
+            for key_node, _ in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key '{key}' (first at line {first[key] + 1})", key_node.start_mark)
+                if key is not None:
+                    first[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+    return UniqueKeyLoader
 
 
 def parse_args(dataclass_type, argv: Sequence[str] | None = None, prog: str | None = None):
@@ -90,9 +109,9 @@ def parse_args(dataclass_type, argv: Sequence[str] | None = None, prog: str | No
         if not p.exists():
             raise DataError(f"--config: {p}: file not found")
         try:
-            values = yaml.safe_load(p.read_text(encoding="utf-8"))
+            values = yaml.load(p.read_text(encoding="utf-8"), Loader=_yaml_loader())
         except yaml.YAMLError as e:
-            raise DataError(f"{p}: invalid YAML ({e})") from None
+            raise DataError(f"{p}: invalid YAML ({yaml_problem(e)})") from None
         except UnicodeDecodeError as e:
             raise DataError(f"{p}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
         values = {} if values is None else values
@@ -100,6 +119,10 @@ def parse_args(dataclass_type, argv: Sequence[str] | None = None, prog: str | No
             kind = type(values).__name__
             raise DataError(f"{p}: expected a mapping of argument: value (e.g. 'learning_rate: 1e-4'), got "
                             f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}")
+        if isinstance(values.get("grid"), dict) and isinstance(values.get("settings"), dict):
+            raise DataError(f"{p}: is an experiment config (grid and settings of every size), not a file of this "
+                            f"script's arguments: run the experiment with `python scripts/run_task.py {p.stem} "
+                            "--index N` (or scripts/submit.py, scripts/sweep.py)")
         bad_nested = sorted(k for k, v in values.items() if isinstance(v, dict))
         if bad_nested:
             raise DataError(f"{p}: {bad_nested[0]}: expected a value or a list, got a mapping")

@@ -89,6 +89,16 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def yaml_problem(e: Exception) -> str:
+    """A YAML parse error in one line, 'line L, column C: problem (context)' (PyYAML's own text spans several
+    lines and quotes the offending line); any other error's text with its line breaks folded."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is not None and problem:
+        context = getattr(e, "context", None)
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
+    return " ".join(str(e).split())
+
+
 def decode_text(data: bytes, path) -> str:
     """`data` decoded as UTF-8, a leading BOM dropped; DataError naming file:line, the byte and its column
     otherwise (a Latin-1 or Windows-1252 file, typically)."""

@@ -86,7 +86,12 @@ for a in "$@"; do
   case "$a" in *=*) ;; *) echo "error: '$a' is not a key=value override (e.g. seed=0,1,2)" >&2; exit 2 ;; esac
 done
 RUNS="${MEMLAB_RUNS_ROOT:-$ROOT/runs/reproduce}/$name"
-mkdir -p "$RUNS" || exit 2
+PY="${MEMLAB_PYTHON:-$ROOT/.venv/bin/python}"
+[ -x "$PY" ] || PY="$(command -v python3)"
+# the overrides are checked before anything is created (run_task.py says what is wrong): a refused command
+# leaves no empty $RUNS behind; the template creates $RUNS/<expt> when its first task starts
+# shellcheck disable=SC2086
+"$PY" "$ROOT/scripts/run_task.py" "$EXPT" --count --size "$SIZE" $OVERRIDES "$@" >/dev/null || exit 2
 echo "reproduce $name: $(command_of "$name")${*:+ $*}"
 start=$(date +%s)
 # without SLURM whatever the environment says (a login shell inside an allocation), every cell in turn;
@@ -99,6 +104,7 @@ rc=$?
 secs=$(( $(date +%s) - start ))
 wall="$((secs / 60)) min $((secs % 60)) s"
 if [ "$rc" -eq 0 ]; then
+  mkdir -p "$RUNS"
   printf '%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$wall" "$(command_of "$name")${*:+ $*}" >>"$RUNS/wall_time.txt"
   echo "reproduce $name: done in $wall; results: $RUNS/$EXPT (summary.txt, tidy_*.csv, plots/)"
 else

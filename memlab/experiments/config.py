@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from memlab.io import DataError
+from memlab.io import DataError, yaml_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "configs"
@@ -47,7 +47,31 @@ def load_config(expt: str):
     try:
         return OmegaConf.load(path)
     except Exception as e:  # OmegaConf/YAML parse errors have many types
-        raise DataError(f"{path}: cannot be read as a config ({e})") from None
+        raise DataError(f"{path}: cannot be read as a config ({yaml_problem(e)})") from None
+
+
+# Grid axes whose values the pipelines branch on: any other value would silently run as one of them
+# (method=qlora trained full fine-tuning), so it is refused with the override.
+AXIS_CHOICES = {"method": ("full", "lora"), "mode": ("passive", "active")}
+# Settings that hold a comma list of numbers as a string (`temperatures: 0,0.7`, handed to the scripts as
+# written): an override is checked like any number (finite, >= 0) and compared by meaning ('0' == '0.0').
+NUMBER_LIST_SETTINGS = ("temperatures",)
+
+
+def number_list(value) -> tuple[float, ...] | None:
+    """The numbers of a NUMBER_LIST_SETTINGS value ('0,0.70' -> (0.0, 0.7)), or None when it is not one."""
+    try:
+        return tuple(float(x) for x in (value if isinstance(value, list) else str(value).split(",")) if str(x).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def same_meaning(key: str, a, b) -> bool:
+    """Whether two values of setting `key` mean the same: equal, or for NUMBER_LIST_SETTINGS the same
+    numbers however spelt ('0' == '0.0'; '0,0.7' == '0.0,0.70')."""
+    if a == b:
+        return True
+    return key in NUMBER_LIST_SETTINGS and number_list(a) is not None and number_list(a) == number_list(b)
 
 
 def _coerce(key: str, raw: str, example, as_list: bool):
@@ -157,6 +181,9 @@ def resolve(expt: str, size: str, overrides=()) -> tuple[str, dict[str, list], d
             axes[k] = _coerce(k, raw, example, as_list=True)
             if joined:
                 axes[k] = [v.replace("+", ",") for v in axes[k]]
+            bad = [v for v in axes[k] if k in AXIS_CHOICES and v not in AXIS_CHOICES[k]]
+            if bad:
+                raise DataError(f"override {k}={raw}: {bad[0]!r} is not one of {', '.join(AXIS_CHOICES[k])}")
             dupes = sorted({str(v) for v in axes[k] if axes[k].count(v) > 1})
             if dupes:
                 raise DataError(f"override {k}={raw}: value(s) {dupes} given twice; two cells would share one "
@@ -165,6 +192,14 @@ def resolve(expt: str, size: str, overrides=()) -> tuple[str, dict[str, list], d
             example = settings[k]
             if isinstance(example, list):
                 settings[k] = _coerce(k, raw, example[0] if example else 0, as_list=True)
+            elif k in NUMBER_LIST_SETTINGS:
+                numbers = number_list(raw)  # each a finite number >= 0, checked before any stage runs
+                if not numbers or not all(math.isfinite(x) and x >= 0 for x in numbers):
+                    raise DataError(f"override {k}={raw}: expected a comma list of finite numbers >= 0 (the "
+                                    f"config's value is {example!r})")
+                # the config's own spelling when the meaning is the same: the stages' command lines stay as
+                # they were (a stage is re-run when its arguments change)
+                settings[k] = example if same_meaning(k, example, raw.strip()) else raw.strip()
             else:
                 settings[k] = _coerce(k, raw, example, as_list=False)
     for k in DATA_FILE_KEYS:  # a relative path is taken from where the command ran (the templates cd away)

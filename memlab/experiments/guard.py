@@ -12,8 +12,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from memlab.experiments.config import cell_name, grid_cells, with_added_settings
-from memlab.io import DataError, write_text_atomic
+from memlab.experiments.config import cell_name, grid_cells, same_meaning, with_added_settings
+from memlab.io import DataError, write_text_atomic, yaml_problem
 from memlab.rundir import differences
 
 
@@ -24,6 +24,12 @@ def check_runs_root(runs_root, expt: str) -> None:
             raise DataError(f"--runs_root {runs_root}: {d} is a file, not a directory of sweeps")
 
 
+def _as_recorded(recorded: dict, settings: dict) -> dict:
+    """`settings` with every value that means what the recorded one means in the recorded spelling
+    (temperatures '0.0' where '0' was recorded): the same config is not "another config"."""
+    return {k: recorded[k] if k in recorded and same_meaning(k, recorded[k], v) else v for k, v in settings.items()}
+
+
 def guard_root(expt: str, runs_root, size: str, axes: dict, settings: dict, overrides=(), force: bool = False,
                write: bool = True) -> Path:
     """Record the resolved config at the sweep root (RUNS_ROOT/<expt>/config.yaml) or refuse a changed one.
@@ -32,7 +38,9 @@ def guard_root(expt: str, runs_root, size: str, axes: dict, settings: dict, over
     seeds, another model: cells are keyed by their values, so new cells never touch old ones, and the
     recorded grid is the union). A different `size` or any different setting is refused, naming every key
     that differs, unless `force` (then the new config is recorded and each cell whose own settings.json
-    differs is emptied before it runs: `run_task`). `write=False` only checks (submit.py --dry_run)."""
+    differs is emptied before it runs: `run_task`). Values are compared by meaning (`same_meaning`: temperatures
+    '0.0' is the recorded '0'), and such a value takes the recorded spelling in `settings` itself, so the task
+    runs the stages' recorded command lines. `write=False` only checks (submit.py --dry_run)."""
     check_runs_root(runs_root, expt)
     path = Path(runs_root) / expt / "config.yaml"
     grid = {k: list(v) for k, v in axes.items()}
@@ -42,9 +50,12 @@ def guard_root(expt: str, runs_root, size: str, axes: dict, settings: dict, over
             if not isinstance(old, dict):
                 raise ValueError("not a mapping")
         except Exception as e:
-            raise DataError(f"{path}: unreadable recorded config ({e}); move it away or use a new runs root") from None
-        diff = differences({"size": old.get("size"), "settings": with_added_settings(old.get("settings", {}), settings)},
-                            {"size": size, "settings": settings})
+            raise DataError(f"{path}: unreadable recorded config ({yaml_problem(e)}); move it away or use a new "
+                            "runs root") from None
+        recorded = with_added_settings(old.get("settings", {}), settings)
+        if isinstance(recorded, dict):
+            settings.update(_as_recorded(recorded, settings))
+        diff = differences({"size": old.get("size"), "settings": recorded}, {"size": size, "settings": settings})
         if diff and not force:
             raise DataError(f"{path.parent} was run with another config; differing keys: {'; '.join(diff)}. "
                             f"Use a new runs root, or force=true (--force) to record this config and re-run the "
@@ -70,7 +81,8 @@ def _settings_match(task: Path, settings: dict) -> bool:
     except (OSError, ValueError):
         return False
     old.pop("overrides", None)
-    return not differences(with_added_settings(old, settings), settings)
+    old = with_added_settings(old, settings)
+    return not differences(old, _as_recorded(old, settings))
 
 
 def _check_cell_settings(task: Path, settings: dict, force: bool) -> None:
@@ -83,7 +95,8 @@ def _check_cell_settings(task: Path, settings: dict, force: bool) -> None:
     except (OSError, ValueError) as e:
         raise DataError(f"{recorded}: unreadable ({e})") from None
     old.pop("overrides", None)
-    diff = differences(with_added_settings(old, settings), settings)
+    old = with_added_settings(old, settings)
+    diff = differences(old, _as_recorded(old, settings))
     if not diff:
         return
     if not force:

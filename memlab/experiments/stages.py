@@ -47,14 +47,17 @@ def _recorded_argv_matches(out_dir: Path, argv: list[str]) -> bool:
     return recorded is None or recorded[:len(argv)] == argv
 
 
-def _end_with_parent() -> None:
-    """In a stage's process, before it starts: the kernel sends it SIGTERM when run_task.py dies, however it
-    dies (SIGKILL included), so a killed task never leaves a stage running on (it saves its resume state and
-    exits 75, as on a pre-emption). Linux's prctl(PR_SET_PDEATHSIG); elsewhere nothing."""
+def _end_with_parent(parent: int) -> None:
+    """In a stage's process, before it starts: the kernel sends it SIGTERM when run_task.py (pid `parent`) dies,
+    however it dies (SIGKILL included), so a killed task never leaves a stage running on (it saves its resume
+    state and exits 75, as on a pre-emption). Linux's prctl(PR_SET_PDEATHSIG); elsewhere nothing. A parent that
+    died between the fork and the prctl would send nothing: then the stage ends before it starts."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return
+    if os.getppid() != parent:
+        os._exit(128 + signal.SIGTERM)
 
 
 def run_stage(script: str, args: list, out_dir: Path, log=None) -> Path:
@@ -79,7 +82,8 @@ def run_stage(script: str, args: list, out_dir: Path, log=None) -> Path:
         elif script == "train.py":
             cmd.append("--resume")
     print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
-    proc = subprocess.Popen(cmd, cwd=ROOT, preexec_fn=_end_with_parent)
+    parent = os.getpid()
+    proc = subprocess.Popen(cmd, cwd=ROOT, preexec_fn=lambda: _end_with_parent(parent))
     forward = lambda signum, frame: proc.send_signal(signum)  # noqa: E731
     old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGUSR1)}
     try:
