@@ -49,6 +49,7 @@ from memlab.rundir import check_inputs_outside, lock_dir, release_locks
 from memlab.datagen.known_facts import KNOWN_FACTS
 from memlab.io import DataError, check_writable_dir, parse_tier_columns, read_texts
 from memlab.models import BUILTIN_MODELS, DEFAULT_MODEL, load_tokenizer, model_name_or_path_arg
+from memlab.text import normalize_text
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CORPUS = "data/corpus/sentences.jsonl"
@@ -247,9 +248,21 @@ def run_corpus(args: CorpusArgs) -> Path:
     return _finish("corpus", args, {"sentences.jsonl": rows}, ["sentences.jsonl"], [])
 
 
-def _read_corpus(path: str, text_column: str) -> tuple[list[dict], int]:
+def _read_corpus(path: str, text_column: str) -> tuple[list[dict], dict]:
+    """(rows de-duplicated by normalized text, what the manifest says was left out). A row without a word (only
+    emoji, symbols or punctuation: it normalizes to nothing) can be no sentence: it is left out, and said in one
+    note naming its line (and counted in the manifest), never silently nor as a duplicate."""
     rows = read_texts(_corpus_path(path), text_column or None)
-    return dedupe_by_normalized_text([{"id": r["id"], "text": r["text"]} for r in rows])
+    wordless = [r for r in rows if not normalize_text(r["text"])]
+    kept, dropped = dedupe_by_normalized_text([{"id": r["id"], "text": r["text"]} for r in rows
+                                               if normalize_text(r["text"])])
+    left_out = {"corpus_duplicates_dropped": dropped}
+    if wordless:
+        lines = ", ".join(str(r["_line"]) for r in wordless[:5]) + (", ..." if len(wordless) > 5 else "")
+        print(f"note: --corpus {path}: left out {len(wordless)} row(s) without a word (only emoji, symbols or "
+              f"punctuation), line(s) {lines}", file=sys.stderr)
+        left_out["corpus_rows_without_words"] = len(wordless)
+    return kept, left_out
 
 
 def run_recognition(args: RecognitionArgs) -> Path:
@@ -263,7 +276,7 @@ def run_recognition(args: RecognitionArgs) -> Path:
         if not (Path(args.paraphrase_model).is_dir() or args.paraphrase_model in BUILTIN_MODELS):
             raise DataError(f"--paraphrase_model {args.paraphrase_model}: not a local model directory nor a "
                             f"built-in model name {list(BUILTIN_MODELS)}")
-    corpus, dropped = _read_corpus(args.corpus, args.text_column)
+    corpus, left_out = _read_corpus(args.corpus, args.text_column)
     table = lexicon.read_lexicon(args.lexicon) if args.lexicon else lexicon.BUILTIN_SYNONYMS
     loaded = []
 
@@ -276,7 +289,7 @@ def run_recognition(args: RecognitionArgs) -> Path:
         corpus, args.n_pairs, types, args.seed, args.min_words, table, paraphraser if args.paraphrase_model else None,
         f"--corpus {args.corpus}", f"lexicon {args.lexicon}" if args.lexicon else "built-in synonym table")
     files = {"seen.jsonl": seen, "unseen.jsonl": unseen}
-    extra = {"corpus_duplicates_dropped": dropped}
+    extra = dict(left_out)
     if "synonym" in types:
         extra["synonym_lexicon"] = f"--lexicon {args.lexicon}" if args.lexicon else lexicon.SOURCE_BUILTIN
     if loaded:
@@ -292,15 +305,15 @@ def run_mia(args: MiaArgs) -> Path:
         (all(c >= 1 for c in copies), "--canary_copies must be >= 1 each"),
         (args.canaries_per_copy >= 1, "--canaries_per_copy must be >= 1"),
         (len(copies) * args.canaries_per_copy <= args.n_members, "more canaries than --n_members")])
-    dropped = 0
+    left_out = {"corpus_duplicates_dropped": 0}
     if args.source == "corpus":
-        pool, dropped = _read_corpus(args.corpus, args.text_column)
+        pool, left_out = _read_corpus(args.corpus, args.text_column)
     else:
         pool = membership.fact_statements(args.n_members + args.n_nonmembers, args.seed)
     id_field = "source_id" if args.source == "corpus" else "fact_id"
     files = membership.make_mia(pool, args.n_members, args.n_nonmembers, copies, args.canaries_per_copy, args.seed, id_field)
     return _finish("mia", args, files, ["train.jsonl", "members.jsonl"], ["nonmembers.jsonl"],
-                   {"corpus_duplicates_dropped": dropped})
+                   left_out)
 
 
 def run_cloze(args: ClozeArgs) -> Path:

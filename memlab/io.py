@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import unicodedata
@@ -51,8 +52,8 @@ def read_records(path: str | os.PathLike) -> list[dict]:
 
     Each row gets `_line` (1-based line number in the file) so later checks can point at it.
     TXT rows are `{"text": line}`; ids are added by `ensure_ids`.
-    Files must be UTF-8 (a leading byte-order mark, as Excel writes, is dropped); lines end at a newline (a
-    carriage return before it is dropped), so a text holding U+2028 or NEL stays one line. CSV is parsed
+    Files must be UTF-8 (a leading byte-order mark, as Excel writes, is dropped); lines end at "\n", "\r\n" or
+    a lone "\r" (old Mac files), so a text holding U+2028 or NEL stays one line. CSV is parsed
     strictly: an unmatched quote or a row with more fields than the header is an error naming the line.
     """
     path = Path(path)
@@ -107,20 +108,25 @@ def decode_text(data: bytes, path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line_start = data.rfind(b"\n", 0, e.start) + 1
-        line = data.count(b"\n", 0, e.start) + 1
+        ends = list(re.finditer(rb"\r\n|\r|\n", data[:e.start]))  # the line ends `_lines` splits at
+        line_start = ends[-1].end() if ends else 0
+        line = len(ends) + 1
         column = len(data[line_start:e.start].decode("utf-8", errors="replace")) + 1
         raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x} at column {column}); "
                         "save the file as UTF-8") from None
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def _lines(text: str) -> list[str]:
-    """Lines split at newlines only (CRLF's carriage return dropped), unlike str.splitlines, which also splits
-    at U+2028, NEL and other characters a JSON string may hold raw; line numbers agree with any editor's."""
-    lines = text.split("\n")
+    """Lines split at line ends, "\n", "\r\n" or a lone "\r" (old Mac files; Python's universal newlines, as the
+    CSV reader splits them), not at U+2028, NEL and the other characters str.splitlines also splits at, which a
+    JSON string may hold raw; line numbers agree with any editor's."""
+    lines = _LINE_END.split(text)
     if lines and lines[-1] == "":
         lines.pop()
-    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    return lines
 
 
 def _quote_opened_at(lines: Sequence[str], first: int) -> int:
@@ -450,6 +456,14 @@ def check_writable_dir(path) -> Path:
     path = Path(path)
     probe = path
     while not probe.exists():
+        if probe.is_symlink():  # a dangling link or a loop: mkdir would fail later with "File exists"
+            try:
+                os.stat(probe)
+                why = "it cannot be followed"
+            except OSError as e:
+                why = e.strerror or str(e)
+            raise DataError(f"output dir {path}: {probe} is a symbolic link to {os.readlink(probe)}, which leads "
+                            f"nowhere ({why}); remove the link or point it at a directory")
         probe = probe.parent
     if not probe.is_dir():
         raise DataError(f"output dir {path}: {probe} exists and is not a directory")
@@ -513,9 +527,12 @@ def atomic_output_dir(path) -> Iterator[Path]:
 
     An existing directory at `path` is replaced as a whole (never mixed old and new files). On error
     the temporary directory is removed and `path` is untouched. Temporary siblings left by a killed run
-    (`.NAME.tmp-*`, `.NAME.old-*`) are removed first; the caller holds the directory's lock.
+    (`.NAME.tmp-*`, `.NAME.old-*`) are removed first; the caller holds the directory's lock. A `path` that is
+    a symbolic link to a directory is written through: the directory it points to is replaced, the link kept.
     """
     path = check_writable_dir(path)
+    if path.is_symlink():
+        path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     # temporary siblings a killed run left (the caller holds the directory's lock: no live writer owns them)
     for stale in list(path.parent.glob(f".{path.name}.tmp-*")) + list(path.parent.glob(f".{path.name}.old-*")):

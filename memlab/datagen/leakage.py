@@ -132,7 +132,8 @@ def format_report(report: dict, max_pairs: int = 50) -> str:
                 f"({', '.join(report['held_out_sets']) or 'none'}), no exact or normalized overlap"
                 + _skipped_note(report))
     lines = [f"leakage check failed: {report['n_overlaps']} overlapping pair(s) between training and "
-             f"held-out texts:"]
+             f"held-out texts (equal, or equal once case, punctuation, symbols, emoji and spacing are ignored: "
+             f"near duplicates a trained model scores alike):"]
     lines += [f"  {d}" for d in report["overlaps"][:max_pairs]]
     if report["n_overlaps"] > max_pairs:
         lines.append(f"  ... and {report['n_overlaps'] - max_pairs} more")
