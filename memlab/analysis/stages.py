@@ -38,7 +38,7 @@ QA_STAGES = ("recall", "knownness", "variants_recall", "retention_recall", "dpo_
              "prior_recall")
 RECOGNITION_STAGES = ("recognition", "retention_recognition")
 SENTENCE_STAGES = ("sentence_recall", "retention_sentence_recall")  # prefix recall of the studied sentences
-PREFIX_STAGES = ("prefix_recall",) + SENTENCE_STAGES
+PREFIX_STAGES = ("prefix_recall", "extraction") + SENTENCE_STAGES  # extraction: expt4's canaries from a prefix
 SENTENCE_TIER = "sentence"  # their tier in per_item.csv and learning.csv
 BASE_STAGES = ("knownness", "prior_recall_base")  # the base model's answers: exposure 0
 LEARNING_QA_STAGES = {"recall": ("recall",), "prior_recall": ("prior_recall_base", "prior_recall")}
