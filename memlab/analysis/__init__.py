@@ -9,6 +9,10 @@
 - summary.py: summary.txt's blocks (`SUMMARIES`).
 - plots.py: every plot (`PLOTS_FROM_TABLES`, `PLOTS_FROM_FACTS`); the only module that imports matplotlib.
 - survival.py: which facts take longer (Kaplan–Meier, log-rank, discrete-time hazard model: difficulty.csv).
+- fact_covariates.py: facts.csv, each fact's covariates (answer kind and length, prior answer NLL, variants, copies).
+- forgetting.py: forgetting.csv (forgetting events, recognition kept, relearning savings) and decay.csv (power law
+  vs exponential decay against interference steps).
+- exposure_response.py: mia_exposure.csv, membership inference against exposures beside the members' recall.
 - output.py: writing the outputs atomically.
 
 `registries()` gives analyze.py what it builds; an experiment module can add its own tables, plots and
@@ -24,8 +28,7 @@ def derived_tables(facts: dict) -> dict:
     # imported here: statsmodels and scipy only when there is something to analyze
     import pandas as pd
 
-    from memlab.analysis import forgetting, survival
-    from memlab.analysis import exposure_response
+    from memlab.analysis import exposure_response, forgetting, survival
 
     derived = [
         ("difficulty", lambda f: survival.difficulty(f)[0]),
