@@ -3,7 +3,7 @@ per_item/learning), each plot(tables, out) -> the PNG written under `out`, or No
 Shared pieces: `save` (atomic PNG), `_mean_lines` (mean over seeds with a CI band, for every plot of
 means), `_roc_lines` (ROC curves on a log FPR axis) and `_fraction_axis`.
 
-Its length (~580 lines): fifteen plots sharing the helpers below; kept as one module so that matplotlib
+Its length (~670 lines): seventeen plot functions sharing the helpers below; kept as one module so that matplotlib
 is imported in one place only."""
 from __future__ import annotations
 
