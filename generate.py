@@ -75,7 +75,7 @@ class GenerateArgs(EvalRuntimeArgs):
     text_column: Optional[str] = arg(None, "prefix mode: column holding the text; when not given: `text`, else the "
                                      "first string column")
     prefix_tokens: str = arg("16,32,64", "prefix mode: prompt lengths in tokens, comma-separated (the prompt is the "
-                             "first p tokens of the text)")
+                             "first p tokens of the text, or up to the end of a character token p splits)")
     prefix_fraction: Optional[float] = arg(None, "prefix mode, instead of --prefix_tokens: the prompt is this "
                                            "fraction of each text's tokens, in (0, 1)")
     temperature: float = arg(0.0, "prefix mode: sampling temperature; 0 = greedy")

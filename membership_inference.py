@@ -132,8 +132,8 @@ class MiaArgs(EvalRuntimeArgs):
     reference_models: Optional[str] = arg(None, "rmia: reference model directories, comma-separated (models "
                                           "fine-tuned on random halves of the population); their tokenizer must "
                                           "equal the target's")
-    rmia_population: Optional[str] = arg(None, "rmia: population samples z (text file); when not given: the "
-                                         "evaluated non-members")
+    rmia_population: Optional[str] = arg(None, "rmia: population samples z (text file; a member's text there is an "
+                                         "error); when not given: the evaluated non-members")
     rmia_gamma: float = arg(1.0, "rmia: the likelihood-ratio threshold gamma")
 
 
