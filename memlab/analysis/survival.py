@@ -107,6 +107,8 @@ def covariates(times: pd.DataFrame) -> dict[str, str]:
 def _usable(pp: pd.DataFrame, name: str, kind: str) -> str | None:
     """None when `name` can enter the model, else why not."""
     col = pp[name]
+    if col.isna().all():  # not a property of these rows (recognition pairs have no answer): nothing to say
+        return "one level"
     if col.isna().any():
         return "missing for some facts"
     if kind == "continuous":
