@@ -164,9 +164,10 @@ def forgetting_table(facts: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def _cell_columns(per_item: pd.DataFrame) -> list[str]:
-    """The cell's columns of per_item.csv: everything before `stage` (expt, grid axes, task)."""
+    """The cell's columns of per_item.csv: the leading ones up to `task` (expt, grid axes, task: the cell's keys
+    come first in every row and `task` last among them; what follows depends on the first stage stacked)."""
     cols = list(per_item.columns)
-    return cols[:cols.index("stage")] if "stage" in cols else ["task"]
+    return cols[:cols.index("task") + 1] if "task" in cols else []
 
 
 # ------------------------------------------------------------------------------------------------- decay
@@ -245,7 +246,7 @@ def decay_values(facts: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def group_axes(values: pd.DataFrame) -> list[str]:
     """The cell columns that vary, other than seed and task (their levels are decay groups)."""
-    cols = list(values.columns[:list(values.columns).index("stage")])
+    cols = _cell_columns(values)
     return [c for c in cols if c not in CELL_SKIP and values[c].astype(str).nunique() > 1]
 
 
