@@ -38,10 +38,15 @@ def pair_rows(task, sentence, pair, recalled: dict, recognized: dict):
 
 def test_forgetting_events_of_one_sequence():
     ev = forgetting.forgetting_events([0, 1, 2, 3, 5, 8], [False, True, True, False, False, True])
-    assert ev == [{"first_recalled_at": 1, "learned_at": 1, "forgotten_at": 3, "relearned_at": 8}]
+    assert ev == [{"first_recalled_at": 1, "learned_at": 1, "forgotten_at": 3, "relearned_at": 8,
+                   "exact_first": True, "exact_relearn": False}]  # 5 -> 8: relearned after 4 to 5 exposures
     two = forgetting.forgetting_events([3, 1, 2, 4], [False, True, False, True])  # any order
     assert [(e["learned_at"], e["forgotten_at"], e["relearned_at"]) for e in two] == [(1, 2, 4)]
     assert forgetting.forgetting_events([1, 2], [True, True]) == []
+    # expt7's grid: recalled at 1, lost at 2, back "at 5" (after 1 to 3 exposures): no savings from bounds
+    table = forgetting.forgetting_table({"per_item": pd.DataFrame(qa_rows("t0", "f", {0: 0, 1: 1, 2: 0, 5: 1}))})
+    r = table[table.tier == "easy"].iloc[0]
+    assert (r.relearned_at, r.exposures_to_relearn) == (5, 3) and pd.isna(r.savings)
     assert forgetting.forgetting_events([1, 2], [False, False]) == []
 
 

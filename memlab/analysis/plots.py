@@ -469,7 +469,7 @@ def plot_survival(facts: dict[str, pd.DataFrame], out: Path) -> list[Path] | Non
                 ax.fill_between(t, np.r_[1, c.ci_low.to_numpy()], np.r_[1, c.ci_high.to_numpy()], step="post",
                                 alpha=0.15, color=line[0].get_color())
             _fraction_axis(ax, "exposures", "fraction of facts not yet at criterion",
-                           f"{stage} / {tier}" + (f" (log-rank p={p:.3g})" if p is not None else ""),
+                           f"{stage} / {tier}" + (f" (log-rank {survival.format_p(p)})" if p is not None else ""),
                            legend_title=grouping)
         for ax in list(axes.flat)[len(items):]:
             ax.set_visible(False)

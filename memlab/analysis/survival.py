@@ -19,7 +19,9 @@ training) is not at risk of being learned and is left out, counted in the summar
 - Covariates, jointly: knownness (SliCK), fact kind, the grid axes that vary except seed (method, mode, model,
   variants, ...), then facts.csv's answer kind, answer length (tokens, per token), number of training variants,
   and prior answer NLL (answer_nll at exposure 0, mean over the fact's probes; per nat) where facts.csv has them.
-  Reference level of a categorical covariate: the level with the most facts. A covariate determined by the ones before it
+  Reference level of a categorical covariate: `REFERENCE_LEVELS` where present (kind novel, knownness Unknown,
+  method full, answer kind number, mode passive), so every stage x tier compares with the same level; else the
+  level with the most facts. A covariate determined by the ones before it
   (collinear: in expt7 every novel fact's answer is a number) is left out with a note, not split arbitrarily.
 - Not fitted, with one line saying why, never a traceback or an absurd ratio: fewer than MIN_FACTS facts at
   risk, fewer than MIN_EVENTS events, a covariate with one level (left out of the model), a level whose facts
@@ -104,6 +106,25 @@ def covariates(times: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+# the reference level of a categorical covariate when present, so that every stage x tier compares with the same
+# level (the level with the most facts at risk differs between tiers: known facts answered at exposure 0 are not
+# at risk); other covariates: the level with the most facts
+REFERENCE_LEVELS = {"kind": "novel", "knownness": "Unknown", "method": "full", "answer_kind": "number",
+                    "mode": "passive"}
+
+
+def reference_level(values: pd.Series, name: str) -> str:
+    """The reference level of categorical covariate `name` among `values` (one per fact at risk)."""
+    levels = values.astype(str)
+    preferred = REFERENCE_LEVELS.get(name)
+    return preferred if preferred in set(levels) else levels.value_counts().index[0]
+
+
+def format_p(p: float) -> str:
+    """'p=0.0123' for summary.txt and plot titles; below double precision's reach 'p<1e-16', not 'p=0'."""
+    return "p<1e-16" if p < 1e-16 else f"p={p:.3g}"
+
+
 def _usable(pp: pd.DataFrame, name: str, kind: str) -> str | None:
     """None when `name` can enter the model, else why not."""
     col = pp[name]
@@ -145,7 +166,7 @@ def fit_hazard_model(times: pd.DataFrame, grid: dict, stage: str, tier: str) -> 
             levels_named = [(name, FACT_COVARIATES.get(name, (None, "per unit"))[1], None)]
         else:
             levels = pp[name].astype(str)
-            ref = times[name].astype(str).value_counts().index[0]  # the level with most facts (not fact-exposures)
+            ref = reference_level(times[name], name)
             term = pd.get_dummies(levels, prefix=name, prefix_sep="=", dtype=float).drop(columns=f"{name}={ref}")
             levels_named = [(name, f"{c.split('=', 1)[1]} vs {ref}", c) for c in term.columns]
         # a covariate that the ones before it already determine (expt7's answer kind is its fact kind) cannot
@@ -261,14 +282,14 @@ def survival_summary(facts: dict[str, pd.DataFrame]) -> str:
              "fact], p (discrete-time proportional hazards, cloglog; > 1 = learned sooner; difficulty.csv)"]
     for r in table.itertuples(index=False):
         lines.append(f"  {r.stage}/{r.tier}: {r.covariate} {r.level}: {r.hazard_ratio:.2f} [{r.ci_low:.2f}, "
-                     f"{r.ci_high:.2f}], p={r.p_value:.3g} ({r.n_events}/{r.n_facts} facts reached criterion)")
+                     f"{r.ci_high:.2f}], {format_p(r.p_value)} ({r.n_events}/{r.n_facts} facts reached criterion)")
     if table.empty:
         lines.append("  no model fitted")
     lines += [f"  {n}" for n in notes]
     for (stage, tier, grouping), g in km_groups(times):
         _, p = kaplan_meier(g, grouping)
         if p is not None:
-            lines.append(f"  log-rank {stage}/{tier} by {grouping}: p={p:.3g}")
+            lines.append(f"  log-rank {stage}/{tier} by {grouping}: {format_p(p)}")
     return "\n".join(lines)
 
 
