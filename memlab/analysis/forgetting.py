@@ -301,6 +301,9 @@ def forgetting_summary(facts: dict[str, pd.DataFrame]) -> str:
         for (stage, tier), g in forgetting.groupby(["stage", "tier"], sort=True):
             n_facts = g.groupby(["task", "fact_id"]).ngroups
             text = f"  {stage}/{tier}: {len(g)} event(s) in {n_facts} fact(s)"
+            kinds = g.kind.dropna().astype(str).value_counts() if "kind" in g else pd.Series(dtype=int)
+            if len(kinds) > 1:  # expt7: trained facts and never-trained held-out ones lose recall for other reasons
+                text += " (events by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) + ")"
             kept = g.recognition_kept.dropna()
             if len(kept):
                 text += f"; recognition kept in {int(kept.sum())}/{len(kept)}"
