@@ -25,7 +25,8 @@ Measures: `recall` (retention_recall: tier `all`; retention_sentence_recall), `r
 95% CIs of a and b: percentile bootstrap over facts (facts resampled with replacement, both forms refitted,
 N_BOOT times): a fact's values across steps are not independent, so a per-point standard error would be too
 narrow. Both forms have two parameters, so AIC = n log(RSS / n) + 4 ranks them as RSS does; `better` marks the
-lower AIC. One fit per stage x measure x group (the grid axes that vary, other than seed; seeds pooled). Not
+lower AIC, and summary.txt calls a gap below TIE_AIC a tie (the AIC counts every fact x step value as independent,
+so it overstates the evidence; the bootstrap CIs do not). One fit per stage x measure x group (the grid axes that vary, other than seed; seeds pooled). Not
 fitted, with a note: fewer than MIN_FACTS facts, fewer than 3 steps, or a measure that does not change.
 """
 from __future__ import annotations
@@ -55,6 +56,7 @@ FORMS = {"power law": lambda t, a, b: a * np.power(1.0 + t, -b),
          "exponential": lambda t, a, b: a * np.exp(-b * t)}
 N_BOOT = 200
 MIN_FACTS = 5
+TIE_AIC = 2.0  # an AIC gap below this is no evidence for either form (Burnham & Anderson's rule of thumb)
 
 
 # ------------------------------------------------------------------------------------------------ status
@@ -324,8 +326,9 @@ def forgetting_summary(facts: dict[str, pd.DataFrame]) -> str:
                              f"{r.a_ci_high:.3g}], b={r.b:.3g} [{r.b_ci_low:.3g}, {r.b_ci_high:.3g}], "
                              f"AIC {r.aic:.1f}{' (better)' if r.better else ''}")
             if len(best) and len(g) == 2:
-                other = g[~g.better.astype(bool)].aic.iloc[0]
-                lines.append(f"    better fit: {best.form.iloc[0]} (AIC lower by {other - best.aic.iloc[0]:.1f}; "
-                             f"{int(best.n_facts.iloc[0])} facts, steps 0..{best.last_step.iloc[0]:g})")
+                gap = g[~g.better.astype(bool)].aic.iloc[0] - best.aic.iloc[0]
+                verdict = (f"better fit: {best.form.iloc[0]} (AIC lower by {gap:.1f}" if gap >= TIE_AIC else
+                           f"the two forms are not told apart (AIC within {gap:.1f} < {TIE_AIC:g}")
+                lines.append(f"    {verdict}; {int(best.n_facts.iloc[0])} facts, steps 0..{best.last_step.iloc[0]:g})")
         lines += [f"  {n}" for n in decay.attrs.get("notes", [])]
     return "\n".join(lines)

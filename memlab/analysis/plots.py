@@ -622,7 +622,7 @@ def plot_detect_vs_recall(facts: dict[str, pd.DataFrame], out: Path) -> Path | N
 
 def plot_decay(facts: dict[str, pd.DataFrame], out: Path) -> Path | None:
     """plots/decay.png: expt2's measures against interference steps (decay.csv): the mean over facts at each step
-    (points; seeds pooled) and both fitted forms, the better one solid, the other dashed; one panel per stage x
+    (points; seeds pooled) and both fitted forms, the one with the lower AIC solid, the other dashed; one panel per stage x
     measure, one colour per group (the grid axes that vary but seed)."""
     table = facts["decay"] if "decay" in facts else forgetting.decay_table(facts)
     values = forgetting.decay_values(facts)
@@ -648,7 +648,7 @@ def plot_decay(facts: dict[str, pd.DataFrame], out: Path) -> Path | None:
                 if not np.isfinite(r.a):
                     continue
                 ax.plot(t, forgetting.FORMS[r.form](t, r.a, r.b), color=color, ls="-" if r.better else "--",
-                        lw=1.8 if r.better else 1, label=f"{group}: {r.form}{' (better)' if r.better else ''}")
+                        lw=1.8 if r.better else 1, label=f"{group}: {r.form}{' (lower AIC)' if r.better else ''}")
         _fraction_axis(ax, "interference steps", "answer probability exp(-answer NLL)" if measure ==
                        "answer_probability" else f"fraction of items ({measure})", f"{stage}: {measure}")
     for ax in list(axes.flat)[len(panels):]:
