@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from memlab.analysis.items import cell_columns
 from memlab.analysis.stages import HELDOUT_KIND, LEARNING_QA_STAGES
 from memlab.attacks import LOW_FPRS
 from memlab.learning import ALL, VERBATIM, recall_status
@@ -179,18 +180,12 @@ def _mia(task: pd.DataFrame, n_boot: int, seed: int, notes: list) -> list[dict]:
     return rows
 
 
-def cell_axes(per_item: pd.DataFrame) -> list[str]:
-    """per_item.csv's cell columns (the grid axes, then `task`)."""
-    cols = list(per_item.columns)
-    return cols[:cols.index("task") + 1] if "task" in cols else []
-
-
 def mia_exposure(facts: dict, n_boot: int = N_BOOT, seed: int = SEED) -> pd.DataFrame:
     """mia_exposure.csv from per_item.csv (module docstring; columns: docs/analysis.md): one row per task x
     source x group x checkpoint x attack. attrs["notes"]: the points left out and why."""
     per_item = facts.get("per_item", pd.DataFrame())
     notes: list[str] = []
-    axes = cell_axes(per_item)
+    axes = cell_columns(per_item)
     if per_item.empty or "stage" not in per_item or not axes:
         out = pd.DataFrame(columns=axes + COLUMNS)
         out.attrs["notes"] = notes
@@ -222,7 +217,7 @@ def verdicts(table: pd.DataFrame) -> pd.DataFrame:
     `no` (recallable first, at the same exposure, or never detectable), `undetermined` (neither by the last
     exposure, no recall measured, or already detectable or recallable at exposure 0: then members and
     non-members, or the facts, differ before training), with the reason in `why`."""
-    axes = [c for c in cell_axes(table) if c in table]
+    axes = [c for c in cell_columns(table) if c in table]
     d = table[table.attack == DETECT_ATTACK] if not table.empty else table
     if d.empty:
         return pd.DataFrame(columns=axes + VERDICT_COLUMNS)
@@ -282,7 +277,7 @@ def detect_recall_summary(facts: dict) -> str:
              f"bound > 0.5, vs first exposure whose members' recall >= {RECALLED}; per task)"]
     v = verdicts(table)
     if not v.empty:
-        axes = [a for a in cell_axes(table) if a not in ("task",) and v[a].nunique() > 1]
+        axes = [a for a in cell_columns(table) if a not in ("task",) and v[a].nunique() > 1]
         axes = axes or (["task"] if v.task.nunique() > 1 else [])
 
         def fmt_d(r):

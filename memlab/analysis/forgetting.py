@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import curve_fit
 
+from memlab.analysis.items import cell_columns
 from memlab.learning import recall_status
 
 TRAINING_QA = ("recall", "prior_recall_base", "prior_recall")  # QA learning stages (prior_* = expt7)
@@ -131,7 +132,7 @@ def forgetting_table(facts: dict[str, pd.DataFrame]) -> pd.DataFrame:
     per_item, learning = facts.get("per_item", pd.DataFrame()), facts.get("learning", pd.DataFrame())
     if per_item.empty:
         return pd.DataFrame(columns=FORGETTING_COLUMNS)
-    cell_cols = _cell_columns(per_item)
+    cell_cols = cell_columns(per_item)
     status = status_table(per_item, cell_cols)
     if status.empty:
         return pd.DataFrame(columns=FORGETTING_COLUMNS)
@@ -175,13 +176,6 @@ def forgetting_table(facts: dict[str, pd.DataFrame]) -> pd.DataFrame:
     out["recognition_kept"] = out.recognition_kept.astype("boolean")
     out["savings"] = pd.to_numeric(out.savings, errors="coerce").round(4)
     return out
-
-
-def _cell_columns(per_item: pd.DataFrame) -> list[str]:
-    """The cell's columns of per_item.csv: the leading ones up to `task` (expt, grid axes, task: the cell's keys
-    come first in every row and `task` last among them; what follows depends on the first stage stacked)."""
-    cols = list(per_item.columns)
-    return cols[:cols.index("task") + 1] if "task" in cols else []
 
 
 # ------------------------------------------------------------------------------------------------- decay
@@ -239,7 +233,7 @@ def decay_values(facts: dict[str, pd.DataFrame]) -> pd.DataFrame:
     per_item = facts.get("per_item", pd.DataFrame())
     if per_item.empty or not per_item.stage.isin(list(RETENTION)).any():
         return pd.DataFrame()
-    cell_cols = _cell_columns(per_item)
+    cell_cols = cell_columns(per_item)
     status = status_table(per_item[per_item.stage.isin(list(RETENTION))], cell_cols)
     if status.empty:
         return status
@@ -260,7 +254,7 @@ def decay_values(facts: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def group_axes(values: pd.DataFrame) -> list[str]:
     """The cell columns that vary, other than seed and task (their levels are decay groups)."""
-    cols = _cell_columns(values)
+    cols = cell_columns(values)
     return [c for c in cols if c not in CELL_SKIP and values[c].astype(str).nunique() > 1]
 
 

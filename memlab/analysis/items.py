@@ -170,6 +170,13 @@ def collect_facts(root: Path, inputs: Inputs | None = None) -> dict[str, pd.Data
             "facts": pd.concat(facts, ignore_index=True) if facts else pd.DataFrame()}
 
 
+def cell_columns(per_item: pd.DataFrame) -> list[str]:
+    """per_item.csv's cell columns: the leading ones up to `task` (the cell's keys come first in every row, `task`
+    last among them; what follows depends on the first stage stacked)."""
+    cols = list(per_item.columns)
+    return cols[:cols.index("task") + 1] if "task" in cols else []
+
+
 TIER_ORDER = ("easy", "mid", "hard", "all", "verbatim", "recognition")
 
 

@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator, ScalarFormatter  # noqa: E402
 from memlab.analysis import forgetting, survival  # noqa: E402
 from memlab.analysis import exposure_response  # noqa: E402
 from memlab.analysis.canaries import final_checkpoints  # noqa: E402
-from memlab.analysis.items import tier_order, trained_facts  # noqa: E402
+from memlab.analysis.items import cell_columns, tier_order, trained_facts  # noqa: E402
 from memlab.analysis.stages import HELDOUT_KIND, SENTENCE_TIER  # noqa: E402
 from memlab.analysis.tables import varying  # noqa: E402
 from memlab.learning import CATEGORIES, HUMAN_EXPOSURES, learned_fraction  # noqa: E402
@@ -579,7 +579,7 @@ def plot_detect_vs_recall(facts: dict[str, pd.DataFrame], out: Path) -> Path | N
     df = facts.get("mia_exposure", pd.DataFrame())
     if df.empty:
         return None
-    keys = varying(df, [a for a in exposure_response.cell_axes(df) if a not in ("seed", "task")])
+    keys = varying(df, [a for a in cell_columns(df) if a not in ("seed", "task")])
     df = df.assign(_curve=exposure_response.curve(df), exposure=df.exposure.astype(float))
     panels = list(df.groupby(keys + ["_curve"], sort=True))
     ncol = min(3, len(panels))
